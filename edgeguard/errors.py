@@ -1,0 +1,66 @@
+"""The exceptions edgeguard raises.
+
+Every error derives from :class:`EdgeguardError` *and* from the matching built-in, so
+callers can catch either ``EdgeguardError`` or e.g. ``ValueError``. Messages follow the
+pattern "expected X, got Y" followed by how to fix it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EdgeguardError",
+    "InvalidInputError",
+    "DataError",
+    "DataNotFoundError",
+    "ModelLoadError",
+    "UnsafeModelError",
+    "UnsupportedOpError",
+    "FilterError",
+    "PrivacyBudgetExceededError",
+    "ModelRefusedError",
+    "InferenceError",
+]
+
+
+class EdgeguardError(Exception):
+    """Root of every error edgeguard raises."""
+
+
+class InvalidInputError(EdgeguardError, ValueError):
+    """An input array has the wrong shape, dtype or range, or holds NaN/inf."""
+
+
+class DataError(EdgeguardError, ValueError):
+    """A dataset or probe set is malformed (bad IDX header, labels do not match images...)."""
+
+
+class DataNotFoundError(EdgeguardError, FileNotFoundError):
+    """A dataset or probe set is not where it was expected."""
+
+
+class ModelLoadError(EdgeguardError, ValueError):
+    """An ONNX file cannot be read, checked or run."""
+
+
+class UnsafeModelError(EdgeguardError, ValueError):
+    """An ONNX file must not be loaded at all (e.g. external data escaping its folder)."""
+
+
+class UnsupportedOpError(EdgeguardError, ValueError):
+    """The ONNX-to-torch interpreter met an operator (or attribute) it does not implement."""
+
+
+class FilterError(EdgeguardError, ValueError):
+    """An output filter is misconfigured or does not fit the model's outputs."""
+
+
+class PrivacyBudgetExceededError(EdgeguardError, RuntimeError):
+    """A privacy budget is spent: the release was refused."""
+
+
+class ModelRefusedError(EdgeguardError, PermissionError):
+    """The vet policy refuses to run a model that was flagged as vicious."""
+
+
+class InferenceError(EdgeguardError, RuntimeError):
+    """onnxruntime failed while running the model; no output was released."""
