@@ -134,9 +134,7 @@ def test_risk_matches_direct_mahalanobis_formula(correlated_images, rng):
     def md(a, b):
         return math.sqrt((a - b) @ precision @ (a - b))
 
-    expected = np.mean(
-        [md(x.ravel(), mu) / md(x.ravel(), xh.ravel()) for x, xh in zip(test, xhat)]
-    )
+    expected = np.mean([md(x.ravel(), mu) / md(x.ravel(), xh.ravel()) for x, xh in zip(test, xhat)])
     reference = MahalanobisReference.fit(train)
     assert reconstruction_risk(test, xhat, reference) == pytest.approx(expected, rel=1e-6)
     assert reconstruction_risk(test, xhat, train) == pytest.approx(expected, rel=1e-6)

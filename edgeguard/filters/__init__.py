@@ -1,0 +1,66 @@
+"""Output filters: what a user releases instead of the model's raw output.
+
+Every filter works on a batch ``(N, K)`` (vectorised; row i depends on row i only),
+declares what it accepts and produces, and bounds the information one released row
+can carry (:func:`pipeline_capacity_bits`). Compose them with :class:`FilterPipeline`
+or pass a list to :class:`edgeguard.SafeModel`.
+
+======================  ==========================  ==============================================
+filter                  accepts -> produces         capacity of one released row (K classes)
+======================  ==========================  ==============================================
+Softmax                 logits -> probabilities     unbounded (one-to-one up to a shift)
+Sigmoid                 logits -> probabilities     unbounded (one-to-one)
+Round(d, clip)          any -> same                 probs: log2 C(10^d+K-1, K-1) + slack (row sums
+                                                    are off by <= K/2 steps); clipped logits:
+                                                    K log2(2c 10^d + 1); logits: unbounded
+Round(d, preserve_sum)  probabilities -> same       exactly log2 C(10^d+K-1, K-1) (largest remainder)
+Truncate(d, clip)       any -> same                 as Round (truncation toward zero)
+TopK(k)                 any -> same                 after Round: log2 C(K,k) + log2 C(10^d+k, k)
+Argmax(output)          any -> labels               log2 K
+GaussianNoise(std)      any -> same                 unbounded (continuous)
+LaplaceNoise(scale)     any -> same                 unbounded (continuous)
+LabelPreservingNoise    any -> same                 unbounded; top-1 class never changes
+ClippedLaplace(c, eps)  any -> same                 eps * log2(e) (eps-DP), per-user budget
+Rounded(d=3)            any -> same                 as Round (IBM ART name and default)
+HighConfidence(cutoff)  any -> same                 unbounded on its own
+ReverseSigmoid(b, g)    probabilities -> probs      unbounded on its own
+ClassLabels()           any -> labels               log2 K (multiclass), K bits (multilabel)
+======================  ==========================  ==============================================
+"""
+
+from edgeguard.filters.art import ClassLabels, HighConfidence, ReverseSigmoid, Rounded
+from edgeguard.filters.base import (
+    FilterPipeline,
+    OutputDomain,
+    OutputFilter,
+    make_rng,
+    pipeline_capacity_bits,
+    secure_rng,
+)
+from edgeguard.filters.basic import Argmax, Round, Sigmoid, Softmax, TopK, Truncate
+from edgeguard.filters.noise import GaussianNoise, LabelPreservingNoise, LaplaceNoise
+from edgeguard.filters.privacy import ClippedLaplace, PrivacyAccountant
+
+__all__ = [
+    "OutputFilter",
+    "OutputDomain",
+    "FilterPipeline",
+    "pipeline_capacity_bits",
+    "secure_rng",
+    "make_rng",
+    "Softmax",
+    "Sigmoid",
+    "Round",
+    "Truncate",
+    "TopK",
+    "Argmax",
+    "GaussianNoise",
+    "LaplaceNoise",
+    "LabelPreservingNoise",
+    "ClippedLaplace",
+    "PrivacyAccountant",
+    "Rounded",
+    "HighConfidence",
+    "ReverseSigmoid",
+    "ClassLabels",
+]
