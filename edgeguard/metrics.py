@@ -21,6 +21,7 @@ __all__ = [
     "psnr_per_image",
     "reconstruction_risk",
     "MahalanobisReference",
+    "DEFAULT_RISK_RCOND",
     "capacity_bits",
 ]
 
@@ -104,30 +105,42 @@ def ssim(x: np.ndarray, xhat: np.ndarray, data_range: float = 1.0) -> float:
     return float(np.mean(ssim_per_image(x, xhat, data_range)))
 
 
+#: Eigen-directions of the pixel covariance with variance below this fraction of the largest
+#: one are left out of the pseudo-inverse. numpy's default cutoff (~1e-13) keeps directions
+#: such as near-constant border pixels (variance ~1e-7 on Fashion-MNIST), which then dominate
+#: every distance: a 17 dB reconstruction scored R = 0.06, below the label-only baseline.
+DEFAULT_RISK_RCOND = 1e-3
+
+
 @dataclass(frozen=True)
 class MahalanobisReference:
     """Pixel mean ``mu`` and pseudo-inverse covariance ``S+`` estimated on reference images.
 
     The paper estimates both on the training images. Build once, reuse for many
     :func:`reconstruction_risk` calls: the pseudo-inverse of a 784x784 covariance is
-    the expensive part.
+    the expensive part. ``rcond``: eigenvalues below ``rcond * largest`` are dropped
+    from ``S+`` (see :data:`DEFAULT_RISK_RCOND`).
     """
 
     mean: np.ndarray  # (D,)
     precision: np.ndarray  # (D, D), pseudo-inverse of the covariance
 
     @classmethod
-    def fit(cls, images: np.ndarray) -> "MahalanobisReference":
+    def fit(cls, images: np.ndarray, rcond: float = DEFAULT_RISK_RCOND) -> "MahalanobisReference":
         flat = _as_batch(images, "reference images").reshape(len(images), -1)
         if len(flat) < 2:
             raise InvalidInputError(f"expected at least 2 reference images, got {len(flat)}")
-        covariance = np.cov(flat, rowvar=False)
-        return cls(mean=flat.mean(axis=0), precision=np.linalg.pinv(covariance, hermitian=True))
+        if not 0.0 <= rcond < 1.0:
+            raise InvalidInputError(f"expected rcond in [0, 1), got {rcond}")
+        eigenvalues, eigenvectors = np.linalg.eigh(np.cov(flat, rowvar=False))
+        keep = eigenvalues > max(rcond, 1e-12) * eigenvalues.max()
+        kept = eigenvectors[:, keep]
+        return cls(mean=flat.mean(axis=0), precision=(kept / eigenvalues[keep]) @ kept.T)
 
     def distance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Row-wise Mahalanobis distance between flattened (N, D) arrays ``a`` and ``b``."""
         delta = a - b
-        squared = np.einsum("nd,de,ne->n", delta, self.precision, delta)
+        squared = np.einsum("nd,nd->n", delta @ self.precision, delta)
         return np.sqrt(np.maximum(squared, 0.0))
 
 

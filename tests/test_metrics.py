@@ -144,3 +144,28 @@ def test_risk_rejects_wrong_pixel_count(correlated_images):
     reference = MahalanobisReference.fit(correlated_images[:100])
     with pytest.raises(InvalidInputError, match="64 pixels"):
         reconstruction_risk(np.zeros((2, 1, 4, 4)), np.zeros((2, 1, 4, 4)), reference)
+
+
+def test_risk_ranks_real_reconstructions_like_psnr(fmnist_train_small, fmnist_test_small):
+    """On Fashion-MNIST, a closer reconstruction must score a higher R than the label-only baseline.
+
+    With numpy's default pseudo-inverse cutoff this failed: near-constant border pixels
+    dominated the distance and a blurred copy of x scored below the per-class mean image.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    train, test = fmnist_train_small, fmnist_test_small.head(200)
+    reference = MahalanobisReference.fit(train.x)
+    class_means = np.stack([train.x[train.y == c].mean(axis=0) for c in range(10)])
+    label_only = class_means[test.y]
+    # A decoder's typical output: a blurred copy with a small floor everywhere (sigmoid never reaches 0).
+    blurred = gaussian_filter(test.x, sigma=(0, 0, 1.0, 1.0)) * 0.98 + 0.01
+    assert psnr(test.x, blurred) > psnr(test.x, label_only) + 5.0
+    risk_label_only = reconstruction_risk(test.x, label_only, reference)
+    risk_blurred = reconstruction_risk(test.x, blurred, reference)
+    assert 1.0 < risk_label_only < risk_blurred
+    # The failure the cutoff prevents: with (almost) no cutoff the ranking inverts.
+    unregularised = MahalanobisReference.fit(train.x, rcond=0.0)
+    assert reconstruction_risk(test.x, blurred, unregularised) < 1.0
+    mean_image = np.broadcast_to(train.x.mean(axis=0), test.x.shape)
+    assert reconstruction_risk(test.x, mean_image, reference) == pytest.approx(1.0, abs=1e-6)
