@@ -1,0 +1,128 @@
+"""The ``edgeguard bench`` command: parses options, calls :func:`edgeguard.bench.run_bench`, writes files."""
+
+from __future__ import annotations
+
+import shlex
+
+import click
+
+__all__ = ["bench_command"]
+
+_HELP = """Latency versus leakage of every output filter on MODEL (an ONNX classifier).
+
+\b
+For each filter configuration: latency of SafeModel.predict against raw onnxruntime
+(batch 1, interleaved), accuracy of the release, and leakage (PSNR, SSIM, R) of the
+server's DECODER as trained and of an adaptive attacker who knows the filter and
+fine-tunes the decoder on filtered outputs (needs torch; without it the attacker picks
+among numpy decoders, and the report says so). Next to the label-only baseline.
+
+\b
+DATA: labelled images (an IDX folder, an .npz with x and y, or a folder of class
+subfolders), split (seeded, disjoint) into --eval-size evaluation images and
+--attack-size attacker images.
+
+\b
+--filters: specs separated by ';' (repeatable), stages joined by '>', e.g.
+  "none;softmax;softmax>round:2;gaussian:0.5;argmax;clipped_laplace:c=5,eps=1"
+  "default" is the default grid (the one used without --filters).
+
+\b
+Writes OUT/NAME.csv, .md, .json, .png (plot; needs matplotlib) and
+NAME_reconstructions.png; prints the Markdown report on stdout, progress on stderr.
+"""
+
+
+@click.command("bench", help=_HELP)
+@click.argument("model", type=click.Path(dir_okay=False, path_type=str))
+@click.option(
+    "--decoder", required=True, type=click.Path(dir_okay=False, path_type=str), help="The server's decoder ONNX."
+)
+@click.option("--data", required=True, type=click.Path(path_type=str), help="Labelled images (see above).")
+@click.option(
+    "--filters", "filters", multiple=True, help="Filter specs, ';'-separated (repeatable). Default: the grid."
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=str),
+    default="edgeguard-bench",
+    show_default=True,
+    help="Output folder.",
+)
+@click.option("--name", default="bench", show_default=True, help="Stem of the output file names.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of splits, noise and training.")
+@click.option("--attack-epochs", type=click.IntRange(min=0), default=3, show_default=True, help="Fine-tuning epochs.")
+@click.option("--eval-size", type=click.IntRange(min=2), default=1000, show_default=True, help="Evaluation images.")
+@click.option("--attack-size", type=click.IntRange(min=10), default=4000, show_default=True, help="Attacker images.")
+@click.option(
+    "--repeats", type=click.IntRange(min=1), default=200, show_default=True, help="Timed calls per configuration."
+)
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=1, show_default=True, help="onnxruntime and torch threads."
+)
+@click.option(
+    "--attacker",
+    type=click.Choice(["auto", "finetune", "knn"]),
+    default="auto",
+    show_default=True,
+    help="auto: fine-tune the decoder when torch is installed; knn: no fine-tuning.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+def bench_command(
+    model: str,
+    decoder: str,
+    data: str,
+    filters: tuple[str, ...],
+    out_dir: str,
+    name: str,
+    seed: int,
+    attack_epochs: int,
+    eval_size: int,
+    attack_size: int,
+    repeats: int,
+    threads: int,
+    attacker: str,
+    quiet: bool,
+) -> None:
+    from edgeguard.bench.run import run_bench
+
+    report = run_bench(
+        model,
+        decoder,
+        data,
+        list(filters) or None,
+        seed=seed,
+        eval_size=eval_size,
+        attack_size=attack_size,
+        attack_epochs=attack_epochs,
+        repeats=repeats,
+        threads=threads,
+        attacker=attacker,
+        progress=not quiet,
+        command=_command_line(),
+    )
+    paths = report.write(out_dir, stem=name)
+    click.echo(report.to_markdown(), nl=False)
+    if not quiet:
+        for kind, path in paths.items():
+            click.echo(f"[bench] {kind}: {path}", err=True)
+
+
+def _command_line() -> str:
+    """The command as it would be typed, rebuilt from the parsed options (for the report)."""
+    context = click.get_current_context()
+    params = context.params
+    words = ["edgeguard", "bench", params["model"]]
+    for option in context.command.params:
+        if not isinstance(option, click.Option) or option.name == "quiet":
+            continue
+        value = params.get(option.name)
+        flag = option.opts[0] if option.opts[0].startswith("--") else option.opts[-1]
+        if option.multiple:
+            words += [part for item in value for part in (flag, item)]
+        elif value is not None and value != option.default:
+            words += [flag, str(value)]
+        elif option.required:
+            words += [flag, str(value)]
+    return " ".join(shlex.quote(word) for word in words)
