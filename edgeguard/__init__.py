@@ -2,7 +2,55 @@
 
 from edgeguard.errors import *  # noqa: F401,F403
 from edgeguard.errors import __all__ as _error_names
+from edgeguard.filters import (
+    Argmax,
+    ClassLabels,
+    ClippedLaplace,
+    FilterPipeline,
+    GaussianNoise,
+    HighConfidence,
+    LabelPreservingNoise,
+    LaplaceNoise,
+    OutputFilter,
+    PrivacyAccountant,
+    ReverseSigmoid,
+    Round,
+    Rounded,
+    Sigmoid,
+    Softmax,
+    TopK,
+    Truncate,
+    pipeline_capacity_bits,
+)
+from edgeguard.safe_model import SafeModel, ViciousModelWarning, model_sha256
+from edgeguard import vet  # the subpackage is callable: edgeguard.vet(model_path, probe_data, ...)
+from edgeguard.vet import VetReport
 
 __version__ = "0.1.0"
 
-__all__ = [*_error_names]
+__all__ = [
+    *_error_names,
+    "SafeModel",
+    "ViciousModelWarning",
+    "model_sha256",
+    "OutputFilter",
+    "FilterPipeline",
+    "pipeline_capacity_bits",
+    "Softmax",
+    "Sigmoid",
+    "Round",
+    "Truncate",
+    "TopK",
+    "Argmax",
+    "GaussianNoise",
+    "LaplaceNoise",
+    "LabelPreservingNoise",
+    "ClippedLaplace",
+    "PrivacyAccountant",
+    "Rounded",
+    "HighConfidence",
+    "ReverseSigmoid",
+    "ClassLabels",
+    "vet",
+    "VetReport",
+]

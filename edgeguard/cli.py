@@ -1,0 +1,308 @@
+"""The ``edgeguard`` command line: a click group that commands register on.
+
+Conventions for every command: data (reports) on stdout, progress and logs on stderr;
+exit code 2 for an edgeguard error (bad file, bad data), 4 for a usage error (click's own
+usage errors are mapped from 2 to 4 so that 2 always means "error").
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import click
+
+from edgeguard import __version__
+from edgeguard.errors import EdgeguardError
+from edgeguard.vet.finetune import STATISTICS
+
+__all__ = ["main", "EXIT_OK", "EXIT_FLAGGED", "EXIT_ERROR", "EXIT_INCONCLUSIVE", "EXIT_USAGE"]
+
+EXIT_OK, EXIT_FLAGGED, EXIT_ERROR, EXIT_INCONCLUSIVE, EXIT_USAGE = 0, 1, 2, 3, 4
+
+
+class _Group(click.Group):
+    """A click group whose usage errors exit with 4 and edgeguard errors with 2."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as error:
+            error.show()
+            sys.exit(EXIT_USAGE)
+        except click.ClickException as error:
+            error.show()
+            sys.exit(EXIT_ERROR)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(130)
+        except EdgeguardError as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(EXIT_ERROR)
+        sys.exit(result if isinstance(result, int) else EXIT_OK)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="edgeguard")
+@click.option("-v", "--verbose", count=True, help="Log to stderr: -v info, -vv debug.")
+def main(verbose: int) -> None:
+    """Run a provider's ONNX classifier on the device and share only safe outputs.
+
+    Exit codes: 0 ok/passed, 1 flagged, 2 error, 3 inconclusive, 4 usage error.
+    """
+    level = logging.WARNING if verbose == 0 else (logging.INFO if verbose == 1 else logging.DEBUG)
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s", force=True)
+
+
+def _parse_floats(text: str | None, count: int, what: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected {count} comma-separated numbers for {what}, got {text!r}") from None
+    if len(values) != count:
+        raise click.BadParameter(f"expected {count} comma-separated numbers for {what}, got {text!r}")
+    return values
+
+
+def _parse_class_names(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    import json
+
+    if text.strip().startswith("["):
+        try:
+            return tuple(str(name) for name in json.loads(text))
+        except json.JSONDecodeError:
+            raise click.BadParameter(f"expected a JSON list or comma-separated class names, got {text!r}") from None
+    return tuple(name.strip() for name in text.split(","))
+
+
+_VET_HELP = """Vet MODEL (an ONNX classifier) before any of its outputs is shared.
+
+\b
+Runs a static audit of the file (nothing in it runs before that), a black-box leakage
+audit (a client-side decoder fitted on the outputs vs the label-only baseline) and the
+paper's fine-tune cosine test (needs torch), and prints a verdict: honest, vicious or
+inconclusive. The --finetune-* / --leakage-* knobs default to the settings the
+thresholds were calibrated with (benchmarks/detection.py); the report says where
+the thresholds came from.
+
+\b
+--probe-data PROBE is labelled data of the claimed task: a folder with one
+subfolder per class (named like the model's classes, or by index), an .npz with x
+and y, or a folder with an IDX pair. It is resized and scaled from the model's
+metadata (override with --input-shape / --pixel-range / --class-names). The
+default tests need 3000 probe images (2000 + 1000 for the leakage audit).
+
+\b
+Exit codes:
+  0  passed (honest)
+  1  flagged (vicious)
+  2  error (unreadable model or probe set, or a critical finding: file refused)
+  3  inconclusive (probe set too small or missing classes, a test could not run,
+     or high-severity findings blind the tests)
+  4  usage error (bad option)
+"""
+
+
+@main.command("vet", help=_VET_HELP)
+@click.argument("model", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--probe-data", "-p", "probe", required=True, type=click.Path(path_type=str), help="Probe set.")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--output",
+    "-o",
+    "output_file",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Write the report here instead of stdout.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the probe splits and fine-tune batches.")
+@click.option(
+    "--tests",
+    "tests",
+    type=click.Choice(["leakage", "finetune"]),
+    multiple=True,
+    help="Run only these tests (repeatable). Default: both.",
+)
+@click.option(
+    "--probe-limit", type=click.IntRange(min=1), help="Use a seeded random subset of this many probe samples."
+)
+@click.option(
+    "--min-per-class",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Fewest probe samples per class for a verdict.",
+)
+@click.option("--class-names", help="Class names, comma-separated or a JSON list (overrides the metadata).")
+@click.option("--input-shape", help="Model input C,H,W (overrides the metadata).")
+@click.option("--pixel-range", help="Model pixel range LOW,HIGH (overrides the metadata).")
+@click.option(
+    "--output-kind",
+    type=click.Choice(["logits", "probabilities"]),
+    help="What the model outputs (overrides the metadata).",
+)
+@click.option(
+    "--task-type", type=click.Choice(["multiclass", "multilabel"]), help="Claimed task (overrides the metadata)."
+)
+@click.option(
+    "--thresholds",
+    "thresholds_file",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="A thresholds JSON (default: the packaged one).",
+)
+@click.option(
+    "--max-tensor-bytes",
+    type=click.IntRange(min=1),
+    default=1 << 30,
+    show_default=True,
+    help="Refuse files declaring larger tensors.",
+)
+@click.option("--finetune-steps", type=click.IntRange(min=1), help="Fine-tune steps.")
+@click.option("--finetune-lr", type=click.FloatRange(min=0, min_open=True), help="Fine-tune learning rate.")
+@click.option("--finetune-optimiser", type=click.Choice(["sgd", "adam"]), help="Fine-tune optimiser.")
+@click.option("--finetune-batch-size", type=click.IntRange(min=1), help="Fine-tune mini-batch size.")
+@click.option("--finetune-train-samples", type=click.IntRange(min=1), help="Probe samples to fine-tune on.")
+@click.option("--finetune-eval-samples", type=click.IntRange(min=1), help="Held-out probe samples to compare on.")
+@click.option("--finetune-statistic", type=click.Choice(list(STATISTICS)), help="Fine-tune statistic.")
+@click.option(
+    "--leakage-fit-samples", type=click.IntRange(min=2), help="Probe samples the leakage decoder is fitted on."
+)
+@click.option("--leakage-eval-samples", type=click.IntRange(min=1), help="Probe samples it is scored on.")
+@click.option("--leakage-neighbours", type=click.IntRange(min=1), help="k of the k-NN decoder.")
+@click.option(
+    "--leakage-decoder",
+    type=click.Choice(["knn", "krr", "ridge"]),
+    help="Client-side decoder: k-NN, kernel ridge, linear ridge.",
+)
+@click.option(
+    "--leakage-features", type=click.Choice(["log", "probabilities", "both"]), help="Output space of the decoder."
+)
+@click.option(
+    "--leakage-gamma", type=click.FloatRange(min=0, min_open=True), help="RBF width (per feature) of the krr decoder."
+)
+@click.option(
+    "--leakage-alpha", type=click.FloatRange(min=0, min_open=True), help="Ridge penalty of the krr / ridge decoder."
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
+@click.pass_context
+def vet_command(
+    ctx: click.Context,
+    model: str,
+    probe: str,
+    output_format: str,
+    output_file: str | None,
+    seed: int,
+    tests: tuple[str, ...],
+    probe_limit: int | None,
+    min_per_class: int,
+    class_names: str | None,
+    input_shape: str | None,
+    pixel_range: str | None,
+    output_kind: str | None,
+    task_type: str | None,
+    thresholds_file: str | None,
+    max_tensor_bytes: int,
+    finetune_steps: int | None,
+    finetune_lr: float | None,
+    finetune_optimiser: str | None,
+    finetune_batch_size: int | None,
+    finetune_train_samples: int | None,
+    finetune_eval_samples: int | None,
+    finetune_statistic: str | None,
+    leakage_fit_samples: int | None,
+    leakage_eval_samples: int | None,
+    leakage_neighbours: int | None,
+    leakage_decoder: str | None,
+    leakage_features: str | None,
+    leakage_gamma: float | None,
+    leakage_alpha: float | None,
+    quiet: bool,
+) -> int:
+    from edgeguard.vet._probe import parse_shape
+    from edgeguard.vet.api import TESTS, vet
+
+    shape = _parse_shape_option(input_shape, parse_shape)
+    pixels = _parse_floats(pixel_range, 2, "--pixel-range")
+    names = _parse_class_names(class_names)
+
+    def progress(message: str) -> None:
+        if not quiet:
+            click.echo(f"[vet] {message}", err=True)
+
+    report = vet(
+        model,
+        probe,
+        seed=seed,
+        tests=tests or TESTS,
+        probe_limit=probe_limit,
+        min_per_class=min_per_class,
+        class_names=names,
+        input_shape=shape,
+        pixel_range=pixels,
+        output_kind=output_kind,
+        task_type=task_type,
+        thresholds=thresholds_file,
+        max_tensor_bytes=max_tensor_bytes,
+        progress=progress,
+        finetune_steps=finetune_steps,
+        finetune_learning_rate=finetune_lr,
+        finetune_optimiser=finetune_optimiser,
+        finetune_batch_size=finetune_batch_size,
+        finetune_train_samples=finetune_train_samples,
+        finetune_eval_samples=finetune_eval_samples,
+        finetune_statistic=finetune_statistic,
+        leakage_fit_samples=leakage_fit_samples,
+        leakage_eval_samples=leakage_eval_samples,
+        leakage_neighbours=leakage_neighbours,
+        leakage_decoder=leakage_decoder,
+        leakage_features=leakage_features,
+        leakage_kernel_gamma=leakage_gamma,
+        leakage_ridge_alpha=leakage_alpha,
+    )
+    text = report.to_json() + "\n" if output_format == "json" else report.to_text()
+    if output_file:
+        with open(output_file, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        progress(f"report written to {output_file}")
+    else:
+        click.echo(text, nl=False)
+    progress(f"verdict: {report.verdict} (exit code {report.exit_code})")
+    ctx.exit(report.exit_code)
+    return report.exit_code  # pragma: no cover - ctx.exit raises
+
+
+def _parse_shape_option(text: str | None, parse: Any) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return parse(text)
+    except EdgeguardError as error:
+        raise click.BadParameter(str(error), param_hint="--input-shape") from None
+
+
+# `edgeguard bench` lives in edgeguard/bench/cli.py (its options and help text are there).
+from edgeguard.bench.cli import bench_command  # noqa: E402
+
+main.add_command(bench_command)
+
+# `edgeguard demo` lives in edgeguard/demo/cli.py (its options and help text are there).
+from edgeguard.demo.cli import demo_command  # noqa: E402
+
+main.add_command(demo_command)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,69 @@
+"""Vetting: tell honest from vicious classifiers before any output is shared.
+
+``edgeguard.vet(model_path, probe_data, **knobs)`` (this package is callable) or
+``edgeguard.vet.vet(...)`` runs, in order:
+
+1. a static audit of the ONNX file (:func:`static_audit`), before anything in it runs;
+2. a black-box leakage audit (:func:`leakage_audit`): does a simple client-side decoder
+   reconstruct probe images from the outputs better than the label alone allows?
+3. the paper's fine-tune cosine test (:func:`finetune_test`, needs torch);
+
+and combines them into a :class:`VetReport` with verdict honest / vicious / inconclusive.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from typing import Any
+
+from edgeguard.vet.report import EXIT_CODES, SEVERITIES, VERDICTS, Finding, TestResult, VetReport
+from edgeguard.vet.static import static_audit
+
+__all__ = [
+    "vet",
+    "VetReport",
+    "Finding",
+    "TestResult",
+    "static_audit",
+    "leakage_audit",
+    "finetune_test",
+    "FinetuneSettings",
+    "LeakageSettings",
+    "EXIT_CODES",
+    "SEVERITIES",
+    "VERDICTS",
+]
+
+
+def vet(model_path: Any, probe_data: Any, **knobs: Any) -> VetReport:
+    """Vet an ONNX classifier; see :func:`edgeguard.vet.api.vet` for every argument."""
+    from edgeguard.vet.api import vet as _vet
+
+    return _vet(model_path, probe_data, **knobs)
+
+
+_LAZY = {
+    "leakage_audit": "edgeguard.vet.leakage",
+    "LeakageSettings": "edgeguard.vet.leakage",
+    "finetune_test": "edgeguard.vet.finetune",
+    "FinetuneSettings": "edgeguard.vet.finetune",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'edgeguard.vet' has no attribute {name!r}")
+
+
+class _CallableModule(types.ModuleType):
+    """Lets ``edgeguard.vet(...)`` call :func:`vet` while ``edgeguard.vet`` stays the subpackage."""
+
+    def __call__(self, model_path: Any, probe_data: Any, **knobs: Any) -> VetReport:
+        return vet(model_path, probe_data, **knobs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

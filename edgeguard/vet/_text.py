@@ -1,0 +1,100 @@
+"""Plain-text rendering of a :class:`VetReport` (summary, findings by severity, scores vs thresholds)."""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Any
+
+_RULE = "-" * 78
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _wrap(text: str, indent: str) -> str:
+    return textwrap.fill(text, width=100, initial_indent=indent, subsequent_indent=indent + "  ")
+
+
+def render_text(report: Any) -> str:
+    lines: list[str] = []
+    counts = {severity: len(items) for severity, items in report.findings_by_severity().items()}
+    lines += ["--- Summary " + _RULE[12:], ""]
+    lines.append(f" Model:        {report.model_path}")
+    lines.append(f" SHA-256:      {report.model_sha256}")
+    verdict = report.verdict.upper()
+    if report.critical:
+        verdict += " (file refused: critical finding)"
+    lines.append(f" Verdict:      {verdict}    exit code {report.exit_code}")
+    lines.append(f" Likelihood:   {_fmt(report.likelihood, 3)} (combined likelihood of being vicious)")
+    capacity = report.capacity_bits
+    capacity_text = f"{capacity:.1f} bits" if isinstance(capacity, float) else (capacity or "-")
+    lines.append(f" Raw output capacity: {capacity_text} per output row")
+    if report.probe:
+        lines.append(
+            f" Probe set:    {report.probe.get('samples', '-')} samples from {report.probe.get('source', '-')}"
+            + (f", model accuracy {report.probe['accuracy']:.3f}" if "accuracy" in report.probe else "")
+        )
+    lines.append(
+        " Findings:     "
+        + ", ".join(f"{severity} {count}" for severity, count in counts.items())
+        + f"    ({report.seconds:.1f} s)"
+    )
+    for reason in report.reasons:
+        lines.append(_wrap(f"- {reason}", "   "))
+    lines += ["", "--- Findings by severity " + _RULE[25:]]
+    for severity, items in report.findings_by_severity().items():
+        if not items:
+            continue
+        lines += ["", f" {severity.upper()} ({len(items)})"]
+        for finding in items:
+            where = f" [{finding.location}]" if finding.location else ""
+            lines.append(_wrap(f"* {finding.code}{where}: {finding.message}", "   "))
+            if finding.fix:
+                lines.append(_wrap(f"fix: {finding.fix}", "     "))
+    if not report.findings:
+        lines += ["", " none"]
+    lines += ["", "--- Scores vs thresholds " + _RULE[25:], ""]
+    header = f" {'test':<10} {'status':<8} {'score':>10} {'threshold':>10} {'flags if':>9} {'result':>8} {'likelihood':>10} {'time':>7}"
+    lines.append(header)
+    for name, test in report.tests.items():
+        side = "-" if test.threshold is None else ("above" if test.higher_is_vicious else "below")
+        result = "-" if test.flagged is None else ("FLAGGED" if test.flagged else "pass")
+        lines.append(
+            f" {name:<10} {test.status:<8} {_fmt(test.score):>10} {_fmt(test.threshold):>10} {side:>9} "
+            f"{result:>8} {_fmt(test.likelihood, 3):>10} {test.seconds:>6.1f}s"
+        )
+        if test.status != "ran" and test.reason:
+            lines.append(_wrap(f"({test.reason})", "   "))
+        elif name == "leakage":
+            d = test.details
+            gain = d.get("psnr_gain_db", test.score)
+            adjusted = test.score is not None and gain is not None and abs(gain - test.score) > 1e-12
+            lines.append(
+                f"   decoder {d.get('psnr_decoder_db', float('nan')):.2f} dB vs label-only "
+                f"{d.get('psnr_label_only_db', float('nan')):.2f} dB: gain {_fmt(gain, 2)} dB"
+                + (f", minus the entropy term (mean entropy {d['mean_entropy']:.3f} nats)" if adjusted else "")
+                + (f"; risk ratio {d['risk_ratio']:.3f}" if "risk_ratio" in d else "")
+            )
+        elif name == "finetune":
+            d = test.details
+            lines.append(
+                f"   statistic {d.get('statistic')}; loss {d.get('loss_before', float('nan')):.4f} -> "
+                f"{d.get('loss_after', float('nan')):.4f}; gradient norm {d.get('gradient_norm', float('nan')):.3g}"
+            )
+        if test.status == "ran" and test.reason:
+            lines.append(_wrap(f"({test.reason})", "   "))
+        note = test.details.get("calibration_note") if test.details else None
+        if note:
+            lines.append(_wrap(f"note: {note}", "   "))
+    if not report.tests:
+        lines.append(" (no behavioural test ran)")
+    source = report.thresholds.get("source") or report.thresholds.get("file", "-")
+    lines += ["", _wrap(f"Thresholds: {report.thresholds.get('file', '-')} (fitted by {source})", " ")]
+    for caveat in report.thresholds.get("caveats", []):
+        lines.append(_wrap(f"caveat: {caveat}", "   "))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,514 @@
+"""Static audit of an ONNX file: what can be learned before anything in it runs.
+
+The audit reads the protobuf without external data, so a hostile file cannot make the
+vet open files outside the model's folder or allocate huge tensors. It reports:
+
+- ``onnx-invalid`` (critical): the bytes are not an ONNX model;
+- ``external-data-escape`` (critical): external data outside the model's folder;
+- ``tensor-too-large`` (critical): a declared tensor (initializer, graph value, constant
+  shape) larger than ``max_tensor_bytes``; ``initializers-too-large`` for their sum;
+- ``checker-failed`` (high): ``onnx.checker`` rejects the model;
+- ``custom-domain`` (high): operators from a domain onnxruntime does not ship (native code
+  would have to be loaded to run them; the fine-tune interpreter cannot run them);
+- ``control-flow`` (high): If / Loop / Scan, behaviour that can depend on the input in
+  ways a few probe samples never trigger, and that the fine-tune test cannot follow;
+- ``non-differentiable-op`` (high): Round, Floor, Cast to an integer, ArgMax ... on a path
+  from the input or the weights to the output: the fine-tune test sees no gradient there;
+- ``random-op`` (medium), ``comparison-op`` (low), ``multiple-outputs`` (medium),
+  ``no-metadata`` (low), ``probabilities-without-softmax`` (medium), ``external-data``
+  (info), ``model-size`` (info).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from collections import deque
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from edgeguard.errors import ModelLoadError, UnsafeModelError
+from edgeguard.vet.report import Finding
+
+__all__ = ["static_audit", "file_sha256", "DEFAULT_MAX_TENSOR_BYTES", "NON_DIFFERENTIABLE_OPS"]
+
+#: Largest single tensor the vet accepts before refusing the file (1 GiB).
+DEFAULT_MAX_TENSOR_BYTES = 1 << 30
+#: Largest sum of initializer bytes the vet accepts (4 GiB).
+DEFAULT_MAX_TOTAL_BYTES = 4 << 30
+
+_STANDARD_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training"}
+_ORT_DOMAINS = {"com.microsoft", "com.microsoft.nchwc", "com.microsoft.mlfeaturizers"}
+_CONTROL_FLOW_OPS = {"If", "Loop", "Scan", "SequenceMap"}
+#: Ops whose output carries no gradient back to their (first) input.
+NON_DIFFERENTIABLE_OPS = frozenset(
+    {
+        "Round",
+        "Floor",
+        "Ceil",
+        "Sign",
+        "ArgMax",
+        "ArgMin",
+        "Hardmax",
+        "Mod",
+        "BitShift",
+        "BitwiseAnd",
+        "BitwiseOr",
+        "BitwiseXor",
+        "BitwiseNot",
+        "QuantizeLinear",
+        "DynamicQuantizeLinear",
+        "QLinearConv",
+        "QLinearMatMul",
+        "ConvInteger",
+        "MatMulInteger",
+        "NonZero",
+        "Unique",
+        "OneHot",
+        "IsNaN",
+        "IsInf",
+        "StringNormalizer",
+        "TfIdfVectorizer",
+    }
+)
+_COMPARISON_OPS = {"Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "And", "Or", "Xor", "Not"}
+_RANDOM_OPS = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Bernoulli", "Multinomial"}
+_SHAPE_OPS = {"Shape", "Size"}  # their outputs depend on shapes only, never on values
+_FLOAT_TYPES = {1, 10, 11, 16}  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
+_SHAPE_INPUT_OPS = {"ConstantOfShape": 0, "Expand": 1, "Tile": 1, "Reshape": 1}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 hex digest of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def static_audit(
+    path: str | os.PathLike,
+    *,
+    max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
+    max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
+) -> list[Finding]:
+    """Audit an ONNX file without running it; the findings, most severe first.
+
+    Raises :class:`ModelLoadError` only when there is no file at ``path``; every other
+    problem (garbage bytes, path traversal, ...) is a finding.
+    """
+    findings, _ = _audit(Path(path), max_tensor_bytes, max_total_bytes)
+    return sorted(findings, key=lambda f: -f.rank)
+
+
+def _audit(path: Path, max_tensor_bytes: int, max_total_bytes: int) -> tuple[list[Finding], Any]:
+    """Findings plus the parsed model (without external data), or None when it cannot be parsed."""
+    from edgeguard.model_info import load_onnx
+
+    if not path.is_file():
+        raise ModelLoadError(f"expected an ONNX file at {path}, but there is none; check the path")
+    findings: list[Finding] = []
+    try:
+        model = load_onnx(path, load_external_data=False)
+    except UnsafeModelError as error:
+        findings.append(
+            Finding(
+                "external-data-escape",
+                "critical",
+                str(error),
+                "do not run this file; ask the provider for a model whose external data sits next to it",
+                str(path),
+            )
+        )
+        return findings, None
+    except ModelLoadError as error:
+        findings.append(
+            Finding(
+                "onnx-invalid",
+                "critical",
+                str(error),
+                "the file is not an ONNX model (truncated download or wrong file?); fetch it again",
+                str(path),
+            )
+        )
+        return findings, None
+    if not model.HasField("graph") or not model.graph.output:
+        findings.append(
+            Finding(
+                "onnx-invalid",
+                "critical",
+                f"expected an ONNX model with a graph and outputs, got none in {path}",
+                "the file is not an ONNX model (truncated download or wrong file?); fetch it again",
+                str(path),
+            )
+        )
+        return findings, None
+    findings += _size_findings(model, path, max_tensor_bytes, max_total_bytes)
+    if any(f.severity == "critical" for f in findings):
+        return findings, model
+    findings += _checker_findings(model, path)
+    findings += _node_findings(model)
+    findings += _interface_findings(model)
+    return findings, model
+
+
+# -- sizes -------------------------------------------------------------------------------
+
+
+def _itemsize(data_type: int) -> int:
+    import onnx
+
+    try:
+        return max(1, onnx.helper.tensor_dtype_to_np_dtype(data_type).itemsize)
+    except Exception:  # unknown or string type
+        return 8
+
+
+def _tensor_bytes(tensor: Any) -> int:
+    """Declared bytes of a TensorProto (its dims), or the external 'length' when larger."""
+    count = math.prod(int(d) for d in tensor.dims) if len(tensor.dims) else 1
+    declared = count * _itemsize(tensor.data_type)
+    external = 0
+    for entry in tensor.external_data:
+        if entry.key == "length" and entry.value.isdigit():
+            external = int(entry.value)
+    return max(declared, external, len(tensor.raw_data))
+
+
+def _human(num_bytes: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if num_bytes < 1024 or unit == "TiB":
+            return f"{num_bytes:.1f} {unit}" if unit != "B" else f"{int(num_bytes)} B"
+        num_bytes /= 1024
+    return f"{num_bytes:.1f} PiB"  # unreachable
+
+
+def _size_findings(model: Any, path: Path, max_tensor_bytes: int, max_total_bytes: int) -> list[Finding]:
+    from onnx.external_data_helper import uses_external_data
+
+    from edgeguard.model_info import _all_tensors
+
+    findings: list[Finding] = []
+    tensors = _all_tensors(model)
+    total = 0
+    external = 0
+    fix = "do not run this file on this device; if it is legitimately that large, raise --max-tensor-bytes"
+    for tensor in tensors:
+        size = _tensor_bytes(tensor)
+        total += size
+        external += uses_external_data(tensor)
+        if size > max_tensor_bytes:
+            findings.append(
+                Finding(
+                    "tensor-too-large",
+                    "critical",
+                    f"expected tensors of at most {_human(max_tensor_bytes)}, got {_human(size)} "
+                    f"declared for {tensor.name!r} (dims {list(tensor.dims)})",
+                    fix,
+                    tensor.name,
+                )
+            )
+    if total > max_total_bytes:
+        findings.append(
+            Finding(
+                "initializers-too-large",
+                "critical",
+                f"expected at most {_human(max_total_bytes)} of weights, got {_human(total)} declared",
+                fix,
+                str(path),
+            )
+        )
+    # shapes declared on graph values, and constant shapes fed to ConstantOfShape/Expand/Tile/Reshape
+    constants = _constant_values(model)
+    values = list(model.graph.input) + list(model.graph.output) + list(model.graph.value_info)
+    for value in values:
+        tensor_type = value.type.tensor_type
+        dims = [d.dim_value for d in tensor_type.shape.dim if d.HasField("dim_value")]
+        if len(dims) != len(tensor_type.shape.dim) or not dims:
+            continue
+        size = math.prod(dims) * _itemsize(tensor_type.elem_type)
+        if size > max_tensor_bytes:
+            findings.append(
+                Finding(
+                    "tensor-too-large",
+                    "critical",
+                    f"expected graph values of at most {_human(max_tensor_bytes)}, got shape {dims} "
+                    f"({_human(size)}) declared for {value.name!r}",
+                    fix,
+                    value.name,
+                )
+            )
+    for node in _walk_nodes(model.graph):
+        position = _SHAPE_INPUT_OPS.get(node.op_type)
+        if position is None or len(node.input) <= position or node.input[position] not in constants:
+            continue
+        shape = constants[node.input[position]]
+        if shape is None or not shape or any(d < 0 for d in shape):
+            continue
+        size = math.prod(max(d, 1) for d in shape) * 4
+        if node.op_type == "Tile":
+            size = math.prod(max(d, 1) for d in shape) * 4  # a lower bound: repeats times at least one float
+        if size > max_tensor_bytes:
+            findings.append(
+                Finding(
+                    "tensor-too-large",
+                    "critical",
+                    f"expected constant shapes of at most {_human(max_tensor_bytes)}, got {node.op_type} "
+                    f"{node.name!r} asking for shape {shape} (>= {_human(size)})",
+                    fix,
+                    node.name or node.output[0],
+                )
+            )
+    if external:
+        findings.append(
+            Finding(
+                "external-data",
+                "info",
+                f"{external} tensor(s) are stored in external files next to the model (all inside its folder)",
+                "keep the data files next to the model and hash them too when you pin a vetted version",
+                str(path),
+            )
+        )
+    findings.append(
+        Finding("model-size", "info", f"{len(tensors)} stored tensor(s), {_human(total)} declared", "", str(path))
+    )
+    return findings
+
+
+def _constant_values(model: Any) -> dict[str, list[int] | None]:
+    """Small integer constants (initializers and Constant nodes), for shape checks."""
+    from onnx import numpy_helper
+
+    values: dict[str, list[int] | None] = {}
+
+    def read(tensor: Any) -> list[int] | None:
+        if tensor.data_type not in (6, 7) or math.prod(tensor.dims) > 16 or tensor.external_data:
+            return None
+        try:
+            return [int(v) for v in numpy_helper.to_array(tensor).reshape(-1)]
+        except Exception:
+            return None
+
+    for init in model.graph.initializer:
+        values[init.name] = read(init)
+    for node in _walk_nodes(model.graph):
+        if node.op_type == "Constant" and node.output:
+            for attribute in node.attribute:
+                if attribute.name == "value":
+                    values[node.output[0]] = read(attribute.t)
+    return values
+
+
+# -- checker -----------------------------------------------------------------------------
+
+
+def _checker_findings(model: Any, path: Path) -> list[Finding]:
+    import onnx
+
+    try:
+        onnx.checker.check_model(model, full_check=False)
+    except Exception as error:  # ValidationError and friends
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return [
+            Finding(
+                "checker-failed",
+                "high",
+                f"expected a model that passes onnx.checker, got: {first_line}",
+                "re-export the model with a current exporter; run `python -m onnx.checker` on it for details",
+                str(path),
+            )
+        ]
+    return []
+
+
+# -- nodes ---------------------------------------------------------------------------------
+
+
+def _walk_nodes(graph: Any) -> Iterable[Any]:
+    """Every node of ``graph`` and of its subgraphs (If/Loop/Scan bodies)."""
+    for node in graph.node:
+        yield node
+        yield from _walk_nodes_below(node)
+
+
+def _cast_target(node: Any) -> int | None:
+    for attribute in node.attribute:
+        if attribute.name == "to":
+            return int(attribute.i)
+    return None
+
+
+def _node_findings(model: Any) -> list[Finding]:
+    graph = model.graph
+    local_functions = {(f.domain, f.name) for f in model.functions}
+    findings: list[Finding] = []
+    # value dependence: tensors computed from the image input or from float weights
+    initializers = {init.name: init for init in graph.initializer}
+    dependent = {v.name for v in graph.input if v.name not in initializers}
+    dependent |= {name for name, init in initializers.items() if init.data_type in _FLOAT_TYPES}
+    for node in graph.node:  # graph nodes are topologically sorted (the checker enforces it)
+        if node.op_type in _SHAPE_OPS:
+            continue
+        if any(name in dependent for name in node.input) or node.op_type in _CONTROL_FLOW_OPS:
+            dependent.update(node.output)
+    ancestors = _ancestors(graph)
+    seen_domains: set[str] = set()
+    visits = []  # (node, on the output path at top level, inside a subgraph)
+    for index, top in enumerate(graph.node):
+        visits.append((top, index in ancestors, False))
+        visits += [(inner, False, True) for inner in _walk_nodes_below(top)]
+    for node, top_level, inside_subgraph in visits:
+        label = node.name or (node.output[0] if node.output else node.op_type)
+        if node.domain not in _STANDARD_DOMAINS and (node.domain, node.op_type) not in local_functions:
+            if node.domain not in seen_domains:
+                seen_domains.add(node.domain)
+                severity = "medium" if node.domain in _ORT_DOMAINS else "high"
+                findings.append(
+                    Finding(
+                        "custom-domain",
+                        severity,
+                        f"expected operators from the standard ONNX domains, got {node.op_type!r} from "
+                        f"domain {node.domain!r}"
+                        + (" (onnxruntime contrib op)" if severity == "medium" else " (needs a custom op library)"),
+                        "ask the provider for a model built from standard ONNX operators; never load an "
+                        "operator library you were sent with a model",
+                        label,
+                    )
+                )
+        if node.op_type in _CONTROL_FLOW_OPS:
+            findings.append(
+                Finding(
+                    "control-flow",
+                    "high",
+                    f"found control flow ({node.op_type} {label!r}): the output can switch behaviour on inputs "
+                    "the probe set never shows, and the fine-tune test cannot follow it",
+                    "ask for a plain feed-forward export (no If/Loop/Scan); classifiers do not need control flow",
+                    label,
+                )
+            )
+        on_path = top_level and any(name in dependent for name in node.input)
+        if node.op_type in NON_DIFFERENTIABLE_OPS or (
+            node.op_type == "Cast" and _cast_target(node) not in _FLOAT_TYPES | {None}
+        ):
+            if on_path or inside_subgraph:
+                what = (
+                    node.op_type if node.op_type != "Cast" else f"Cast to an integer/bool type ({_cast_target(node)})"
+                )
+                findings.append(
+                    Finding(
+                        "non-differentiable-op",
+                        "high",
+                        f"found {what} ({label!r}) between the input or weights and the output: it passes no "
+                        "gradient, so the fine-tune test is blind to everything computed before it",
+                        "ask the provider why a classifier rounds or discretises values; treat the fine-tune "
+                        "score of this model as unreliable and rely on the leakage audit",
+                        label,
+                    )
+                )
+        elif node.op_type in _RANDOM_OPS and (top_level or inside_subgraph):
+            findings.append(
+                Finding(
+                    "random-op",
+                    "medium",
+                    f"found {node.op_type} ({label!r}) on the path to the output: the model's outputs are random",
+                    "an inference model should be deterministic; ask the provider why it draws random numbers",
+                    label,
+                )
+            )
+        elif node.op_type in _COMPARISON_OPS and on_path:
+            findings.append(
+                Finding(
+                    "comparison-op",
+                    "low",
+                    f"found {node.op_type} ({label!r}) on values computed from the input: a data-dependent switch",
+                    "usually harmless (masks, clamps); check that it is part of a standard layer",
+                    label,
+                )
+            )
+    return findings
+
+
+def _walk_nodes_below(node: Any) -> Iterable[Any]:
+    """Every node inside the subgraphs of ``node`` (none for ordinary ops)."""
+    for attribute in node.attribute:
+        if attribute.HasField("g"):
+            yield from _walk_nodes(attribute.g)
+        for subgraph in attribute.graphs:
+            yield from _walk_nodes(subgraph)
+
+
+def _ancestors(graph: Any) -> set[int]:
+    """Indices of the top-level nodes that the graph outputs depend on."""
+    nodes = list(graph.node)
+    producer: dict[str, int] = {}
+    for index, node in enumerate(nodes):
+        for name in node.output:
+            producer[name] = index
+    seen: set[int] = set()
+    queue = deque(producer[v.name] for v in graph.output if v.name in producer)
+    while queue:
+        index = queue.popleft()
+        if index in seen:
+            continue
+        seen.add(index)
+        node = nodes[index]
+        inputs = list(node.input)
+        for attribute in node.attribute:  # subgraphs read outer tensors by name
+            subgraphs = ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs)
+            for subgraph in subgraphs:
+                inputs += [name for inner in _walk_nodes(subgraph) for name in inner.input]
+        for name in inputs:
+            if name in producer:
+                queue.append(producer[name])
+    return seen
+
+
+# -- interface -----------------------------------------------------------------------------
+
+
+def _interface_findings(model: Any) -> list[Finding]:
+    from edgeguard.model_info import METADATA_KEYS
+
+    findings: list[Finding] = []
+    graph = model.graph
+    props = {entry.key: entry.value for entry in model.metadata_props}
+    missing = [key for key in METADATA_KEYS if key not in props]
+    if missing:
+        findings.append(
+            Finding(
+                "no-metadata",
+                "low",
+                f"the model does not declare {missing} in its metadata_props; the vet falls back to defaults "
+                "(classes from the output size, pixels in [0, 1], logits)",
+                "pass --class-names / --pixel-range / --output-kind, or ask the provider to declare the task",
+                "metadata_props",
+            )
+        )
+    if len(graph.output) > 1:
+        findings.append(
+            Finding(
+                "multiple-outputs",
+                "medium",
+                f"expected one output (the class scores), got {len(graph.output)}: {[v.name for v in graph.output]}",
+                "share only the first output; extra outputs are not vetted",
+                graph.output[1].name,
+            )
+        )
+    if props.get("output_kind") == "probabilities":
+        producer = {name: node for node in graph.node for name in node.output}
+        last = producer.get(graph.output[0].name)
+        if last is None or last.op_type not in ("Softmax", "Sigmoid"):
+            findings.append(
+                Finding(
+                    "probabilities-without-softmax",
+                    "medium",
+                    "the model declares output_kind=probabilities but its graph does not end with Softmax/"
+                    f"Sigmoid (last op: {last.op_type if last is not None else 'none'})",
+                    "check that the outputs really are normalised probabilities before sharing them",
+                    graph.output[0].name,
+                )
+            )
+    return findings
