@@ -52,7 +52,9 @@ DECODER_EPOCHS = 1
 TARGET_AUC = 0.99
 #: Cross-validated AUCs closer than this count as tied when choosing the vet's defaults.
 AUC_TIE = 0.02
-#: Tie-break between tied leakage decoders, declared before the benchmark ran (see fit_rule).
+#: Tie-break between tied leakage decoders (see fit_rule). Added after the first full run, whose
+#: strict-AUC pick was the linear ridge decoder (0.01 better cross-validated AUC than krr), on
+#: security grounds: a linear audit is the easiest for an attacker to evade.
 DECODER_STRENGTH = {"krr": 2, "knn": 1, "ridge": 0}
 TARGET_SECONDS = 20.0
 
@@ -425,7 +427,13 @@ def fit_rule(rows: list[dict[str, Any]], table: list[dict[str, Any]] | None = No
         ),
     )
     rule = fixed_rule(rows, entry, use_finetune, table)
-    rule["selection"] = {"cv_auc": auc, "cv_accuracy": accuracy}
+    same = {r[3]: (r[0], r[1]) for r in results if r[2] is entry}
+    rule["selection"] = {
+        "cv_auc": auc,
+        "cv_accuracy": accuracy,
+        "cv_leakage_only": same[False],
+        "cv_with_finetune": same[True],
+    }
     return rule
 
 
@@ -570,6 +578,26 @@ def _f(value: Any, digits: int = 3) -> str:
 def render_markdown(result: dict[str, Any]) -> str:
     rows, final, loso = result["rows"], result["final"], result["leave_one_seed_out"]
     doc = result["thresholds"]
+    selection = result["selection"]
+    finetune_entries = [e for e in result["candidates"] if e["test"] == "finetune"]
+    paper = next(e for e in finetune_entries if e["setting"].startswith("paper") and e["statistic"] == "cosine")
+    best_finetune = max(finetune_entries, key=lambda e: (e["auc"], e["tpr_at_5fpr"]))
+    leakage_entries = [e for e in result["candidates"] if e["test"] == "leakage"]
+    best_raw = max((e for e in leakage_entries if e["statistic"] == "psnr_gain_db"), key=lambda e: e["auc"])
+    best_adjusted = max((e for e in leakage_entries if e["statistic"] != "psnr_gain_db"), key=lambda e: e["auc"])
+    finish_gain = {
+        output: float(
+            np.mean(
+                [
+                    row["report"]["psnr"] - row["report"]["baseline"]["psnr"]
+                    for row in rows
+                    if row["spec"].get("finish_ce_epochs") and row["spec"]["output"] == output
+                ]
+                or [float("nan")]
+            )
+        )
+        for output in OUTPUTS
+    }
     machine = result["machine"]
     lines = [
         "# Vicious-model detection (`edgeguard vet`) on a Fashion-MNIST model zoo",
@@ -636,6 +664,30 @@ def render_markdown(result: dict[str, Any]) -> str:
         )
         + ".",
         "",
+        "## Conclusions",
+        "",
+        f"- The paper's fine-tune test (SGD lr 0.01, 4 steps of 64, raw cosine) has ROC AUC "
+        f"{_f(paper['auc'])} on this zoo (TPR @ 5% FPR {_f(paper['tpr_at_5fpr'])}, 0.5 = chance) with honest "
+        "models trained for 1 epoch or to convergence and vicious ones finished with CE-only epochs. "
+        f"The best of its {len(finetune_entries)} variants (settings x normalisations) reaches "
+        f"AUC {_f(best_finetune['auc'])} in-sample (`{best_finetune['setting']}` / `{best_finetune['statistic']}`, "
+        f"TPR @ 5% FPR {_f(best_finetune['tpr_at_5fpr'])}); adding the chosen fine-tune variant to the leakage "
+        f"audit changes the cross-validated AUC from {selection['cv_leakage_only'][0]:.3f} to "
+        f"{selection['cv_with_finetune'][0]:.3f}, so the verdict "
+        + (
+            "uses it."
+            if doc["combined"]["weights"]["finetune"] != 0
+            else "gives it weight 0 (it is still run and reported)."
+        ),
+        f"- The leakage audit's raw PSNR gain is confounded by confidence: less confident honest models reveal more. "
+        f"Subtracting slope x mean output entropy changes the best leakage AUC from {_f(best_raw['auc'])} "
+        f"(`{best_raw['setting']}`) to {_f(best_adjusted['auc'])} (`{best_adjusted['setting']}`).",
+        f"- {final['effective']['effective_vicious_models']} of {final['effective']['vicious_models']} vicious models "
+        f"leak more than every honest model (server-decoder gain above {final['effective']['honest_server_gain_max_db']:.2f} "
+        f"dB); the vet flags {final['effective']['flagged']} of them. Mean server-decoder gain of the finish-CE "
+        f"vicious models: {finish_gain['logits']:.2f} dB (logits setting) and {finish_gain['softmax']:.2f} dB "
+        "(softmax setting), against a label-only baseline.",
+        "",
         "## Fitted defaults (written to `edgeguard/vet/thresholds.json`)",
         "",
         f"- leakage audit: decoder `{doc['tests']['leakage']['candidate']}`, statistic "
@@ -659,8 +711,11 @@ def render_markdown(result: dict[str, Any]) -> str:
         + f"), vicious at >= 0.5; required tests: {doc['combined']['required']}. Chosen among "
         f"{sum(e['test'] == 'leakage' for e in result['candidates'])} leakage candidates x (with / without the "
         f"fine-tune test) by leave-one-seed-out cross-validation on the zoo (AUC {doc['combined']['cv_auc']:.3f}, "
-        f"accuracy {doc['combined']['cv_accuracy']:.3f}); the leave-one-seed-out row above repeats that whole "
-        "selection inside each fold.",
+        f"accuracy {doc['combined']['cv_accuracy']:.3f}); cross-validated AUCs within {AUC_TIE} count as tied and "
+        "ties go to the higher cross-validated accuracy, then to the stronger decoder (krr > knn > ridge; this "
+        "tie-break was added after a first run picked the linear ridge decoder by 0.01 AUC, because a linear audit "
+        "is the easiest for an attacker to evade). The leave-one-seed-out row above repeats that whole selection "
+        "inside each fold.",
         "",
         "## Undertrained honest vs vicious: the fine-tune test",
         "",
@@ -767,7 +822,7 @@ def _final_metrics(rows: list[dict[str, Any]], rule: dict[str, Any]) -> dict[str
     seconds = np.array([row["vet"]["seconds"] for row in rows])
     verdicts = [row["vet"]["verdict"] for row in rows]
     final["combined"] = {
-        "setting": "logistic combination, vicious at likelihood >= 0.5",
+        "setting": "thresholds.json combination, vicious at likelihood >= 0.5",
         "auc": roc_auc(likelihood[~labels], likelihood[labels]),
         "tpr_at_5fpr": tpr_at_fpr(likelihood[~labels], likelihood[labels])[0],
         "accuracy": float(np.mean((np.array(verdicts) == "vicious") == labels)),
@@ -890,6 +945,7 @@ def main(threads: int, zoo_root: Path, build_only: bool, write_thresholds: bool,
         "settings": {"threads": threads, "train_limit": TRAIN_LIMIT, "probe": list(PROBE_SLICE)},
         "final": final,
         "leave_one_seed_out": loso,
+        "selection": rule["selection"],
         "thresholds": document,
         "candidates": table,
         "rows": rows,

@@ -268,7 +268,7 @@ def fmnist_probe():
 
 @pytest.mark.slow
 def test_tiny_honest_and_vicious_models_are_told_apart(tiny_threats, fmnist_probe):
-    """The leakage audit separates the tiny models; the fine-tune cosine does not (see detection.md)."""
+    """The leakage audit (the test the verdict rests on) separates the tiny models; see detection.md."""
     honest = vet(tiny_threats["honest"]["classifier"], fmnist_probe)
     vicious = vet(tiny_threats["vicious"]["classifier"], fmnist_probe)
     assert honest.verdict == "honest", honest.to_text()

@@ -6,9 +6,11 @@
 1. a static audit of the ONNX file (:func:`static_audit`), before anything in it runs;
 2. a black-box leakage audit (:func:`leakage_audit`): does a simple client-side decoder
    reconstruct probe images from the outputs better than the label alone allows?
-3. the paper's fine-tune cosine test (:func:`finetune_test`, needs torch);
+3. the paper's fine-tune test (:func:`finetune_test`, needs torch);
 
-and combines them into a :class:`VetReport` with verdict honest / vicious / inconclusive.
+and combines them into a :class:`VetReport` with verdict honest / vicious / inconclusive,
+using the thresholds, weights and test settings in ``thresholds.json`` (fitted by
+``benchmarks/detection.py``; there the fine-tune test got weight 0, see detection.md).
 """
 
 from __future__ import annotations

@@ -10,9 +10,11 @@ negative log-likelihood of the clamped log-probabilities when the model outputs
 probabilities; binary cross-entropy (with logits, or on clamped probabilities) for
 multi-label models. Normalisation layers stay in inference mode.
 
-Besides the paper's cosine on the raw outputs the test also records variants (cosine of
-centred log-probabilities, the output shift per unit gradient norm, the loss change);
-``benchmarks/detection.py`` compares them and picks the default statistic.
+Besides the paper's cosine on the raw outputs the test records normalised variants (see
+:data:`STATISTICS`); ``benchmarks/detection.py`` compares them. On its Fashion-MNIST zoo
+none separates vicious models finished with CE-only epochs from honest models trained for
+one epoch reliably, so the packaged thresholds give this test weight 0 in the verdict:
+it is reported, the leakage audit decides.
 """
 
 from __future__ import annotations
@@ -49,7 +51,12 @@ _PROBABILITY_FLOOR = 1e-12
 
 @dataclass(frozen=True)
 class FinetuneSettings:
-    """Knobs of the fine-tune test (defaults chosen by ``benchmarks/detection.py``)."""
+    """Knobs of the fine-tune test.
+
+    These dataclass defaults are the paper prototype's (SGD lr 0.01, 4 steps of 64, raw
+    cosine); :func:`edgeguard.vet.vet` starts from the settings the thresholds were
+    calibrated with (``thresholds.json``, chosen by ``benchmarks/detection.py``).
+    """
 
     steps: int = 4
     learning_rate: float = 0.01

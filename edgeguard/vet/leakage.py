@@ -1,14 +1,16 @@
 """Black-box leakage audit: how much more than the label do a model's outputs reveal?
 
 The audit needs only the outputs the user would share. On one part of the probe set it
-fits a simple client-side decoder from outputs to pixels (k nearest neighbours in a
-standardised output space, implemented with ``scipy.spatial.cKDTree``; optionally ridge
-regression); on the other part it compares that decoder's reconstructions with the
-label-only baseline (the mean probe image of the predicted class). An honest model's
-outputs say little beyond the class and its confidence, so the decoder barely beats the
-baseline; a vicious model's outputs were trained to carry the image, so it beats it by a
-clear margin. The score is the gain in PSNR (dB) over the baseline; the gain in the
-paper's reconstruction risk R is reported too.
+fits a simple client-side decoder from outputs to pixels (kernel ridge regression with an
+RBF kernel, k nearest neighbours via ``scipy.spatial.cKDTree``, or linear ridge, on
+standardised outputs; numpy/scipy only); on the other part it compares that decoder's
+reconstructions with the label-only baseline (the mean probe image of the predicted
+class). An honest model's outputs say little beyond the class and how similar the image
+is to the other classes, so the decoder beats the baseline by a little; a vicious model's
+outputs were trained to carry the image, so it beats it by more. The score is the gain in
+PSNR (dB) over the baseline; ``mean_entropy`` of the outputs is returned too because less
+confident honest models reveal more (the calibrated verdict discounts the gain by it),
+and SSIM and the paper's reconstruction risk R of both decoders are reported.
 
 Output space: probabilities are mapped back to log space (centred log-ratio, the softmax's
 inverse up to a constant), logits are centred the same way, so the logits and softmax
@@ -46,7 +48,8 @@ FEATURES = ("log", "probabilities", "both")
 
 @dataclass(frozen=True)
 class LeakageSettings:
-    """Knobs of the leakage audit (defaults chosen by ``benchmarks/detection.py``).
+    """Knobs of the leakage audit (:func:`edgeguard.vet.vet` starts from the calibrated ones in
+    ``thresholds.json``, chosen by ``benchmarks/detection.py``; these are fallbacks).
 
     ``decoder``: "knn" (mean of the k nearest fitting images), "krr" (kernel ridge
     regression with an RBF kernel of width ``kernel_gamma / K`` on the standardised
