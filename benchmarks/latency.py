@@ -50,6 +50,7 @@ from edgeguard import (
     TopK,
     Truncate,
 )
+from edgeguard.bench.run import cpu_name
 from edgeguard.data import FASHION_MNIST_CLASSES
 from edgeguard.filters import secure_rng
 from edgeguard.model_info import ModelInfo
@@ -274,14 +275,7 @@ def breakdown(model: SafeModel, x: np.ndarray, repetitions: int) -> dict:
 
 
 def machine_info() -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     import torch
 
     return {

@@ -123,17 +123,21 @@ def _load_data(data: Dataset | str | os.PathLike, info: ModelInfo) -> Dataset:
     return data
 
 
-def _machine(threads: int) -> dict[str, Any]:
-    import onnxruntime as ort
-
-    cpu = platform.processor() or "unknown"
+def cpu_name() -> str:
+    """The processor's model name (from /proc/cpuinfo on Linux), for benchmark pages."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or "unknown"
+
+
+def _machine(threads: int) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    cpu = cpu_name()
     try:
         import torch
 
