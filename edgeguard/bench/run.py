@@ -30,7 +30,7 @@ import numpy as np
 from edgeguard.bench.attack import AttackData, AttackSettings, Projector, adaptive_attack
 from edgeguard.bench.mapping import DecoderInputMap
 from edgeguard.bench.report import BenchReport, BenchRow
-from edgeguard.bench.specs import FilterSpec, default_filter_specs, parse_filter_specs
+from edgeguard.filters.spec import FilterSpec, default_filter_specs, parse_filter_specs
 from edgeguard.bench.timing import measure_latency
 from edgeguard.data import Dataset, load_dataset
 from edgeguard.errors import DataError, FilterError, InvalidInputError, ModelLoadError
@@ -203,7 +203,7 @@ def run_bench(
     probabilities). ``decoder``: the server's decoder ONNX (raw classifier output (N, K) ->
     images (N, C, H, W) in [0, 1]). ``data``: a labelled :class:`~edgeguard.data.Dataset`
     or a path :func:`~edgeguard.data.load_dataset` reads (an IDX folder: its test files).
-    ``filters``: specs (:mod:`edgeguard.bench.specs`; strings, ';'-separated strings or
+    ``filters``: specs (:mod:`edgeguard.filters.spec`; strings, ';'-separated strings or
     :class:`FilterSpec`), None = :func:`default_filter_specs` for the model's output kind.
     ``eval_size`` + ``attack_size`` images are drawn (seeded, disjoint) from ``data``.
     ``attacker``: "auto" (the adaptive attacker fine-tunes the decoder when torch is

@@ -34,7 +34,7 @@ from edgeguard.errors import DataError
 
 __all__ = ["run_demo", "DemoResult", "DemoSettings", "FILTERS", "PROTECTIVE_FILTERS", "EXPECTED_VERDICTS"]
 
-#: The filter grid of the demo's table (bench spec syntax, see edgeguard.bench.specs).
+#: The filter grid of the demo's table (bench spec syntax, see edgeguard.filters.spec).
 FILTERS = ("none", "softmax>round:2", "gaussian:1", "argmax")
 #: Filters shown in the picture, after the raw output.
 PROTECTIVE_FILTERS = ("softmax>round:2", "argmax")

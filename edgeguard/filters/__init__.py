@@ -40,6 +40,13 @@ from edgeguard.filters.base import (
 from edgeguard.filters.basic import Argmax, Round, Sigmoid, Softmax, TopK, Truncate
 from edgeguard.filters.noise import GaussianNoise, LabelPreservingNoise, LaplaceNoise
 from edgeguard.filters.privacy import ClippedLaplace, PrivacyAccountant
+from edgeguard.filters.spec import (
+    FILTER_NAMES,
+    FilterSpec,
+    default_filter_specs,
+    parse_filter_spec,
+    parse_filter_specs,
+)
 
 __all__ = [
     "OutputFilter",
@@ -63,4 +70,9 @@ __all__ = [
     "HighConfidence",
     "ReverseSigmoid",
     "ClassLabels",
+    "FilterSpec",
+    "FILTER_NAMES",
+    "parse_filter_spec",
+    "parse_filter_specs",
+    "default_filter_specs",
 ]

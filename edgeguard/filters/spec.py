@@ -27,23 +27,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgeguard.errors import FilterError
-from edgeguard.filters import (
-    Argmax,
-    ClassLabels,
-    ClippedLaplace,
-    GaussianNoise,
-    HighConfidence,
-    LabelPreservingNoise,
-    LaplaceNoise,
-    OutputFilter,
-    ReverseSigmoid,
-    Round,
-    Rounded,
-    Sigmoid,
-    Softmax,
-    TopK,
-    Truncate,
-)
+from edgeguard.filters.art import ClassLabels, HighConfidence, ReverseSigmoid, Rounded
+from edgeguard.filters.base import OutputFilter
+from edgeguard.filters.basic import Argmax, Round, Sigmoid, Softmax, TopK, Truncate
+from edgeguard.filters.noise import GaussianNoise, LabelPreservingNoise, LaplaceNoise
+from edgeguard.filters.privacy import ClippedLaplace
 
 __all__ = ["FilterSpec", "parse_filter_spec", "parse_filter_specs", "default_filter_specs", "FILTER_NAMES"]
 
