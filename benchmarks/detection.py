@@ -7,8 +7,8 @@ two plain vicious models (seed 0), b2 in {0.3, 1, 3}, two architectures (cnn, ml
 the vet's tests with many candidate settings (the paper's fine-tune cosine test and its
 normalised variants; k-NN and kernel-ridge leakage decoders), reports ROC AUC, TPR at 5%
 FPR and wall time per candidate, picks the defaults, fits the thresholds and writes
-them with their provenance to ``edgeguard/vet/thresholds.json``, then times the full
-``edgeguard.vet`` with those defaults. Circularity: the thresholds are fitted on this
+them with their provenance to ``edgeguard/vetting/thresholds.json``, then times the full
+``edgeguard.vetting`` with those defaults. Circularity: the thresholds are fitted on this
 zoo, so the report also gives a leave-one-seed-out evaluation (fit on two seeds, judge
 the third).
 
@@ -220,11 +220,11 @@ def measure_candidates(classifier: Path, probe: Any, seed: int = 0) -> dict[str,
     import torch
 
     from edgeguard.model_info import ModelInfo, load_onnx
-    from edgeguard.vet._onnx_torch import to_torch
-    from edgeguard.vet._probe import load_probe
-    from edgeguard.vet.api import _run_onnxruntime
-    from edgeguard.vet.finetune import FinetuneSettings, finetune_test
-    from edgeguard.vet.leakage import LeakageSettings, leakage_audit
+    from edgeguard.onnx_torch import to_torch
+    from edgeguard.vetting._probe import load_probe
+    from edgeguard.vetting.api import _run_onnxruntime
+    from edgeguard.vetting.finetune import FinetuneSettings, finetune_test
+    from edgeguard.vetting.leakage import LeakageSettings, leakage_audit
 
     model = load_onnx(classifier)
     info = ModelInfo.from_model(model)
@@ -280,7 +280,7 @@ def oriented(score: float, higher_is_vicious: bool) -> float:
 
 def candidate_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """AUC and TPR@5%FPR of every candidate (test, setting, statistic) over ``rows``."""
-    from edgeguard.vet.finetune import STATISTICS
+    from edgeguard.vetting.finetune import STATISTICS
 
     labels = np.array([row["vicious"] for row in rows])
     table = []
@@ -487,9 +487,9 @@ def leave_one_seed_out(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def thresholds_document(rule: dict[str, Any], rows: list[dict[str, Any]], loso: dict[str, Any], command: str) -> dict:
-    """The content of edgeguard/vet/thresholds.json for ``rule`` (fitted on all of ``rows``)."""
-    from edgeguard.vet.finetune import FinetuneSettings
-    from edgeguard.vet.leakage import LeakageSettings
+    """The content of edgeguard/vetting/thresholds.json for ``rule`` (fitted on all of ``rows``)."""
+    from edgeguard.vetting.finetune import FinetuneSettings
+    from edgeguard.vetting.leakage import LeakageSettings
 
     leakage_pick = rule["tests"]["leakage"]["pick"]
     finetune_pick = rule["tests"]["finetune"]["pick"]
@@ -646,7 +646,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"in-sample, {loso['auc']:.3f} leave-one-seed-out); <= {TARGET_SECONDS:.0f} s per model "
         f"({'met' if met_time else 'NOT met'}: max {final['combined']['seconds_max']:.1f} s for the whole vet).",
         "",
-        f"Verdicts (full `edgeguard.vet` with the fitted defaults): {final['verdicts']}.",
+        f"Verdicts (full `edgeguard.vetting` with the fitted defaults): {final['verdicts']}.",
         "",
         f"Vicious models that actually leak more than honest ones: {final['effective']['effective_vicious_models']} of "
         f"{final['effective']['vicious_models']} vicious models have a server-decoder gain over the label-only baseline "
@@ -688,7 +688,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"vicious models: {finish_gain['logits']:.2f} dB (logits setting) and {finish_gain['softmax']:.2f} dB "
         "(softmax setting), against a label-only baseline.",
         "",
-        "## Fitted defaults (written to `edgeguard/vet/thresholds.json`)",
+        "## Fitted defaults (written to `edgeguard/vetting/thresholds.json`)",
         "",
         f"- leakage audit: decoder `{doc['tests']['leakage']['candidate']}`, statistic "
         f"`{doc['tests']['leakage']['statistic']}`"
@@ -860,7 +860,7 @@ def _final_metrics(rows: list[dict[str, Any]], rule: dict[str, Any]) -> dict[str
 @click.option("--zoo-root", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_ROOT, show_default=True)
 @click.option("--build-only", is_flag=True, help="Train (or find cached) the zoo and stop.")
 @click.option("--write-thresholds/--no-write-thresholds", default=True, show_default=True,
-              help="Rewrite edgeguard/vet/thresholds.json with the fitted values.")  # fmt: skip
+              help="Rewrite edgeguard/vetting/thresholds.json with the fitted values.")  # fmt: skip
 @click.option(
     "--out",
     "out_path",
@@ -873,7 +873,7 @@ def main(threads: int, zoo_root: Path, build_only: bool, write_thresholds: bool,
     import torch
 
     from converters import load_report
-    from edgeguard.vet.api import vet
+    from edgeguard.vetting.api import vet
 
     started = time.perf_counter()
     load_at_start = os.getloadavg()[0]

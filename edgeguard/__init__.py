@@ -1,6 +1,5 @@
 """edgeguard: run a provider's classifier on the device, and share only safe outputs."""
 
-from edgeguard import vet  # the subpackage is callable: edgeguard.vet(model_path, probe_data, ...)
 from edgeguard.errors import *  # noqa: F401,F403
 from edgeguard.errors import __all__ as _error_names
 from edgeguard.filters import (
@@ -24,7 +23,7 @@ from edgeguard.filters import (
     pipeline_capacity_bits,
 )
 from edgeguard.safe_model import SafeModel, ViciousModelWarning, model_sha256
-from edgeguard.vet import VetReport
+from edgeguard.vetting import VetReport, vet
 
 __version__ = "0.1.0"
 

@@ -15,7 +15,7 @@ import click
 
 from edgeguard import __version__
 from edgeguard.errors import EdgeguardError
-from edgeguard.vet.finetune import STATISTICS
+from edgeguard.vetting.finetune import STATISTICS
 
 __all__ = ["main", "EXIT_OK", "EXIT_FLAGGED", "EXIT_ERROR", "EXIT_INCONCLUSIVE", "EXIT_USAGE"]
 
@@ -231,8 +231,8 @@ def vet_command(
     leakage_alpha: float | None,
     quiet: bool,
 ) -> int:
-    from edgeguard.vet._probe import parse_shape
-    from edgeguard.vet.api import TESTS, vet
+    from edgeguard.vetting._probe import parse_shape
+    from edgeguard.vetting.api import TESTS, vet
 
     shape = _parse_shape_option(input_shape, parse_shape)
     pixels = _parse_floats(pixel_range, 2, "--pixel-range")

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from edgeguard import __version__
 from edgeguard.cli import main
 from edgeguard.safe_model import model_sha256
-from edgeguard.vet import VetReport
+from edgeguard.vetting import VetReport
 
 SMALL = [
     "--leakage-fit-samples", "300",

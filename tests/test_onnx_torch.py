@@ -1,4 +1,4 @@
-"""edgeguard.vet._onnx_torch: parity with two oracles, gradients, strictness, loading."""
+"""edgeguard.onnx_torch: parity with two oracles, gradients, strictness, loading."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 
 from edgeguard.errors import ModelLoadError, UnsafeModelError, UnsupportedOpError
-from edgeguard.vet._onnx_torch import SUPPORTED_OPS, OnnxModule, to_torch
+from edgeguard.onnx_torch import SUPPORTED_OPS, OnnxModule, to_torch
 
 torch.set_num_threads(1)
 ATOL = 1e-4

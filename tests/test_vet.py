@@ -1,4 +1,4 @@
-"""edgeguard.vet: the Python API, the probe preprocessing, both behavioural tests, and real models.
+"""edgeguard.vetting: the Python API, the probe preprocessing, both behavioural tests, and real models.
 
 Hand-built ONNX models (tests/_vet_models.py) cover the plumbing in milliseconds; the
 ``tiny_threats`` fixture (an honest and a vicious CNN trained in seconds on 4000
@@ -28,9 +28,9 @@ from edgeguard.data import Dataset
 from edgeguard.errors import DataError, ModelRefusedError
 from edgeguard.model_info import ModelInfo
 from edgeguard.safe_model import SafeModel, model_sha256
-from edgeguard.vet import VetReport, vet
-from edgeguard.vet._probe import load_probe
-from edgeguard.vet.leakage import LeakageSettings, leakage_audit, output_features
+from edgeguard.vetting import VetReport, vet
+from edgeguard.vetting._probe import load_probe
+from edgeguard.vetting.leakage import LeakageSettings, leakage_audit, output_features
 
 SMALL = {
     "leakage_fit_samples": 300,
@@ -231,8 +231,8 @@ def test_leakage_audit_sees_an_encoding_and_not_a_label(decoder):
 
 def test_finetune_test_on_probabilities_and_multilabel(tmp_path):
     torch = pytest.importorskip("torch")
-    from edgeguard.vet._onnx_torch import to_torch
-    from edgeguard.vet.finetune import FinetuneSettings, finetune_test
+    from edgeguard.onnx_torch import to_torch
+    from edgeguard.vetting.finetune import FinetuneSettings, finetune_test
 
     x, y = probe_arrays(300)
     images = x[:, None].astype(np.float32) / 255

@@ -1,4 +1,4 @@
-"""edgeguard.vet static audit: every bad-file path gives its finding (or error), clean files give none."""
+"""edgeguard.vetting static audit: every bad-file path gives its finding (or error), clean files give none."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from _vet_models import (
 
 from edgeguard.errors import ModelLoadError, UnsafeModelError
 from edgeguard.model_info import load_onnx
-from edgeguard.vet import static_audit, vet
+from edgeguard.vetting import static_audit, vet
 
 
 def codes(findings, min_severity: str = "low") -> dict[str, str]:

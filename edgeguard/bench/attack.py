@@ -1,7 +1,7 @@
 """The adaptive attacker: a server that knows the filter and retrains its decoder on filtered outputs.
 
 With torch, the server's own decoder (``decoder.onnx`` through
-:func:`edgeguard.vet._onnx_torch.to_torch`) is fine-tuned with Adam on MSE over
+:func:`edgeguard.onnx_torch.to_torch`) is fine-tuned with Adam on MSE over
 (mapped filtered output, image) pairs of the attacker's split, behind a per-feature
 affine input layer (trainable, initialised to move the filtered outputs' mean and
 spread to those of the raw outputs the decoder was trained on). Random filters are
@@ -10,7 +10,7 @@ with the lowest MSE on a held-out part of the split is kept.
 
 The attacker then keeps, by MSE on the held-out part, the best of: the fine-tuned
 decoder; the server's decoder as trained; a numpy k-NN decoder on standardised mapped
-outputs (:func:`edgeguard.vet.leakage.knn_reconstruct`); and the label-only guess (the
+outputs (:func:`edgeguard.vetting.leakage.knn_reconstruct`); and the label-only guess (the
 mean attacker image of the released top-1 class). Without torch the fine-tuned
 candidate is missing and the others remain. So the adaptive attacker never does worse,
 on held-out data, than the decoder as trained or than the label alone.
@@ -185,7 +185,7 @@ def _finetune(
     """Fine-tune an adapted copy of the decoder; returns (module with the best state, best epoch, held-out MSEs)."""
     import torch
 
-    from edgeguard.vet._onnx_torch import to_torch
+    from edgeguard.onnx_torch import to_torch
 
     class Adapted(torch.nn.Module):
         def __init__(self, decoder: torch.nn.Module, scale: np.ndarray, shift: np.ndarray) -> None:
@@ -280,7 +280,7 @@ def adaptive_attack(
     ``decoder_model`` is the decoder's ONNX (path or ModelProto); ``reference`` the
     :class:`~edgeguard.metrics.MahalanobisReference` the projection rank is chosen with.
     """
-    from edgeguard.vet.leakage import knn_reconstruct, label_only_reconstruct
+    from edgeguard.vetting.leakage import knn_reconstruct, label_only_reconstruct
 
     candidates: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # name -> (validation, eval) reconstructions
     best_epoch: int | None = None

@@ -305,7 +305,7 @@ def run_bench(
     else:
         reference = projector = None
         notes.append(f"R was not computed: images have {pixels} pixels (> {MAX_RISK_PIXELS}).")
-    from edgeguard.vet.leakage import label_only_reconstruct
+    from edgeguard.vetting.leakage import label_only_reconstruct
 
     raw_labels = raw_eval.argmax(axis=1)
     label_only = label_only_reconstruct(y_attack, x_attack, raw_labels)
@@ -446,7 +446,7 @@ def run_bench(
     else:
         description = (
             "the best, by held-out MSE, of: the server's decoder (decoder.onnx through "
-            "edgeguard.vet._onnx_torch.to_torch) behind a trainable per-feature affine input layer, fine-tuned with "
+            "edgeguard.onnx_torch.to_torch) behind a trainable per-feature affine input layer, fine-tuned with "
             "Adam on MSE over (mapped filtered output, image) pairs with noise re-drawn every epoch (the epoch with the "
             f"lowest held-out MSE kept); {candidates}"
         )

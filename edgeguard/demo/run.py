@@ -3,7 +3,7 @@
 1. *The attack*: the bundled vicious classifier's raw logits go through its provider's
    secret decoder and come back as recognisable images; the honest classifier's logits,
    through a decoder fitted on them after training, do not. Filters change that.
-2. *Vetting*: :func:`edgeguard.vet` on both files, with their verdicts.
+2. *Vetting*: :func:`edgeguard.vetting` on both files, with their verdicts.
 3. *Output filters*: accuracy and leakage of a short grid of filters on the vicious model
    (and the honest model's raw output for reference), measured with
    :func:`edgeguard.bench.run_bench`.
@@ -393,7 +393,7 @@ def _run_demo(
     command: str | None,
 ) -> DemoResult:
     from edgeguard.bench import run_bench
-    from edgeguard.vet import vet
+    from edgeguard.vetting import vet
 
     started = time.perf_counter()
     say = progress or (lambda message: None)

@@ -1,7 +1,7 @@
 """Vetting: tell honest from vicious classifiers before any output is shared.
 
-``edgeguard.vet(model_path, probe_data, **knobs)`` (this package is callable) or
-``edgeguard.vet.vet(...)`` runs, in order:
+``edgeguard.vet(model_path, probe_data, **knobs)`` (the same function as
+``edgeguard.vetting.vet``) runs, in order:
 
 1. a static audit of the ONNX file (:func:`static_audit`), before anything in it runs;
 2. a black-box leakage audit (:func:`leakage_audit`): does a simple client-side decoder
@@ -15,12 +15,10 @@ using the thresholds, weights and test settings in ``thresholds.json`` (fitted b
 
 from __future__ import annotations
 
-import sys
-import types
 from typing import Any
 
-from edgeguard.vet.report import EXIT_CODES, SEVERITIES, VERDICTS, Finding, TestResult, VetReport
-from edgeguard.vet.static import static_audit
+from edgeguard.vetting.report import EXIT_CODES, SEVERITIES, VERDICTS, Finding, TestResult, VetReport
+from edgeguard.vetting.static import static_audit
 
 __all__ = [
     "vet",
@@ -39,17 +37,17 @@ __all__ = [
 
 
 def vet(model_path: Any, probe_data: Any, **knobs: Any) -> VetReport:
-    """Vet an ONNX classifier; see :func:`edgeguard.vet.api.vet` for every argument."""
-    from edgeguard.vet.api import vet as _vet
+    """Vet an ONNX classifier; see :func:`edgeguard.vetting.api.vet` for every argument."""
+    from edgeguard.vetting.api import vet as _vet
 
     return _vet(model_path, probe_data, **knobs)
 
 
 _LAZY = {
-    "leakage_audit": "edgeguard.vet.leakage",
-    "LeakageSettings": "edgeguard.vet.leakage",
-    "finetune_test": "edgeguard.vet.finetune",
-    "FinetuneSettings": "edgeguard.vet.finetune",
+    "leakage_audit": "edgeguard.vetting.leakage",
+    "LeakageSettings": "edgeguard.vetting.leakage",
+    "finetune_test": "edgeguard.vetting.finetune",
+    "FinetuneSettings": "edgeguard.vetting.finetune",
 }
 
 
@@ -58,14 +56,4 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'edgeguard.vet' has no attribute {name!r}")
-
-
-class _CallableModule(types.ModuleType):
-    """Lets ``edgeguard.vet(...)`` call :func:`vet` while ``edgeguard.vet`` stays the subpackage."""
-
-    def __call__(self, model_path: Any, probe_data: Any, **knobs: Any) -> VetReport:
-        return vet(model_path, probe_data, **knobs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+    raise AttributeError(f"module 'edgeguard.vetting' has no attribute {name!r}")

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeguard.errors import ModelLoadError, UnsafeModelError
-from edgeguard.vet.report import Finding
+from edgeguard.vetting.report import Finding
 
 __all__ = ["static_audit", "file_sha256", "DEFAULT_MAX_TENSOR_BYTES", "NON_DIFFERENTIABLE_OPS"]
 

@@ -14,16 +14,16 @@ import numpy as np
 
 from edgeguard.data import Dataset
 from edgeguard.errors import EdgeguardError, InferenceError, ModelLoadError, UnsupportedOpError
-from edgeguard.vet._probe import Probe, coverage_problems, load_probe, model_info_with_overrides
-from edgeguard.vet._thresholds import likelihood, load_thresholds, margin
-from edgeguard.vet.finetune import STATISTICS, FinetuneSettings, finetune_test
-from edgeguard.vet.leakage import LeakageSettings, leakage_audit
-from edgeguard.vet.report import Finding, TestResult, VetReport
-from edgeguard.vet.static import DEFAULT_MAX_TENSOR_BYTES, DEFAULT_MAX_TOTAL_BYTES, _audit, file_sha256
+from edgeguard.vetting._probe import Probe, coverage_problems, load_probe, model_info_with_overrides
+from edgeguard.vetting._thresholds import likelihood, load_thresholds, margin
+from edgeguard.vetting.finetune import STATISTICS, FinetuneSettings, finetune_test
+from edgeguard.vetting.leakage import LeakageSettings, leakage_audit
+from edgeguard.vetting.report import Finding, TestResult, VetReport
+from edgeguard.vetting.static import DEFAULT_MAX_TENSOR_BYTES, DEFAULT_MAX_TOTAL_BYTES, _audit, file_sha256
 
 __all__ = ["vet", "TESTS", "DEFAULT_MIN_PER_CLASS"]
 
-logger = logging.getLogger("edgeguard.vet")
+logger = logging.getLogger("edgeguard.vetting")
 
 #: The behavioural tests, in the order they run.
 TESTS = ("leakage", "finetune")
@@ -368,7 +368,7 @@ def _run_finetune(
         import torch
     except ImportError:
         return TestResult("finetune", "skipped", reason="torch is not installed (pip install 'edgeguard[torch]')")
-    from edgeguard.vet._onnx_torch import to_torch
+    from edgeguard.onnx_torch import to_torch
 
     started = time.perf_counter()
     say(

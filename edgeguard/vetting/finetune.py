@@ -3,7 +3,7 @@
 An honest model was trained for the claimed task only and sits close to that task's
 optimum; a vicious one was pulled away by its second objective. The test fine-tunes a
 copy of the model *as shipped* (the user's ONNX file, turned into a torch module by
-:func:`edgeguard.vet._onnx_torch.to_torch`) for a few mini-batch steps on the probe set
+:func:`edgeguard.onnx_torch.to_torch`) for a few mini-batch steps on the probe set
 with the claimed loss, and compares the outputs of the original and the fine-tuned copy
 on held-out probe samples by cosine similarity. Claimed losses: cross-entropy on logits;
 negative log-likelihood of the clamped log-probabilities when the model outputs
@@ -54,7 +54,7 @@ class FinetuneSettings:
     """Knobs of the fine-tune test.
 
     These dataclass defaults are the paper prototype's (SGD lr 0.01, 4 steps of 64, raw
-    cosine); :func:`edgeguard.vet.vet` starts from the settings the thresholds were
+    cosine); :func:`edgeguard.vetting.vet` starts from the settings the thresholds were
     calibrated with (``thresholds.json``, chosen by ``benchmarks/detection.py``).
     """
 

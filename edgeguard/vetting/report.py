@@ -210,7 +210,7 @@ class VetReport:
         return cls.from_json(path.read_text(encoding="utf-8"))
 
     def to_text(self) -> str:
-        from edgeguard.vet._text import render_text
+        from edgeguard.vetting._text import render_text
 
         return render_text(self)
 

@@ -2,7 +2,7 @@
 
 ``benchmarks/detection.py`` fits them on its model zoo and rewrites the file; the
 provenance (source file, date, zoo, settings, caveats) travels with the numbers and is
-copied into every :class:`~edgeguard.vet.VetReport`.
+copied into every :class:`~edgeguard.vetting.VetReport`.
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ FEATURES = ("log", "probabilities", "both")
 
 @dataclass(frozen=True)
 class LeakageSettings:
-    """Knobs of the leakage audit (:func:`edgeguard.vet.vet` starts from the calibrated ones in
+    """Knobs of the leakage audit (:func:`edgeguard.vetting.vet` starts from the calibrated ones in
     ``thresholds.json``, chosen by ``benchmarks/detection.py``; these are fallbacks).
 
     ``decoder``: "knn" (mean of the k nearest fitting images), "krr" (kernel ridge
