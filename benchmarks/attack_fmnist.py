@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # up to 5x slower in a micro-benchmark). Must be set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from benchmarks._zoo import DEFAULT_ROOT, build, folder_for, rescore  # noqa: E402
+from benchmarks.zoo import DEFAULT_ROOT, build, folder_for, rescore  # noqa: E402
 from converters import load_report  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

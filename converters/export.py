@@ -20,7 +20,7 @@ from torch import nn
 from edgeguard.errors import EdgeguardError
 from edgeguard.model_info import ModelInfo
 
-__all__ = ["ExportCheckError", "OPSET", "TOLERANCE", "export_classifier", "export_decoder", "run_onnx"]
+__all__ = ["ExportCheckError", "OPSET", "TOLERANCE", "export_classifier", "export_decoder", "run_onnx", "run_onnx_batched"]
 
 OPSET = 17
 TOLERANCE = 1e-4
@@ -41,6 +41,22 @@ def run_onnx(model_bytes_or_path: bytes | str | os.PathLike, inputs: np.ndarray)
     session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return session.run(None, {name: np.ascontiguousarray(inputs, dtype=np.float32)})[0]
+
+
+def run_onnx_batched(path: str | os.PathLike, inputs: np.ndarray, batch: int = 2000) -> np.ndarray:
+    """:func:`run_onnx` over ``inputs`` in chunks of ``batch`` rows, with one session."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    parts = [
+        session.run(None, {name: np.ascontiguousarray(inputs[i : i + batch], dtype=np.float32)})[0]
+        for i in range(0, len(inputs), batch)
+    ]
+    return np.concatenate(parts)
 
 
 def _export(

@@ -1,8 +1,9 @@
 """Differentiable losses of Algorithm 1: SSIM, the reconstruction loss L_R and the task loss L_C.
 
 :func:`ssim` follows exactly the definition of :func:`edgeguard.metrics.ssim_per_image`
-(Gaussian 11x11 window, sigma 1.5, K1 = 0.01, K2 = 0.03, valid windows only, mean over
-windows and channels), so what the server optimises is what the client measures.
+(the same window, :func:`edgeguard.metrics.gaussian_window`: 11x11, sigma 1.5; K1 = 0.01,
+K2 = 0.03, valid windows only, mean over windows and channels), so what the server
+optimises is what the client measures.
 """
 
 from __future__ import annotations
@@ -10,13 +11,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as functional
 
+from edgeguard.metrics import gaussian_window
+
 __all__ = ["ssim", "reconstruction_loss", "task_loss", "positive_weights"]
-
-
-def _gaussian_kernel(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    offsets = torch.arange(size, dtype=torch.float64) - (size - 1) / 2.0
-    kernel = torch.exp(-(offsets**2) / (2.0 * sigma**2))
-    return (kernel / kernel.sum()).to(dtype=dtype, device=device)
 
 
 def _filter_valid(images: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -42,7 +39,7 @@ def ssim(
         raise ValueError(
             f"expected two (N, C, H, W) batches of the same shape, got {tuple(x.shape)} and {tuple(xhat.shape)}"
         )
-    kernel = _gaussian_kernel(window_size, sigma, x.dtype, x.device)
+    kernel = torch.from_numpy(gaussian_window(window_size, sigma)).to(dtype=x.dtype, device=x.device)
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     stacked = _filter_valid(torch.cat([x, xhat, x * x, xhat * xhat, x * xhat], dim=1), kernel)
     mu_x, mu_y, xx, yy, xy = stacked.chunk(5, dim=1)

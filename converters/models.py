@@ -27,6 +27,12 @@ __all__ = [
     "WideResNet",
     "MLP",
     "Decoder",
+    "PaperDecoder",
+    "DecoderInput",
+    "ReadingDecoder",
+    "DECODER_ARCHITECTURES",
+    "DECODER_INPUTS",
+    "check_decoder_input",
     "ReleasedOutput",
     "build_classifier",
     "build_decoder",
@@ -196,17 +202,26 @@ class Decoder(nn.Module):
 
 
 class ReleasedOutput(nn.Module):
-    """The graph a user receives: ``F`` followed by nothing (logits), Softmax or Sigmoid (probabilities)."""
+    """The graph a user receives: ``F``, an optional output temperature, then nothing (logits), Softmax or Sigmoid.
 
-    def __init__(self, classifier: nn.Module, activation: str = "none") -> None:
+    ``temperature`` T != 1 divides the scores by T in the exported graph (one Div node): an
+    information-preserving reparametrisation that keeps every prediction.
+    """
+
+    def __init__(self, classifier: nn.Module, activation: str = "none", temperature: float = 1.0) -> None:
         super().__init__()
         if activation not in ("none", "softmax", "sigmoid"):
             raise InvalidInputError(f"expected activation 'none', 'softmax' or 'sigmoid', got {activation!r}")
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise InvalidInputError(f"expected a positive finite output temperature, got {temperature!r}")
         self.classifier = classifier
         self.activation = activation
+        self.temperature = float(temperature)
 
     def activation_of(self, scores: torch.Tensor) -> torch.Tensor:
         """The released output for raw scores ``scores`` (N, K)."""
+        if self.temperature != 1.0:
+            scores = scores / self.temperature
         if self.activation == "softmax":
             return torch.softmax(scores, dim=1)
         if self.activation == "sigmoid":
@@ -244,6 +259,127 @@ def build_classifier(
     return nn.Sequential(normalise, body)
 
 
-def build_decoder(num_inputs: int, input_shape: tuple[int, int, int], channels: int = 16) -> Decoder:
-    """The decoder ``G`` for a classifier with ``num_inputs`` outputs and images of ``input_shape``."""
-    return Decoder(num_inputs, input_shape, channels)
+class PaperDecoder(nn.Module):
+    """The authors' transposed-convolution decoder: a dense layer to a (4c, H/8, W/8) map, three stride-2
+    transpose convolutions (4c -> 2c -> c -> image channels, BatchNorm-ReLU between) and a sigmoid.
+
+    At 32x32 (the paper resizes every dataset to 32x32) the map grows 4 -> 8 -> 16 -> 32; other
+    sizes are cropped. A BatchNorm on the input rescales logits and probabilities alike.
+    """
+
+    def __init__(self, num_inputs: int, input_shape: tuple[int, int, int], channels: int = 32) -> None:
+        super().__init__()
+        image_channels, height, width = input_shape
+        self.output_size = (height, width)
+        self.base = (4 * channels, math.ceil(height / 8), math.ceil(width / 8))
+        self.dense = nn.Sequential(
+            nn.BatchNorm1d(num_inputs),
+            nn.Linear(num_inputs, math.prod(self.base), bias=False),
+            nn.BatchNorm1d(math.prod(self.base)),
+            nn.ReLU(),
+        )
+        layers: list[nn.Module] = []
+        for in_channels, out_channels in ((4 * channels, 2 * channels), (2 * channels, channels)):
+            layers += [
+                nn.ConvTranspose2d(in_channels, out_channels, 4, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(out_channels),
+                nn.ReLU(),
+            ]
+        layers += [nn.ConvTranspose2d(channels, image_channels, 4, stride=2, padding=1), nn.Sigmoid()]
+        self.upsample = nn.Sequential(*layers)
+
+    def forward(self, released: torch.Tensor) -> torch.Tensor:
+        image = self.upsample(self.dense(released).view(-1, *self.base))
+        height, width = self.output_size
+        if image.shape[-2:] != (height, width):
+            image = image[..., :height, :width]
+        return image
+
+
+DECODER_ARCHITECTURES = ("small", "paper")
+DECODER_INPUTS = ("released", "logits", "probabilities", "log-probabilities")
+#: Probabilities are clamped to this before the log (the smallest normal float32, as edgeguard's audit does).
+PROBABILITY_FLOOR = 1.1754943508222875e-38
+
+
+class DecoderInput(nn.Module):
+    """How the server's decoder reads a released row (the first op of decoder.onnx).
+
+    ``mode``: "released" (as it is), "logits" (logits or scores as they are),
+    "probabilities" (softmax of logits; probabilities as they are) or
+    "log-probabilities" (row-centred log-softmax of logits, or row-centred
+    ``log(max(p, floor))`` of probabilities: softmax is one-to-one with the logits up
+    to a shift per row, so this recovers them). ``released_kind`` is what the rows are
+    ("logits", "probabilities", "scores" or "labels").
+    """
+
+    def __init__(self, mode: str = "released", released_kind: str = "logits") -> None:
+        super().__init__()
+        check_decoder_input(mode, released_kind)
+        self.mode, self.released_kind = mode, released_kind
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        if self.mode in ("released", "logits") or (
+            self.mode == "probabilities" and self.released_kind == "probabilities"
+        ):
+            return rows
+        if self.mode == "probabilities":
+            return torch.softmax(rows, dim=1)
+        if self.released_kind == "probabilities":
+            logs = torch.log(rows.clamp(min=PROBABILITY_FLOOR))
+        else:
+            logs = torch.log_softmax(rows, dim=1)
+        return logs - logs.mean(dim=1, keepdim=True)
+
+
+def check_decoder_input(mode: str, released_kind: str) -> None:
+    """Raise InvalidInputError when a decoder cannot read ``released_kind`` rows as ``mode``."""
+    if mode not in DECODER_INPUTS:
+        raise InvalidInputError(f"expected a decoder input in {list(DECODER_INPUTS)}, got {mode!r}")
+    allowed = {
+        "released": ("logits", "probabilities", "scores", "labels"),
+        "logits": ("logits", "scores"),
+        "probabilities": ("logits", "probabilities"),
+        "log-probabilities": ("logits", "probabilities"),
+    }[mode]
+    if released_kind not in allowed:
+        raise InvalidInputError(
+            f"expected released {' or '.join(allowed)} for --decoder-input {mode}, got released {released_kind}; "
+            "use --decoder-input released (the rows as they are) or another --decoder-input"
+        )
+
+
+class ReadingDecoder(nn.Module):
+    """:class:`DecoderInput` followed by a decoder: released rows -> images (what decoder.onnx holds)."""
+
+    def __init__(self, reader: DecoderInput, decoder: nn.Module) -> None:
+        super().__init__()
+        self.reader, self.decoder = reader, decoder
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.reader(rows))
+
+
+def build_decoder(
+    num_inputs: int,
+    input_shape: tuple[int, int, int],
+    channels: int = 16,
+    *,
+    arch: str = "small",
+    reads: str = "released",
+    released_kind: str = "logits",
+) -> nn.Module:
+    """The decoder ``G`` for a classifier with ``num_inputs`` outputs and images of ``input_shape``.
+
+    ``arch`` "small" (:class:`Decoder`) or "paper" (:class:`PaperDecoder`); with ``reads`` other than
+    "released" the decoder first maps the rows (:class:`DecoderInput`).
+    """
+    if arch not in DECODER_ARCHITECTURES:
+        raise InvalidInputError(f"expected a decoder architecture in {DECODER_ARCHITECTURES}, got {arch!r}")
+    body: nn.Module = Decoder(num_inputs, input_shape, channels) if arch == "small" else PaperDecoder(
+        num_inputs, input_shape, channels
+    )
+    if reads == "released":
+        check_decoder_input(reads, released_kind)
+        return body
+    return ReadingDecoder(DecoderInput(reads, released_kind), body)

@@ -111,6 +111,12 @@ class ThreatReport:
     history: list[dict[str, float]] = field(default_factory=list)
     finish_history: list[dict[str, float]] = field(default_factory=list)
     decoder_history: list[dict[str, float]] = field(default_factory=list)
+    train_time_s: float = 0.0  # loading and training (no export, no evaluation)
+    release_filter: str = "none"  # the filter spec the leakage was measured through (edgeguard.filters)
+    release_capacity_bits: float | None = None  # edgeguard's bound for that release (None: unbounded)
+    decoder_input: str = "released"  # how the decoder reads the released rows
+    released_kind: str = ""  # logits, probabilities, scores or labels (after the filter)
+    leakage_measured_on: str = ""  # the chain the leakage figures come from
 
     @property
     def psnr_gain_db(self) -> float:
@@ -133,6 +139,8 @@ class ThreatReport:
             best_epoch=self.best_epoch,
             epochs_run=self.epochs_run,
             wall_time_s=self.wall_time_s,
+            release_filter=self.release_filter,
+            release_capacity_bits=self.release_capacity_bits,
             paths=self.paths,
         )
         return values

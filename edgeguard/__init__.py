@@ -9,6 +9,7 @@ from edgeguard.filters import (
     FilterPipeline,
     GaussianNoise,
     HighConfidence,
+    LabelConfidence,
     LabelPreservingNoise,
     LaplaceNoise,
     OutputFilter,
@@ -20,6 +21,7 @@ from edgeguard.filters import (
     Softmax,
     TopK,
     Truncate,
+    device_secret,
     pipeline_capacity_bits,
 )
 from edgeguard.safe_model import SafeModel, ViciousModelWarning, model_sha256
@@ -41,6 +43,7 @@ __all__ = [
     "Truncate",
     "TopK",
     "Argmax",
+    "LabelConfidence",
     "GaussianNoise",
     "LaplaceNoise",
     "LabelPreservingNoise",
@@ -50,6 +53,7 @@ __all__ = [
     "HighConfidence",
     "ReverseSigmoid",
     "ClassLabels",
+    "device_secret",
     "vet",
     "VetReport",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from typing import Any
 
 import click
@@ -23,7 +24,13 @@ EXIT_OK, EXIT_FLAGGED, EXIT_ERROR, EXIT_INCONCLUSIVE, EXIT_USAGE = 0, 1, 2, 3, 4
 
 
 class _Group(click.Group):
-    """A click group whose usage errors exit with 4 and edgeguard errors with 2."""
+    """A click group whose usage errors exit with 4, and every error (edgeguard's or not) with 2.
+
+    Exit code 1 means "flagged", so a crash must never produce it: any unexpected exception
+    becomes one line on stderr and exit code 2 (``--debug`` prints the traceback too).
+    """
+
+    _debug = False
 
     def main(  # type: ignore[override]
         self,
@@ -35,6 +42,7 @@ class _Group(click.Group):
     ) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        self._debug = False  # set by the group callback when --debug is given
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.UsageError as error:
@@ -47,7 +55,19 @@ class _Group(click.Group):
             click.echo("Aborted!", err=True)
             sys.exit(130)
         except EdgeguardError as error:
+            if self._debug:
+                traceback.print_exc(file=sys.stderr)
             click.echo(f"error: {error}", err=True)
+            sys.exit(EXIT_ERROR)
+        except Exception as error:  # a bug or an unforeseen input: never exit 1 ("flagged") or dump a traceback
+            if self._debug:
+                traceback.print_exc(file=sys.stderr)
+            message = " ".join(str(error).split())[:300] or "(no message)"
+            click.echo(
+                f"error: unexpected {type(error).__name__}: {message} (nothing was released; run with "
+                "`edgeguard --debug ...` for the traceback and report it)",
+                err=True,
+            )
             sys.exit(EXIT_ERROR)
         sys.exit(result if isinstance(result, int) else EXIT_OK)
 
@@ -55,11 +75,15 @@ class _Group(click.Group):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", prog_name="edgeguard")
 @click.option("-v", "--verbose", count=True, help="Log to stderr: -v info, -vv debug.")
-def main(verbose: int) -> None:
+@click.option("--debug", is_flag=True, help="Print the traceback of an error (exit code stays 2).")
+def main(verbose: int, debug: bool) -> None:
     """Run a provider's ONNX classifier on the device and share only safe outputs.
 
     Exit codes: 0 ok/passed, 1 flagged, 2 error, 3 inconclusive, 4 usage error.
     """
+    command = click.get_current_context().command
+    if isinstance(command, _Group):
+        command._debug = debug
     level = logging.WARNING if verbose == 0 else (logging.INFO if verbose == 1 else logging.DEBUG)
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s", force=True)
 
@@ -92,6 +116,12 @@ def _parse_class_names(text: str | None) -> tuple[str, ...] | None:
 _VET_HELP = """Vet MODEL (an ONNX classifier) before any of its outputs is shared.
 
 \b
+MODEL may be several files, folders (every *.onnx below) or globs ("zoo/**/*.onnx"):
+then one report per model goes to --output-dir, a summary table (or JSON with
+--format json, one SARIF log with --format sarif) to stdout, a progress bar to
+stderr; --jobs N vets N models at a time, --ray auto|ADDRESS on a Ray cluster.
+
+\b
 Runs a static audit of the file (nothing in it runs before that), a black-box leakage
 audit (a client-side decoder fitted on the outputs vs the label-only baseline) and the
 paper's fine-tune cosine test (needs torch), and prints a verdict: honest, vicious or
@@ -114,13 +144,34 @@ Exit codes:
   3  inconclusive (probe set too small or missing classes, a test could not run,
      or high-severity findings blind the tests)
   4  usage error (bad option)
+Several models: the worst code of any model, in the order 2 > 1 > 3 > 0
+(an error is never hidden by a flagged or inconclusive model elsewhere).
 """
 
 
 @main.command("vet", help=_VET_HELP)
-@click.argument("model", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("models", nargs=-1, required=True, metavar="MODEL...")
 @click.option("--probe-data", "-p", "probe", required=True, type=click.Path(path_type=str), help="Probe set.")
-@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json", "sarif"]),
+    default="text",
+    show_default=True,
+    help="Report format; sarif: SARIF 2.1.0 for code scanning.",
+)
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=str),
+    help="Write one report per model here (named after its path); stdout gets the summary.",
+)
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Models vetted at a time.")
+@click.option("--ray", "ray_address", metavar="auto|ADDRESS", help="Vet on Ray (pip install 'edgeguard[ray]').")
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=str),
+    help="Keep finished vets here and reuse them (keyed by model and probe contents and settings).",
+)
 @click.option(
     "--output",
     "-o",
@@ -132,7 +183,7 @@ Exit codes:
 @click.option(
     "--tests",
     "tests",
-    type=click.Choice(["leakage", "finetune"]),
+    type=click.Choice(["consistency", "leakage", "finetune"]),
     multiple=True,
     help="Run only these tests (repeatable). Default: both.",
 )
@@ -196,13 +247,40 @@ Exit codes:
 @click.option(
     "--leakage-alpha", type=click.FloatRange(min=0, min_open=True), help="Ridge penalty of the krr / ridge decoder."
 )
+@click.option(
+    "--augment-seed",
+    type=int,
+    help="Seed of the probe augmentations (default: a fresh one from the OS, recorded in the report).",
+)
+@click.option(
+    "--release",
+    metavar="SPEC",
+    help="Also audit exactly what SafeModel releases with these filters (e.g. 'softmax>round:2').",
+)
+@click.option(
+    "--reference-model",
+    "reference_models",
+    multiple=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=str),
+    help="An honest model of the same architecture to compare leakage with (repeatable).",
+)
+@click.option(
+    "--reference-data",
+    type=click.Path(exists=True, path_type=str),
+    help="Labelled data on which the vetted graph is re-initialised and trained honestly as a reference.",
+)
+@click.option("--reference-steps", type=click.IntRange(min=1), help="Training steps of the --reference-data reference.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
 @click.pass_context
 def vet_command(
     ctx: click.Context,
-    model: str,
+    models: tuple[str, ...],
     probe: str,
     output_format: str,
+    output_dir: str | None,
+    jobs: int,
+    ray_address: str | None,
+    cache_dir: str | None,
     output_file: str | None,
     seed: int,
     tests: tuple[str, ...],
@@ -229,24 +307,23 @@ def vet_command(
     leakage_features: str | None,
     leakage_gamma: float | None,
     leakage_alpha: float | None,
+    augment_seed: int | None,
+    release: str | None,
+    reference_models: tuple[str, ...],
+    reference_data: str | None,
+    reference_steps: int | None,
     quiet: bool,
 ) -> int:
     from edgeguard.vetting._probe import parse_shape
-    from edgeguard.vetting.api import TESTS, vet
+    from edgeguard.vetting.api import DEFAULT_TESTS
+    from edgeguard.vetting.many import run_vet_command
 
     shape = _parse_shape_option(input_shape, parse_shape)
     pixels = _parse_floats(pixel_range, 2, "--pixel-range")
     names = _parse_class_names(class_names)
-
-    def progress(message: str) -> None:
-        if not quiet:
-            click.echo(f"[vet] {message}", err=True)
-
-    report = vet(
-        model,
-        probe,
+    knobs = dict(  # edgeguard.vet's keyword arguments
         seed=seed,
-        tests=tests or TESTS,
+        tests=list(tests or DEFAULT_TESTS),
         probe_limit=probe_limit,
         min_per_class=min_per_class,
         class_names=names,
@@ -256,7 +333,6 @@ def vet_command(
         task_type=task_type,
         thresholds=thresholds_file,
         max_tensor_bytes=max_tensor_bytes,
-        progress=progress,
         finetune_steps=finetune_steps,
         finetune_learning_rate=finetune_lr,
         finetune_optimiser=finetune_optimiser,
@@ -271,17 +347,26 @@ def vet_command(
         leakage_features=leakage_features,
         leakage_kernel_gamma=leakage_gamma,
         leakage_ridge_alpha=leakage_alpha,
+        augment_seed=augment_seed,
+        release=release,
+        reference_models=list(reference_models),
+        reference_data=reference_data,
+        reference_steps=reference_steps,
     )
-    text = report.to_json() + "\n" if output_format == "json" else report.to_text()
-    if output_file:
-        with open(output_file, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        progress(f"report written to {output_file}")
-    else:
-        click.echo(text, nl=False)
-    progress(f"verdict: {report.verdict} (exit code {report.exit_code})")
-    ctx.exit(report.exit_code)
-    return report.exit_code  # pragma: no cover - ctx.exit raises
+    code = run_vet_command(
+        models,
+        probe,
+        knobs,
+        output_format=output_format,
+        output_file=output_file,
+        output_dir=output_dir,
+        jobs=jobs,
+        ray=ray_address,
+        cache_dir=cache_dir,
+        quiet=quiet,
+    )
+    ctx.exit(code)
+    return code  # pragma: no cover - ctx.exit raises
 
 
 def _parse_shape_option(text: str | None, parse: Any) -> tuple[int, ...] | None:

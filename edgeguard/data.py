@@ -14,10 +14,14 @@ Every reader returns a :class:`Dataset`: images as float32 ``(N, C, H, W)`` with
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -112,31 +116,76 @@ def validation_split(n: int, fraction: float = 0.1, seed: int = 0) -> tuple[np.n
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
+#: Largest decompressed IDX file read (bytes); a gzip bomb stops here. Override with EDGEGUARD_MAX_DATA_BYTES.
+MAX_DATA_BYTES = 1 << 31
+#: Largest image (pixels) a probe folder may hold (PIL's decompression-bomb guard uses the same idea).
+MAX_IMAGE_PIXELS = 1 << 24
+
+
+def _max_data_bytes() -> int:
+    try:
+        return int(os.environ.get("EDGEGUARD_MAX_DATA_BYTES", MAX_DATA_BYTES))
+    except ValueError:
+        return MAX_DATA_BYTES
+
+
+def _read_capped(handle: Any, cap: int, path: Path) -> bytes:
+    """Read at most ``cap`` bytes, streaming (DataError when there is more)."""
+    chunks, size = [], 0
+    while True:
+        chunk = handle.read(min(1 << 20, cap + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > cap:
+            raise DataError(
+                f"expected at most {cap} data bytes (decompressed) at {path}, got more; the file is corrupt or "
+                "has trailing data (a gzip bomb stops here too). Set EDGEGUARD_MAX_DATA_BYTES to raise the cap"
+            )
+    return b"".join(chunks)
+
+
 def _read_idx(path: Path) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
+    cap = _max_data_bytes()
+    if not path.exists():
+        raise DataNotFoundError(f"expected an IDX file at {path}, but there is none")
+    if not path.is_file():
+        raise DataError(f"expected an IDX file at {path}, got something that is not a regular file")
     try:
         with opener(path, "rb") as handle:
-            raw = handle.read()
-    except FileNotFoundError:
-        raise DataNotFoundError(f"expected an IDX file at {path}, but there is none") from None
-    except (OSError, EOFError) as error:
+            head = handle.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
+                raise DataError(
+                    f"expected an IDX file (magic 0x0000TTDD) at {path}, got bytes {head[:4]!r}; "
+                    "is this really an MNIST-format file?"
+                )
+            ndim = head[3]
+            if not 1 <= ndim <= 4:
+                raise DataError(f"expected an IDX file with 1 to 4 dimensions at {path}, got {ndim}")
+            dim_bytes = handle.read(4 * ndim)
+            if len(dim_bytes) != 4 * ndim:
+                raise DataError(f"expected {ndim} IDX dimensions at {path}, got a truncated header")
+            dims = tuple(int.from_bytes(dim_bytes[4 * i : 4 * i + 4], "big") for i in range(ndim))
+            dtype = np.dtype(_IDX_DTYPES[head[2]])
+            expected = math.prod(dims) * dtype.itemsize  # Python ints: no overflow
+            if expected > cap:
+                raise DataError(
+                    f"expected at most {cap} data bytes at {path}, got dimensions {dims} ({expected} bytes); "
+                    "the header is corrupt, or set EDGEGUARD_MAX_DATA_BYTES to raise the cap"
+                )
+            raw = _read_capped(handle, expected, path)
+    except DataError:
+        raise
+    except (OSError, EOFError, ValueError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
         raise DataError(f"expected a readable IDX file at {path}, got an error: {error}") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+    if len(raw) != expected:
         raise DataError(
-            f"expected an IDX file (magic 0x0000TTDD) at {path}, got bytes {raw[:4]!r}; "
-            "is this really an MNIST-format file?"
-        )
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    expected = int(np.prod(dims)) * dtype.itemsize
-    if len(raw) - header != expected:
-        raise DataError(
-            f"expected {expected} data bytes for dimensions {dims} in {path}, got {len(raw) - header}; "
+            f"expected {expected} data bytes for dimensions {dims} in {path}, got {len(raw)}; "
             "the file is truncated or corrupt"
         )
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+    return np.frombuffer(raw, dtype=dtype).reshape(dims)
 
 
 def _images_to_float(images: np.ndarray) -> np.ndarray:
@@ -152,12 +201,40 @@ def _images_to_float(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(images, dtype=np.float32)
 
 
+def _labels(y: np.ndarray, where: object) -> np.ndarray:
+    """Class indices (N,) as int64, or 0/1 attributes (N, K) as float32; DataError for anything else."""
+    y = np.asarray(y)
+    if y.dtype.kind not in "biuf":
+        raise DataError(
+            f"expected integer class labels in {where}, got {y.dtype} labels; map class names to indices "
+            "(0..K-1) and store them as integers"
+        )
+    if y.ndim not in (1, 2):
+        raise DataError(f"expected labels of shape (N,) or (N, K) in {where}, got shape {y.shape}")
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all() or (y.size and not np.array_equal(y, np.round(y))):
+            raise DataError(
+                f"expected whole-number labels in {where}, got non-integral or non-finite floats (e.g. 2.5); "
+                "store class indices as integers, they are not truncated silently"
+            )
+    if y.ndim == 2:
+        if y.size and not np.isin(y, (0, 1)).all():
+            raise DataError(f"expected 0/1 attribute labels (N, K) in {where}, got other values")
+        return y.astype(np.float32)
+    if y.size and (y.min() < 0 or y.max() >= 1 << 20):
+        raise DataError(
+            f"expected class indices in [0, {1 << 20}) in {where}, got labels in [{y.min()}, {y.max()}]; "
+            "labels are class indices 0..K-1"
+        )
+    return y.astype(np.int64)
+
+
 def load_idx(
     images_path: str | os.PathLike, labels_path: str | os.PathLike, class_names: Sequence[str] = ()
 ) -> Dataset:
     """Read an MNIST-format IDX pair (``.gz`` or plain) into a :class:`Dataset`."""
     images = _read_idx(Path(images_path))
-    labels = _read_idx(Path(labels_path)).astype(np.int64)
+    labels = _labels(_read_idx(Path(labels_path)), labels_path)
     return Dataset(_images_to_float(images), labels, tuple(class_names))
 
 
@@ -205,27 +282,44 @@ def load_npz(path: str | os.PathLike) -> Dataset:
     path = Path(path)
     if not path.exists():
         raise DataNotFoundError(f"expected an .npz file at {path}, but there is none")
+    if not path.is_file():
+        raise DataError(f"expected an .npz file at {path}, got something that is not a regular file")
+    cap = _max_data_bytes()
     try:
+        with zipfile.ZipFile(path) as archive:  # sizes first: a small .npz can hold a huge array (a zip bomb)
+            declared = sum(member.file_size for member in archive.infolist())
+        if declared > cap:
+            raise DataError(
+                f"expected at most {cap} bytes of arrays in {path}, got {declared} declared; "
+                "set EDGEGUARD_MAX_DATA_BYTES to raise the cap"
+            )
         with np.load(path, allow_pickle=False) as archive:
             keys = set(archive.files)
             if not {"x", "y"} <= keys:
                 raise DataError(
-                    f"expected arrays 'x' and 'y' in {path}, got {sorted(keys)}; "
+                    f"expected arrays 'x' and 'y' in {path}, got {sorted(keys)[:10]}; "
                     "save with np.savez(path, x=images, y=labels)"
                 )
             x, y = archive["x"], archive["y"]
-            names = tuple(str(n) for n in archive["class_names"]) if "class_names" in keys else ()
-    except (OSError, ValueError) as error:
-        if isinstance(error, DataError):
-            raise
-        raise DataError(f"expected a readable .npz file at {path}, got an error: {error}") from None
+            names = tuple(str(n) for n in archive["class_names"].reshape(-1)) if "class_names" in keys else ()
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, MemoryError, zipfile.BadZipFile, zlib.error) as error:
+        raise DataError(
+            f"expected a readable .npz file at {path}, got {type(error).__name__}: {str(error)[:200]}; "
+            "save it again with np.savez(path, x=images, y=labels)"
+        ) from None
+    if x.dtype.kind not in "biuf":
+        raise DataError(f"expected numeric images in {path}, got dtype {x.dtype}; store uint8 or float images")
     x = _images_to_float(x)
+    if x.size and not np.isfinite(x).all():
+        raise DataError(f"expected finite pixel values in {path}, got NaN or infinity; clean the images first")
     if np.issubdtype(x.dtype, np.floating) and x.size and (x.min() < 0.0 or x.max() > 1.0):
         raise DataError(
             f"expected pixels in [0, 1] in {path}, got values in [{x.min():.3g}, {x.max():.3g}]; "
             "store uint8 images or floats divided by 255"
         )
-    y = y.astype(np.float32) if y.ndim == 2 else y.astype(np.int64)
+    y = _labels(y, path)
     return Dataset(x, y, names)
 
 
@@ -268,23 +362,39 @@ def load_image_folder(
         for file in sorted(folder.iterdir()):
             if file.suffix.lower() not in _IMAGE_SUFFIXES:
                 continue
+            if not file.is_file():  # a FIFO or device named like an image would block or never end
+                raise DataError(f"expected an image file at {file}, got something that is not a regular file")
             try:
                 with Image.open(file) as image:
+                    width, height = image.size
+                    if width * height > MAX_IMAGE_PIXELS:
+                        raise DataError(
+                            f"expected images of at most {MAX_IMAGE_PIXELS} pixels, got {width}x{height} at {file}; "
+                            "resize the probe images (they are scaled to the model's input anyway)"
+                        )
                     image = image.convert(mode)
                     if image_size is not None and image.size != (image_size[1], image_size[0]):
                         image = image.resize((image_size[1], image_size[0]), Image.BILINEAR)
                     array = np.asarray(image, dtype=np.uint8)
-            except OSError as error:
-                raise DataError(f"expected a readable image at {file}, got an error: {error}") from None
+            except DataError:
+                raise
+            except Image.DecompressionBombError:
+                raise DataError(
+                    f"expected images of at most {MAX_IMAGE_PIXELS} pixels, got a larger one at {file} (PIL refused "
+                    "it as a decompression bomb); resize the probe images"
+                ) from None
+            except Exception as error:  # PIL raises OSError, ValueError, SyntaxError, EOFError ... on bad files
+                raise DataError(
+                    f"expected a readable image at {file}, got {type(error).__name__}: {str(error)[:200]}; "
+                    "re-save it as PNG"
+                ) from None
             images.append(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
             labels.append(label)
     if not images:
         raise DataError(f"expected image files ({', '.join(_IMAGE_SUFFIXES)}) under {root}, found none")
     shapes = {a.shape for a in images}
     if len(shapes) > 1:
-        raise DataError(
-            f"expected images of one size, got sizes {sorted(shapes)} in {root}; pass image_size to resize"
-        )
+        raise DataError(f"expected images of one size, got sizes {sorted(shapes)} in {root}; pass image_size to resize")
     x = np.stack(images).astype(np.float32) / np.float32(255.0)
     return Dataset(x, np.asarray(labels, dtype=np.int64), tuple(names))
 

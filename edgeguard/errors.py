@@ -13,6 +13,7 @@ __all__ = [
     "DataError",
     "DataNotFoundError",
     "ModelLoadError",
+    "ModelTooLargeError",
     "UnsafeModelError",
     "UnsupportedOpError",
     "FilterError",
@@ -40,6 +41,10 @@ class DataNotFoundError(EdgeguardError, FileNotFoundError):
 
 class ModelLoadError(EdgeguardError, ValueError):
     """An ONNX file cannot be read, checked or run."""
+
+
+class ModelTooLargeError(ModelLoadError):
+    """An ONNX file declares tensors or shapes above the size limits (refused before allocating)."""
 
 
 class UnsafeModelError(EdgeguardError, ValueError):

@@ -18,6 +18,7 @@ __all__ = [
     "psnr",
     "ssim",
     "ssim_per_image",
+    "gaussian_window",
     "psnr_per_image",
     "reconstruction_risk",
     "MahalanobisReference",
@@ -57,8 +58,15 @@ def psnr(x: np.ndarray, xhat: np.ndarray, data_range: float = 1.0) -> float:
     return float(np.mean(psnr_per_image(x, xhat, data_range)))
 
 
-def _gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
-    offsets = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
+def gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
+    """The normalised 1-D Gaussian window of SSIM (float64, sums to 1); the 2-D window is its outer product.
+
+    The one definition of the window: :func:`ssim_per_image` here and the differentiable
+    torch SSIM the converters train with (``converters.losses.ssim``) both use it.
+    """
+    if int(size) != size or size < 1 or not sigma > 0:
+        raise InvalidInputError(f"expected a window size >= 1 and sigma > 0, got size {size!r}, sigma {sigma!r}")
+    offsets = np.arange(int(size), dtype=np.float64) - (int(size) - 1) / 2.0
     window = np.exp(-(offsets**2) / (2.0 * sigma**2))
     return window / window.sum()
 
@@ -90,7 +98,7 @@ def ssim_per_image(
         raise InvalidInputError(
             f"expected images of at least {window_size}x{window_size} pixels for SSIM, got {x.shape[-2:]}"
         )
-    window = _gaussian_window(window_size, sigma)
+    window = gaussian_window(window_size, sigma)
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     mu_x, mu_y = _filter_valid(x, window), _filter_valid(xhat, window)
     var_x = _filter_valid(x * x, window) - mu_x**2

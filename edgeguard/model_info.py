@@ -10,12 +10,12 @@ from the graph and the rest falls back to documented defaults (``declared`` is F
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-from edgeguard.errors import ModelLoadError, UnsafeModelError
+from edgeguard.errors import ModelLoadError
 
 __all__ = ["ModelInfo", "load_onnx", "METADATA_KEYS", "TASK_TYPES", "OUTPUT_KINDS"]
 
@@ -23,6 +23,11 @@ TASK_TYPES = ("multiclass", "multilabel")
 OUTPUT_KINDS = ("logits", "probabilities")
 #: metadata_props keys edgeguard reads (all values are strings; lists are JSON).
 METADATA_KEYS = ("task_type", "class_names", "input_shape", "pixel_range", "output_kind")
+#: Most classes a model may declare, largest (C, H, W) side and pixel count, longest metadata value.
+MAX_CLASSES = 100_000
+MAX_SIDE = 1 << 14
+MAX_PIXELS = 1 << 26
+MAX_METADATA_CHARS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -67,37 +72,42 @@ class ModelInfo:
                 f"{[v.name for v in inputs]} and outputs {[v.name for v in graph.output]}"
             )
         props = {entry.key: entry.value for entry in model.metadata_props}
+        output_names = [v.name for v in graph.output]
+        if len(set(output_names)) != len(output_names):
+            raise ModelLoadError(f"expected distinct graph output names, got {output_names[:8]}; the file is malformed")
         input_dims = _static_dims(inputs[0])
         output_dims = _static_dims(graph.output[0])
         declared = all(key in props for key in METADATA_KEYS)
-        try:
-            input_shape = tuple(int(d) for d in json.loads(props["input_shape"])) if "input_shape" in props else None
-            class_names = tuple(str(n) for n in json.loads(props["class_names"])) if "class_names" in props else None
-            pixel_range = (
-                tuple(float(v) for v in json.loads(props["pixel_range"])) if "pixel_range" in props else (0.0, 1.0)
-            )
-        except (ValueError, TypeError) as error:
-            raise ModelLoadError(f"expected JSON values in the model's metadata_props, got an error: {error}") from None
+        input_shape = _shape_from_metadata(props["input_shape"]) if "input_shape" in props else None
+        class_names = _names_from_metadata(props["class_names"]) if "class_names" in props else None
+        pixel_range = _range_from_metadata(props["pixel_range"]) if "pixel_range" in props else (0.0, 1.0)
         if input_shape is None:
-            if len(input_dims) < 2 or any(d is None for d in input_dims[1:]):
+            if len(input_dims) != 4 or any(d is None for d in input_dims[1:]):
                 raise ModelLoadError(
                     f"expected a fixed (C, H, W) input shape in the graph or the 'input_shape' metadata, "
                     f"got graph input dims {input_dims}; pass the shape explicitly (e.g. --input-shape 1,28,28)"
                 )
-            input_shape = tuple(int(d) for d in input_dims[1:])
+            input_shape = _check_shape(tuple(int(d) for d in input_dims[1:]), "the graph input")
         if class_names is None:
             if len(output_dims) != 2 or output_dims[1] is None:
                 raise ModelLoadError(
                     f"expected an output of shape (N, K) with a fixed K, got {output_dims}; "
                     "add 'class_names' to the model's metadata_props"
                 )
+            if not 1 <= output_dims[1] <= MAX_CLASSES:
+                raise ModelLoadError(
+                    f"expected between 1 and {MAX_CLASSES} classes (the output's second dim), got {output_dims[1]}; "
+                    "the file's declared output shape is not that of a classifier"
+                )
             class_names = tuple(str(i) for i in range(int(output_dims[1])))
         task_type = props.get("task_type", "multiclass")
         output_kind = props.get("output_kind", "logits")
         if task_type not in TASK_TYPES:
-            raise ModelLoadError(f"expected task_type in {TASK_TYPES}, got {task_type!r} in the model's metadata")
+            raise ModelLoadError(f"expected task_type in {TASK_TYPES}, got {task_type[:60]!r} in the model's metadata")
         if output_kind not in OUTPUT_KINDS:
-            raise ModelLoadError(f"expected output_kind in {OUTPUT_KINDS}, got {output_kind!r} in the model's metadata")
+            raise ModelLoadError(
+                f"expected output_kind in {OUTPUT_KINDS}, got {output_kind[:60]!r} in the model's metadata"
+            )
         if len(pixel_range) != 2 or not pixel_range[0] < pixel_range[1]:
             raise ModelLoadError(f"expected pixel_range [low, high] with low < high, got {list(pixel_range)}")
         return cls(
@@ -117,47 +127,83 @@ def _static_dims(value: Any) -> list[int | None]:
     return [d.dim_value if d.HasField("dim_value") else None for d in dims]
 
 
-def load_onnx(path: str | os.PathLike, *, load_external_data: bool = True) -> Any:
-    """Load an ONNX file, refusing external-data paths that escape the model's folder.
-
-    Raises :class:`ModelLoadError` for a missing or unreadable file and
-    :class:`UnsafeModelError` for a path-traversal attempt (checked before any external
-    file is opened).
-    """
-    import onnx
-    from onnx.external_data_helper import uses_external_data
-
-    path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"expected an ONNX file at {path}, but there is none")
+def _json(text: str, key: str) -> Any:
+    if len(text) > MAX_METADATA_CHARS:
+        raise ModelLoadError(
+            f"expected a metadata value {key!r} under {MAX_METADATA_CHARS} characters, got {len(text)}; "
+            "the file's metadata is not that of a classifier"
+        )
     try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as error:  # protobuf raises its own DecodeError family
-        raise ModelLoadError(f"expected a valid ONNX protobuf in {path}, got an error: {error}") from None
-    folder = path.resolve().parent
-    external = [t for t in _all_tensors(model) if uses_external_data(t)]
-    for tensor in external:
-        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-        target = (folder / location).resolve()
-        if os.path.isabs(location) or not target.is_relative_to(folder):
-            raise UnsafeModelError(
-                f"expected external data inside the model's folder {folder}, got location {location!r} "
-                f"for tensor {tensor.name!r}; refusing to load a file that reads outside its folder"
-            )
-        if load_external_data and not target.is_file():
-            raise ModelLoadError(
-                f"expected external data file {target} for tensor {tensor.name!r}, but there is none; "
-                "copy the model's data files next to it"
-            )
-    if external and load_external_data:
-        from onnx.external_data_helper import load_external_data_for_model
+        return json.loads(text)
+    except (ValueError, RecursionError) as error:
+        raise ModelLoadError(
+            f"expected a JSON value for {key!r} in the model's metadata_props, got {type(error).__name__}: "
+            f"{str(error)[:120]}; fix the metadata (e.g. {key}=[1, 28, 28])"
+        ) from None
 
-        load_external_data_for_model(model, str(folder))
-    return model
+
+def _check_shape(shape: tuple[int, ...], where: str) -> tuple[int, ...]:
+    if len(shape) != 3 or not all(1 <= d <= MAX_SIDE for d in shape) or math.prod(shape) > MAX_PIXELS:
+        raise ModelLoadError(
+            f"expected a (C, H, W) input shape of 3 positive integers (each at most {MAX_SIDE}, at most "
+            f"{MAX_PIXELS} values), got {list(shape)[:8]} from {where}; declare e.g. input_shape=[1, 28, 28]"
+        )
+    return shape
+
+
+def _shape_from_metadata(text: str) -> tuple[int, ...]:
+    value = _json(text, "input_shape")
+    if not isinstance(value, list) or not all(type(d) is int for d in value):
+        raise ModelLoadError(
+            f"expected input_shape metadata as a JSON list of 3 integers, got {text[:60]!r}; "
+            "declare e.g. input_shape=[1, 28, 28]"
+        )
+    return _check_shape(tuple(value), "the 'input_shape' metadata")
+
+
+def _names_from_metadata(text: str) -> tuple[str, ...]:
+    value = _json(text, "class_names")
+    if (
+        not isinstance(value, list)
+        or not 1 <= len(value) <= MAX_CLASSES
+        or not all(isinstance(n, str | int) and not isinstance(n, bool) for n in value)
+    ):
+        raise ModelLoadError(
+            f"expected class_names metadata as a JSON list of 1 to {MAX_CLASSES} strings, got {text[:60]!r}; "
+            'declare e.g. class_names=["cat", "dog"]'
+        )
+    names = tuple(str(n) for n in value)
+    if len(set(names)) != len(names):
+        raise ModelLoadError(f"expected distinct class names, got duplicates in {text[:60]!r}")
+    return names
+
+
+def _range_from_metadata(text: str) -> tuple[float, ...]:
+    value = _json(text, "pixel_range")
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    ):
+        raise ModelLoadError(
+            f"expected pixel_range metadata as a JSON list [low, high] of finite numbers, got {text[:60]!r}; "
+            "declare e.g. pixel_range=[0.0, 1.0]"
+        )
+    return tuple(float(v) for v in value)
+
+
+def load_onnx(path: str | os.PathLike, *, load_external_data: bool = True) -> Any:
+    """The checked ``onnx.ModelProto`` of a file (external data in memory), via
+    :func:`edgeguard.model_file.load_model`, which raises :class:`ModelLoadError` /
+    :class:`UnsafeModelError` for bad files. Kept for callers that only need the proto;
+    ``load_external_data`` is accepted for compatibility (data is always read safely)."""
+    from edgeguard.model_file import load_model
+
+    return load_model(path, allow_dynamic_ops=True, require_info=False).proto
 
 
 def _all_tensors(model: Any) -> list[Any]:
-    """Every TensorProto in the model: initializers and Constant attributes, subgraphs included."""
-    from onnx.external_data_helper import _get_all_tensors
+    """Every TensorProto in the model (see :func:`edgeguard.model_file.iter_tensors`)."""
+    from edgeguard.model_file import iter_tensors
 
-    return list(_get_all_tensors(model))
+    return list(iter_tensors(model))

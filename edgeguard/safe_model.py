@@ -1,7 +1,8 @@
 """SafeModel: run a provider's ONNX classifier on the device and release only filtered outputs.
 
-The model is loaded through :func:`edgeguard.model_info.load_onnx` (external data that
-escapes the model's folder is refused), inputs are validated against what the model
+The model is read, checked and hashed once by :func:`edgeguard.model_file.load_model`
+(external data must be regular files inside the model's folder; ops that loop or size
+their outputs at run time are refused unless ``allow_dynamic_ops``), inputs are validated against what the model
 declares, and every release goes through a type-checked :class:`FilterPipeline`. It
 fails closed: if inference or any filter fails, an error is raised and nothing is
 released; errors never quote output values. Raw outputs are available only from
@@ -11,11 +12,13 @@ released; errors never quote output values. Raw outputs are available only from
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import os
+import re
+import threading
+import traceback
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -33,7 +36,8 @@ from edgeguard.errors import (
 )
 from edgeguard.filters import Argmax, ClassLabels, FilterPipeline, OutputFilter, make_rng
 from edgeguard.filters.base import SUM_TOLERANCE, describe_bits
-from edgeguard.model_info import ModelInfo, load_onnx
+from edgeguard.filters.fusion import SHAPE_CHECK_NODE, fuse_pipeline
+from edgeguard.model_file import load_model
 
 __all__ = ["SafeModel", "ViciousModelWarning", "model_sha256", "GPU_PROVIDERS", "VERDICTS", "VET_POLICIES"]
 
@@ -50,6 +54,39 @@ GPU_PROVIDERS = (
     "DmlExecutionProvider",
 )
 VERDICTS = ("honest", "vicious", "inconclusive")
+
+#: onnxruntime log severity for SafeModel's session and runs: FATAL only (nothing on stderr when a node fails).
+_ORT_SILENT = 4
+#: What an InferenceError may repeat from onnxruntime's message: the failing node's op type and the status name.
+_ORT_NODE = re.compile(r"running (\w+) node")
+_ORT_STATUS = re.compile(r"\[ONNXRuntimeError\] : \d+ : ([A-Z_]+) :")
+_ORT_STATUS_NAMES = frozenset(
+    {
+        "FAIL",
+        "INVALID_ARGUMENT",
+        "NO_SUCHFILE",
+        "NO_MODEL",
+        "ENGINE_ERROR",
+        "RUNTIME_EXCEPTION",
+        "INVALID_PROTOBUF",
+        "MODEL_LOADED",
+        "NOT_IMPLEMENTED",
+        "INVALID_GRAPH",
+        "EP_FAIL",
+        "MODEL_LOAD_CANCELED",
+        "MODEL_REQUIRES_COMPILATION",
+        "NOT_FOUND",
+    }
+)
+
+
+def _quiet_run_options() -> Any:
+    """An onnxruntime RunOptions that logs nothing below FATAL."""
+    import onnxruntime as ort
+
+    options = ort.RunOptions()
+    options.log_severity_level = _ORT_SILENT
+    return options
 VET_POLICIES = ("refuse", "argmax", "warn", None)
 
 
@@ -62,34 +99,13 @@ def model_sha256(path: str | os.PathLike) -> str:
 
     For a single-file model it equals ``sha256sum model.onnx``. When the model stores
     tensors in external data files, each file (sorted by location) is folded in as
-    ``NUL location NUL bytes``, so changing the weights changes the digest too. Call
-    :func:`load_onnx` first if the file is untrusted: it refuses locations that escape
-    the model's folder.
+    ``NUL location NUL bytes``, so changing the weights changes the digest too. The file
+    is checked as :func:`edgeguard.model_file.load_model` does (external data outside the
+    folder, or not a regular file, raises before anything is read).
     """
-    import onnx
-    from onnx.external_data_helper import uses_external_data
+    from edgeguard.model_file import model_sha256 as _digest
 
-    path = Path(path)
-    data = path.read_bytes()
-    digest = hashlib.sha256(data)
-    try:
-        proto = onnx.load_model_from_string(data)
-    except Exception:  # not parsable: the digest of the bytes is all there is
-        return digest.hexdigest()
-    from edgeguard.model_info import _all_tensors
-
-    locations = sorted(
-        {
-            next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
-            for tensor in _all_tensors(proto)
-            if uses_external_data(tensor)
-        }
-    )
-    folder = path.resolve().parent
-    for location in locations:
-        digest.update(b"\0" + location.encode() + b"\0")
-        digest.update((folder / location).read_bytes())
-    return digest.hexdigest()
+    return _digest(path)
 
 
 def _label_filters(task_type: str) -> list[OutputFilter]:
@@ -116,8 +132,13 @@ def _resolve_providers(providers: str | Sequence[Any], available: Sequence[str])
     return providers
 
 
-def _read_verdict(verdict: Any) -> tuple[str, str]:
-    """(model_sha256, verdict) from a report object, a mapping, or a path to a JSON report."""
+def _read_verdict(verdict: Any) -> tuple[str, str, dict[str, Any]]:
+    """(model_sha256, verdict, binding) from a report object, a mapping, or a path to a JSON report.
+
+    ``binding`` holds what a full vet report records besides the verdict (absent keys for
+    a hand-made verdict): ``is_report``, ``thresholds_sha256``, ``checked`` (how the vet
+    ran the model), ``edgeguard_version``.
+    """
     if isinstance(verdict, str | os.PathLike):
         try:
             verdict = json.loads(Path(verdict).read_text())
@@ -127,9 +148,13 @@ def _read_verdict(verdict: Any) -> tuple[str, str]:
                 "refusing to run without the verdict that was asked for"
             ) from None
     if isinstance(verdict, Mapping):
-        sha, value = verdict.get("model_sha256"), verdict.get("verdict")
+        get = verdict.get
     else:
-        sha, value = getattr(verdict, "model_sha256", None), getattr(verdict, "verdict", None)
+
+        def get(key: str, default: Any = None) -> Any:
+            return getattr(verdict, key, default)
+
+    sha, value = get("model_sha256"), get("verdict")
     value = getattr(value, "value", value)  # an Enum member
     if not isinstance(sha, str) or len(sha) != 64:
         raise ModelRefusedError(
@@ -137,7 +162,50 @@ def _read_verdict(verdict: Any) -> tuple[str, str]:
         )
     if value not in VERDICTS:
         raise ModelRefusedError(f"expected a verdict in {VERDICTS}, got {value!r}; refusing to run (fail closed)")
-    return sha.lower(), value
+    thresholds = get("thresholds") or {}
+    binding = {
+        "is_report": get("thresholds") is not None or get("tests") is not None,
+        "thresholds_sha256": get("thresholds_sha256") or (thresholds.get("sha256") if isinstance(thresholds, Mapping) else None),
+        "checked": dict(get("checked") or {}),
+        "edgeguard_version": get("edgeguard_version"),
+    }
+    return sha.lower(), value, binding
+
+
+#: Per-call deadline used when allow_dynamic_ops let control flow or run-time sizes through.
+DEFAULT_RUN_DEADLINE_S = 10.0
+
+
+def _deadline(value: float | None, dynamic: bool) -> float | None:
+    if value is None:
+        return DEFAULT_RUN_DEADLINE_S if dynamic else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e6:
+        raise ModelLoadError(f"expected run_deadline_s to be a positive number of seconds or None, got {value!r}")
+    return float(value)
+
+
+class _DeadlineRun:
+    """``run(outputs, feeds, options)`` that onnxruntime abandons after ``seconds`` (RunOptions.terminate)."""
+
+    def __init__(self, run: Any, seconds: float, run_options: Any) -> None:
+        self._run, self._seconds, self._run_options = run, seconds, run_options
+
+    def __call__(self, output_names: Any, feeds: Any, options: Any = None) -> Any:
+        options = options if options is not None else self._run_options()
+        timer = threading.Timer(self._seconds, setattr, (options, "terminate", True))
+        timer.daemon = True
+        timer.start()
+        try:
+            return self._run(output_names, feeds, options)
+        except Exception as error:
+            if options.terminate:
+                raise InferenceError(
+                    f"expected the model to finish within the {self._seconds:g} s deadline, got it stopped; "
+                    "nothing was released (raise run_deadline_s only for a provider you trust)"
+                ) from None
+            raise error
+        finally:
+            timer.cancel()
 
 
 class SafeModel:
@@ -158,10 +226,20 @@ class SafeModel:
         or a path to a JSON report. It must name this file's :func:`model_sha256`.
     on_vicious: what a "vicious" verdict does: "refuse" (ModelRefusedError now),
         "argmax" (filters replaced by the label-only release), "warn" (ViciousModelWarning
-        and a log line), or None (the verdict is not consulted). "inconclusive" warns.
+        and a log line), or None (the verdict is not consulted). "inconclusive" is no pass:
+        refused under "refuse", label-only under "argmax", a warning under "warn".
+    accept_thresholds: accept a vet report made with other thresholds than this
+        edgeguard's packaged ones (refused by default).
     allow_float64: accept float64 inputs (cast to float32); by default only float32.
     allow_unsafe_raw_outputs: enable :meth:`predict_unfiltered_unsafe`.
     max_capacity_bits: refuse filters whose release capacity exceeds this many bits.
+    allow_dynamic_ops: load graphs with control flow (If/Loop/Scan) or ops whose output
+        size is computed at run time (ConstantOfShape, Expand, Tile, Range, Resize, ...);
+        refused by default (UnsafeModelError), since a crafted input can make them loop or
+        allocate without bound. With it, every call runs under ``run_deadline_s``.
+    run_deadline_s: per-call deadline in seconds (onnxruntime's RunOptions.terminate is
+        set from a timer; InferenceError, nothing released). Default: 10 s when
+        ``allow_dynamic_ops`` let such ops through, else none.
     """
 
     def __init__(
@@ -177,20 +255,26 @@ class SafeModel:
         allow_float64: bool = False,
         allow_unsafe_raw_outputs: bool = False,
         max_capacity_bits: float | None = None,
+        allow_dynamic_ops: bool = False,
+        run_deadline_s: float | None = None,
+        accept_thresholds: bool = False,
     ) -> None:
         import onnxruntime as ort
 
         if on_vicious not in VET_POLICIES:
             raise ModelRefusedError(f"expected on_vicious in {VET_POLICIES}, got {on_vicious!r}")
         self.path = Path(path)
-        model = load_onnx(self.path)  # refuses external data outside the folder before anything else
-        self.model_sha256 = model_sha256(self.path)
-        self.info = ModelInfo.from_model(model)
+        # one read of every file, checked before onnxruntime sees anything; the digest covers those bytes
+        loaded = load_model(self.path, allow_dynamic_ops=allow_dynamic_ops)
+        model = loaded.proto
+        self.model_sha256 = loaded.sha256
+        self.info = loaded.info
         self.num_classes = self.info.num_classes
         self._check_graph(model)
 
         self.verdict: str | None = None
         self.vet_action: str | None = None
+        self.vetted_batch_sizes: list[int] = []
         if filters is None:
             filters = _label_filters(self.info.task_type)
         if isinstance(filters, OutputFilter):
@@ -204,7 +288,7 @@ class SafeModel:
                 "allow_unsafe_raw_outputs=True and predict_unfiltered_unsafe()"
             )
         if on_vicious is not None and verdict is not None:
-            filters = self._apply_verdict(verdict, on_vicious, filters)
+            filters = self._apply_verdict(verdict, on_vicious, filters, accept_thresholds)
         self.pipeline = FilterPipeline(filters, input_kind=self.info.output_kind, task_type=self.info.task_type)
         self.capacity_bits = self.pipeline.capacity_bits(self.num_classes)
         if max_capacity_bits is not None and not self.capacity_bits <= max_capacity_bits:
@@ -220,17 +304,43 @@ class SafeModel:
             if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
                 raise ModelLoadError(f"expected threads to be a positive integer or None, got {threads!r}")
             options.intra_op_num_threads = threads
+        # onnxruntime prints failing nodes' messages (which can quote values computed from the input)
+        # to stderr at ERROR severity: keep it silent (FATAL only), for the session and every run.
+        options.log_severity_level = _ORT_SILENT
+        # The leading deterministic / noise stages run inside the graph (edgeguard.filters.fusion):
+        # one run returns the release and raw outputs never reach Python for such pipelines.
+        self._fusion = fuse_pipeline(
+            model,
+            self.pipeline,
+            output_name=self.info.output_name,
+            num_classes=self.num_classes,
+            output_kind=self.info.output_kind,
+            task_type=self.info.task_type,
+            keep_raw=bool(allow_unsafe_raw_outputs),
+        )
+        model_bytes = loaded.serialized if self._fusion is None else self._fusion.proto.SerializeToString()
+        if self._fusion is not None:
+            self._fusion.proto = None  # the session holds the graph; keep no second copy
         try:
-            self._session = ort.InferenceSession(model.SerializeToString(), options, providers=resolved)
+            self._session = ort.InferenceSession(model_bytes, options, providers=resolved)
         except Exception as error:
             raise ModelLoadError(
                 f"expected onnxruntime to load {self.path.name}, got {type(error).__name__}: {str(error)[:500]}"
             ) from None
+        del model_bytes
         self.providers: list[str] = list(self._session.get_providers())
+        self._op_types = frozenset(node.op_type for node in model.graph.node) | (
+            self._fusion.op_types if self._fusion is not None else frozenset()
+        )
         # The C++ session's run() behind InferenceSession.run: SafeModel validates inputs itself, so
         # the wrapper's per-call name checks are skipped (a few microseconds at batch 1).
         binding = getattr(self._session, "_sess", None)
         self._run_session = binding.run if callable(getattr(binding, "run", None)) else self._session.run
+        self._run_options: Any = _quiet_run_options()
+        self.run_deadline_s = _deadline(run_deadline_s, allow_dynamic_ops and bool(loaded.dynamic_ops))
+        if self.run_deadline_s is not None:  # every call runs under a RunOptions.terminate timer
+            self._run_session = _DeadlineRun(self._run_session, self.run_deadline_s, _quiet_run_options)
+            self._run_options = None  # a fresh RunOptions per call (terminate is per call)
         self._input_name = self.info.input_name
         self._output_names = [self.info.output_name]
         self._sample_shape = tuple(self.info.input_shape)
@@ -243,6 +353,12 @@ class SafeModel:
         self._check_simplex = self.info.output_kind == "probabilities"
         self._allow_float64 = bool(allow_float64)
         self._allow_raw = bool(allow_unsafe_raw_outputs)
+        fusion = self._fusion
+        self._release_names = [fusion.release_name] if fusion is not None else self._output_names
+        self._raw_names = [fusion.raw_name] if fusion is not None else self._output_names
+        self._noise = fusion.noise if fusion is not None else ()
+        self._rest = fusion.rest if fusion is not None else None
+        self._release_terminal = fusion is not None and fusion.terminal
         logger.info(
             "loaded %s (sha256 %s) on %s; release: %s",
             self.path.name,
@@ -277,33 +393,58 @@ class SafeModel:
             )
         self._fixed_batch = input_dims[0]
 
-    def _apply_verdict(self, verdict: Any, policy: str, filters: list[OutputFilter]) -> list[OutputFilter]:
-        sha, value = _read_verdict(verdict)
+    def _apply_verdict(
+        self, verdict: Any, policy: str, filters: list[OutputFilter], accept_thresholds: bool = False
+    ) -> list[OutputFilter]:
+        """Honour a vet verdict: bound to this file, these thresholds, and checked the way SafeModel runs it.
+
+        ``inconclusive`` is no pass: it is refused under "refuse", label-only under "argmax".
+        A full vet report made with other thresholds than this edgeguard's is refused unless
+        ``accept_thresholds``; an "honest" report whose consistency test did not vouch for the
+        batch sizes SafeModel uses counts as inconclusive.
+        """
+        sha, value, binding = _read_verdict(verdict)
         if sha != self.model_sha256:
             raise ModelRefusedError(
                 f"expected a verdict for this file (sha256 {self.model_sha256}), got one for sha256 {sha}: the "
                 "verdict was issued for another file (the model changed since it was vetted); vet this file again"
             )
         self.verdict = value
+        self.vetted_batch_sizes = list(binding["checked"].get("batch_sizes") or [])
+        if binding["is_report"] and not accept_thresholds:
+            from edgeguard.vetting._thresholds import load_thresholds
+
+            mine = load_thresholds()["sha256"]
+            if binding["thresholds_sha256"] != mine:
+                raise ModelRefusedError(
+                    f"expected a vet report made with this edgeguard's thresholds (sha256 {mine[:12]}), got one made "
+                    f"with {str(binding['thresholds_sha256'])[:12] or 'unrecorded thresholds'} (edgeguard "
+                    f"{binding['edgeguard_version'] or '?'}); vet the file again, or pass accept_thresholds=True"
+                )
+        if value == "honest" and binding["is_report"] and 1 not in self.vetted_batch_sizes:
+            value = "inconclusive"  # the vet never checked the model the way an app calls it
+            logger.warning("the vet report for %s did not check batch-size consistency", self.path.name)
         if value == "honest":
             logger.info("vetting verdict for %s: honest", self.path.name)
             return filters
-        if value == "inconclusive":
-            message = f"the vetting verdict for {self.path.name} is inconclusive; running with the filters given"
-            logger.warning(message)
-            warnings.warn(message, ViciousModelWarning, stacklevel=3)
-            self.vet_action = "warned"
-            return filters
+        what = "inconclusive" if value == "inconclusive" else "vicious"
         if policy == "refuse":
             raise ModelRefusedError(
-                f"expected a model that vetting did not flag, got a vicious verdict for {self.path.name}; refusing "
+                f"expected a model that vetting passed, got an {what} verdict for {self.path.name}; refusing "
+                "to run it (on_vicious='refuse'). Use on_vicious='argmax' to release labels only"
+                if what == "inconclusive"
+                else f"expected a model that vetting did not flag, got a vicious verdict for {self.path.name}; refusing "
                 "to run it (on_vicious='refuse'). Use on_vicious='argmax' to release labels only"
             )
         if policy == "argmax":
-            logger.warning("vetting flagged %s as vicious: releasing labels only", self.path.name)
+            logger.warning("vetting verdict for %s is %s: releasing labels only", self.path.name, what)
             self.vet_action = "argmax"
             return _label_filters(self.info.task_type)
-        message = f"vetting flagged {self.path.name} as vicious; running it anyway with the filters given"
+        message = (
+            f"the vetting verdict for {self.path.name} is inconclusive; running with the filters given"
+            if what == "inconclusive"
+            else f"vetting flagged {self.path.name} as vicious; running it anyway with the filters given"
+        )
         logger.warning(message)
         warnings.warn(message, ViciousModelWarning, stacklevel=3)
         self.vet_action = "warned"
@@ -315,6 +456,13 @@ class SafeModel:
             raise InvalidInputError(
                 f"expected a numpy array, got {type(x).__name__}; convert with np.asarray(x, dtype=np.float32)"
             )
+        if type(x) is not np.ndarray:
+            if isinstance(x, np.ma.MaskedArray):
+                raise InvalidInputError(
+                    "expected a plain numpy array, got a masked array (masked values would skip the input checks); "
+                    "fill it first with x.filled(0.0)"
+                )
+            x = x.view(np.ndarray)  # a subclass's own min/max/astype must not take part in the checks
         if x.dtype is not _FLOAT32 and x.dtype != _FLOAT32:
             if x.dtype == np.float64 and self._allow_float64:
                 x = x.astype(np.float32)
@@ -394,21 +542,45 @@ class SafeModel:
         )
 
     # --- inference -------------------------------------------------------------------------
-    @staticmethod
-    def _inference_error(error: Exception) -> InferenceError:
-        # onnxruntime's messages name inputs, shapes and nodes; they are produced before any output exists.
+    def _inference_error(self, error: Exception, rows: int) -> InferenceError:
+        """An InferenceError that quotes nothing onnxruntime wrote (its messages can hold values).
+
+        Only fixed vocabulary passes: the exception class, onnxruntime's status name, and the
+        failing node's op type when it is one of this graph's op types.
+        """
+        if isinstance(error, InferenceError):  # ours (the run deadline): already free of values
+            return error
+        text = str(error)
+        if SHAPE_CHECK_NODE in text:
+            return InferenceError(
+                f"expected model outputs of shape ({rows}, {self.num_classes}) and a float dtype, got another "
+                "shape (they do not reshape to K columns); the file's metadata does not match its graph, nothing "
+                "was released"
+            )
+        node = _ORT_NODE.search(text)
+        op_type = node.group(1) if node and node.group(1) in self._op_types else None
+        status = _ORT_STATUS.search(text)
+        code = status.group(1) if status and status.group(1) in _ORT_STATUS_NAMES else None
+        kind = type(error).__name__
+        kind = kind if kind.isidentifier() and len(kind) <= 40 else "an onnxruntime error"
         return InferenceError(
-            f"expected onnxruntime to run the model, got {type(error).__name__}: {str(error)[:300]}; "
-            "nothing was released"
+            f"expected onnxruntime to run the model, got {kind}"
+            + (f" ({code})" if code else "")
+            + (f" in a {op_type} node" if op_type else "")
+            + "; nothing was released. onnxruntime's message is withheld (it can quote values computed from "
+            "the input): run the model with onnxruntime on synthetic inputs to see it"
         )
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         """Raw outputs of a validated batch (used by predict_unfiltered_unsafe)."""
+        feed = {self._input_name: batch}
+        for noise in self._noise:  # the raw output does not depend on them
+            feed[noise.name] = np.zeros((len(batch), self.num_classes), np.float32 if noise.kind == "normal" else np.float64)
         failure = None
         try:
-            raw = self._run_session(self._output_names, {self._input_name: batch}, None)[0]
+            raw = self._run_session(self._raw_names, feed, self._run_options)[0]
         except Exception as error:  # onnxruntime raises its own exception types
-            failure = self._inference_error(error)
+            failure = self._inference_error(error, len(batch))
         if failure is not None:
             raise failure
         failure = self._check_raw(raw, len(batch))
@@ -430,12 +602,85 @@ class SafeModel:
             else:
                 ok = raw.min() >= 0.0 and raw.max() <= 1.0
             if not ok:
-                return InferenceError(
-                    "expected probabilities as the model's metadata declares (entries in [0, 1]"
-                    + (", rows summing to 1" if self.info.task_type == "multiclass" else "")
-                    + "), got values outside that; the file's metadata does not match its graph, nothing was released"
-                )
+                return InferenceError(self._simplex_message())
         return None
+
+    def _simplex_message(self, fused: bool = False) -> str:
+        return (
+            "expected probabilities as the model's metadata declares (entries in [0, 1]"
+            + (", rows summing to 1" if self.info.task_type == "multiclass" else "")
+            + "), got values outside that"
+            + (" or a non-finite release" if fused else "")
+            + "; the file's metadata does not match its graph, nothing was released"
+        )
+
+    def _check_release(self, out: Any, rows: int) -> Exception | None:
+        """The fused graph's output: the release's shape, finite values, and the graph's simplex verdict."""
+        if self._release_terminal:  # int64 label indices; -1 everywhere when the simplex check failed
+            if type(out) is np.ndarray and out.shape == (rows,) and out[0] >= 0:
+                return None
+            expected: tuple[int, ...] = (rows,)
+        else:  # float32 (N, K); NaN everywhere when the simplex check failed
+            if type(out) is np.ndarray and out.shape == (rows, self.num_classes) and math.isfinite(
+                np.add.reduce(out, axis=None)
+            ):
+                return None
+            expected = (rows, self.num_classes)
+        if not isinstance(out, np.ndarray) or out.shape != expected:
+            return InferenceError(
+                f"expected model outputs of shape ({rows}, {self.num_classes}) (a release of shape {expected}), got "
+                f"a release of shape {getattr(out, 'shape', None)}; nothing was released"
+            )
+        if self._check_simplex:
+            return InferenceError(self._simplex_message(fused=True))
+        return FilterError(
+            "expected finite released values, got NaN or inf; the model or a filter produced non-finite "
+            "values, so nothing was released"
+        )
+
+    def _release(self, batch: np.ndarray, seed: Any, user_id: Any) -> tuple[Any, Exception | None]:
+        """(release, None) or (None, the error to raise): one run, then the stages left to numpy."""
+        pipeline = self.pipeline
+        rows = len(batch)
+        if self._fusion is None:
+            rng = make_rng(seed, rows * self.num_classes) if pipeline.is_random else None
+            try:
+                raw = self._run_session(self._output_names, {self._input_name: batch}, self._run_options)[0]
+            except Exception as error:  # onnxruntime raises its own exception types
+                return None, self._inference_error(error, rows)
+            if self._check_simplex or not (
+                type(raw) is np.ndarray and raw.shape == (rows, self.num_classes) and raw.dtype.kind == "f"
+            ):
+                failure = self._check_raw(raw, rows)
+                if failure is not None:
+                    return None, failure
+            try:
+                if pipeline.needs_inputs:
+                    return pipeline(raw, rng, user_id=user_id, inputs=batch), None
+                return pipeline(raw, rng, user_id=user_id), None
+            except EdgeguardError as error:  # already free of output values (FilterPipeline fails closed)
+                return None, error.with_traceback(None)  # its traceback holds this frame, and raw
+        # fused: noise for the graph's random stages comes first (a seeded stream then feeds the rest)
+        rng = make_rng(seed, rows * self.num_classes) if seed is not None and pipeline.is_random else None
+        feed = {self._input_name: batch}
+        for noise in self._noise:
+            feed[noise.name] = noise.draw(rng, rows)
+        try:
+            out = self._run_session(self._release_names, feed, self._run_options)[0]
+        except Exception as error:
+            return None, self._inference_error(error, rows)
+        failure = self._check_release(out, rows)
+        if failure is not None:
+            return None, failure
+        rest = self._rest
+        if rest is None:
+            return out, None
+        try:
+            if rest.needs_inputs:
+                return rest(out, rng, user_id=user_id, inputs=batch), None
+            return rest(out, rng, user_id=user_id), None
+        except EdgeguardError as error:
+            return None, error.with_traceback(None)
 
     def predict(self, x: np.ndarray, *, seed: Any = None, user_id: Any = None) -> np.ndarray:
         """Filtered outputs for a batch ``(N, C, H, W)`` (returns ``(N, K)``, or ``(N,)`` labels) or one sample.
@@ -448,9 +693,9 @@ class SafeModel:
         see :func:`edgeguard.filters.secure_rng`); ``user_id`` selects the privacy budget
         of budgeted filters.
         """
-        # Hot path, written flat (this runs right after inference, with cold caches): the common
-        # case -- a contiguous float32 batch of the declared shape in a [0, high] pixel range --
-        # is checked inline; everything else goes through _validate, which also writes the errors.
+        # Hot path, written flat: the common case -- a contiguous float32 batch of the declared
+        # shape in a [0, high] pixel range -- is checked inline (one reduction); everything else
+        # goes through _validate, which also writes the errors.
         shape = getattr(x, "shape", ())
         if (
             type(x) is np.ndarray
@@ -466,27 +711,14 @@ class SafeModel:
             batch, single = x, False
         else:
             batch, single = self._validate(x)
-        pipeline = self.pipeline
-        rows = batch.shape[0]
-        rng = make_rng(seed, rows * self.num_classes) if pipeline.is_random else None
-        failure = None
         try:
-            raw = self._run_session(self._output_names, {self._input_name: batch}, None)[0]
-        except Exception as error:  # onnxruntime raises its own exception types
-            failure = self._inference_error(error)
-        if failure is None:
-            if self._check_simplex or not (
-                type(raw) is np.ndarray and raw.shape == (rows, self.num_classes) and raw.dtype.kind == "f"
-            ):
-                failure = self._check_raw(raw, rows)
-        if failure is None:
-            try:
-                released = pipeline(raw, rng, user_id=user_id)
-            except EdgeguardError as error:  # already free of output values (FilterPipeline fails closed)
-                failure = error
+            released, failure = self._release(batch, seed, user_id)
+        except BaseException as error:  # KeyboardInterrupt, SystemExit, ... inside a filter
+            # the finished frames below this one (the filters') must not keep outputs alive
+            traceback.clear_frames(error.__traceback__)
+            raise
         if failure is not None:
-            raw = None  # no reference to the outputs stays in this frame (tracebacks keep frames)
-            raise failure
+            raise failure  # raised here, outside any except block: no __context__, no output in any frame
         return released[0] if single else released
 
     def predict_unfiltered_unsafe(self, x: np.ndarray) -> np.ndarray:
@@ -505,6 +737,21 @@ class SafeModel:
         return raw[0] if single else raw
 
     # --- description -----------------------------------------------------------------------
+    @property
+    def session(self) -> Any:
+        """The onnxruntime ``InferenceSession`` that predict runs.
+
+        When the pipeline's leading stages were fused (:mod:`edgeguard.filters.fusion`) its
+        graph ends in the release (and takes one noise input per fused random stage), so
+        ``session.run`` is not the raw model: build your own session for raw timings.
+        """
+        return self._session
+
+    @property
+    def fused_stages(self) -> int:
+        """How many leading filters run inside the onnxruntime graph (0: all run in numpy)."""
+        return 0 if self._fusion is None else len(self._fusion.fused)
+
     def to_dict(self) -> dict[str, Any]:
         bits = self.capacity_bits
         return {
@@ -518,6 +765,7 @@ class SafeModel:
             "verdict": self.verdict,
             "vet_action": self.vet_action,
             "raw_outputs_enabled": self._allow_raw,
+            "fusion": None if self._fusion is None else self._fusion.to_dict(),
         }
 
     def __repr__(self) -> str:

@@ -28,6 +28,9 @@ from edgeguard.filters import FilterPipeline, OutputDomain
 
 SHORT_GRID = "none;softmax;softmax>round:1;gaussian:1;argmax;label_preserving:3;clipped_laplace:c=5,eps=100"
 SMALL = ["--eval-size", "150", "--attack-size", "350", "--attack-epochs", "1", "--repeats", "20", "--threads", "1"]
+# the ladder's rung 3 (one epoch on the 315 attacker training images) and a short repeats experiment
+LADDER = ["--through-epochs", "1", "--through-train-limit", "300", "--repeats-experiment", "1,3"]
+LADDER += ["--repeat-eval-size", "60", "--repeat-train-size", "100"]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +46,9 @@ def cli_run(tmp_path_factory, tiny_threats, probe_npz):
     vicious = tiny_threats["vicious"]
     out = tmp_path_factory.mktemp("bench_out")
     args = ["bench", str(vicious["classifier"]), "--decoder", str(vicious["decoder"]), "--data", str(probe_npz)]
-    result = CliRunner().invoke(main, [*args, "--filters", SHORT_GRID, "--out", str(out), "--seed", "3", *SMALL])
+    result = CliRunner().invoke(
+        main, [*args, "--filters", SHORT_GRID, "--out", str(out), "--seed", "3", *SMALL, *LADDER]
+    )
     return result, out
 
 
@@ -59,7 +64,8 @@ def _rows(out):
 def test_cli_writes_every_file(cli_run):
     result, out = cli_run
     assert result.exit_code == 0, result.output
-    for name in ("bench.csv", "bench.md", "bench.json", "bench.png", "bench_reconstructions.png"):
+    files = ("bench.csv", "bench.md", "bench.json", "bench.png", "bench_reconstructions.png")
+    for name in (*files, "bench_frontier.png", "bench_worst_case.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     from PIL import Image
 
@@ -153,7 +159,7 @@ def test_cli_without_decoder_is_a_usage_error(tiny_threats, probe_npz):
 
 def _api_run(tiny_threats, data, **knobs):
     vicious = tiny_threats["vicious"]
-    settings = dict(eval_size=60, attack_size=150, attack_epochs=0, repeats=3, progress=False, seed=1)
+    settings = dict(eval_size=60, attack_size=150, attack_epochs=0, repeats=3, progress=False, seed=1, repeat_counts=())
     return run_bench(vicious["classifier"], vicious["decoder"], data, **{**settings, **knobs})
 
 
@@ -188,11 +194,120 @@ def test_api_refuses_too_little_data(tiny_threats, fmnist_test_small):
         _api_run(tiny_threats, fmnist_test_small, filters="none", eval_size=500, attack_size=500)
 
 
-def _row(name: str, accuracy: float, risk: float, gain: float = 0.0) -> BenchRow:
+# --- the attacker ladder and the repeats experiment ---------------------------------------------------------
+LADDER_COLUMNS = (
+    "through_status",
+    "through_accuracy",
+    "through_psnr",
+    "through_ssim",
+    "through_risk",
+    "worst_rung",
+    "worst_psnr_gain_db",
+    "worst_ssim_gain",
+    "worst_risk_vs_label_only",
+    "top3_accuracy",
+    "confidence_auroc",
+)
+
+
+def test_cli_ladder_writes_every_rung_and_the_worst_case(cli_run):
+    result, out = cli_run
+    assert result.exit_code == 0, result.output
+    columns, rows = _rows(out)
+    assert set(LADDER_COLUMNS) <= set(columns)
+    document = json.loads((out / "bench.json").read_text())
+    label_psnr = document["label_only"]["psnr"]
+    assert (
+        document["settings"]["through"]["enabled"] and "converters.ladder" in document["settings"]["through"]["trainer"]
+    )
+    for name, row in rows.items():
+        assert row["through_status"] == "run", (name, row["through_status"])  # the converters trainer is installed
+        assert 0.0 <= float(row["through_accuracy"]) <= 1.0 and 0.0 < float(row["through_psnr"]) < 40.0, name
+        rungs = {"server": row["server_psnr"], "adaptive": row["adaptive_psnr"], "through": row["through_psnr"]}
+        worst = max(rungs, key=lambda rung: float(rungs[rung]))
+        assert row["worst_rung"] == worst, name
+        assert math.isclose(float(row["worst_psnr_gain_db"]), float(rungs[worst]) - label_psnr, abs_tol=1e-9)
+        assert 0.0 <= float(row["top3_accuracy"]) <= 1.0 and float(row["top3_accuracy"]) >= float(row["accuracy"])
+    assert float(rows["argmax"]["confidence_auroc"]) == 0.5  # a label carries no confidence
+    assert 0.5 < float(rows["softmax"]["confidence_auroc"]) <= 1.0
+    markdown = (out / "bench.md").read_text()
+    for text in ("rung 3: classifier + decoder trained through the filter", "worst case", "### Repeated queries"):
+        assert text in markdown
+    # the repeats experiment: every noise filter, fresh and consistent, for each R
+    repeats = document["repeats"]
+    noisy = {"gaussian:1", "label_preserving:3", "clipped_laplace:c=5,eps=100"}
+    assert {(r["filter"], r["repeats"]) for r in repeats if r["noise"] == "fresh"} == {
+        (f, n) for f in noisy for n in (1, 3)
+    }
+    consistent = {r["filter"]: r for r in repeats if r["noise"] == "consistent" and r["repeats"] == 3}
+    assert set(consistent) == {"gaussian:1,consistent=true", "label_preserving:3,consistent=true"}
+    assert all(r["identical"] for r in consistent.values())
+    assert not any(r["identical"] for r in repeats if r["noise"] == "fresh" and r["repeats"] == 3)
+
+
+def test_ladder_jobs_are_cached_by_their_settings(tiny_threats, probe_npz, cli_run):
+    _, out = cli_run  # same model, data, seed and rung-3 budget: the trained attackers are reused
+    vicious = tiny_threats["vicious"]
+    args = ["bench", str(vicious["classifier"]), "--decoder", str(vicious["decoder"]), "--data", str(probe_npz)]
+    again = out / "again"
+    result = CliRunner().invoke(
+        main,
+        [
+            *args,
+            "-q",
+            "--filters",
+            "none;argmax",
+            "--out",
+            str(again),
+            "--cache-dir",
+            str(out / ".cache"),
+            "--seed",
+            "3",
+        ]
+        + [*SMALL, *LADDER[:4], "--repeats-experiment", "none"],
+    )
+    assert result.exit_code == 0, result.output
+    _, rows = _rows(again)
+    assert [row["through_status"] for row in rows.values()] == ["cached", "cached"]
+    assert json.loads((again / "bench.json").read_text())["repeats"] == []
+
+
+def test_rung_three_without_a_trainer_is_reported_as_not_run(tiny_threats, fmnist_test_small, monkeypatch, tmp_path):
+    import edgeguard.bench.ladder as ladder
+    from edgeguard.bench.ladder import ThroughSettings
+
+    monkeypatch.setattr(ladder, "entry_points", lambda group: [])
+    report = _api_run(
+        tiny_threats, fmnist_test_small, filters="none;argmax", through=ThroughSettings(cache_dir=str(tmp_path))
+    )
+    for row in report.rows:
+        assert row.through_status.startswith("not run: no attack trainer 'train_through' is installed")
+        assert row.worst_rung in ("server", "adaptive") and math.isnan(row.through_psnr)
+    assert "rung 3 did not run" in report.target_statement() and "### Rung 3 not run" in report.to_markdown()
+
+
+def test_averaging_repeats_beats_fresh_noise_but_not_consistent_noise(tiny_threats, fmnist_test_small):
+    report = _api_run(
+        tiny_threats,
+        fmnist_test_small,
+        filters="none;gaussian:3",
+        repeat_counts=(1, 30),
+        repeat_eval_size=60,
+        repeat_train_size=135,
+        attacker="knn",
+    )
+    cells = {(r.noise, r.repeats): r for r in report.repeats}
+    assert set(cells) == {("fresh", 1), ("fresh", 30), ("consistent", 1), ("consistent", 30)}
+    assert cells["fresh", 30].psnr_gain_db > cells["fresh", 1].psnr_gain_db + 0.3  # the noise averages away
+    assert cells["consistent", 30].identical and not cells["fresh", 30].identical
+    assert cells["consistent", 30].psnr_gain_db == cells["consistent", 1].psnr_gain_db  # nothing to average
+
+
+def _row(name: str, accuracy: float, gain: float, through: str = "run") -> BenchRow:
     values = dict.fromkeys(CSV_COLUMNS, 1.0)
     values.update(filter=name, stages="[]", release="logits", decoder_input="", random=False, attack_decoder="knn")
-    values.update(accuracy=accuracy, accuracy_drop_points=100 * (0.9 - accuracy), adaptive_risk=risk)
-    values.update(adaptive_psnr_gain_db=gain, attack_best_epoch=None, projection_rank=None)
+    values.update(accuracy=accuracy, accuracy_drop_points=100 * (0.9 - accuracy), worst_psnr_gain_db=gain)
+    values.update(attack_best_epoch=None, projection_rank=None, through_status=through, worst_rung="through")
     return BenchRow(**values)
 
 
@@ -200,16 +315,19 @@ def _row(name: str, accuracy: float, risk: float, gain: float = 0.0) -> BenchRow
     ("rows", "expected"),
     [
         (
-            [_row("none", 0.9, 1.2), _row("argmax", 0.9, 1.01), _row("round:0", 0.85, 1.0)],
-            "met by 1 of 2 filters: `argmax` (acc 90.00%, R 1.010). Fastest of them: `argmax`",
+            [_row("none", 0.9, 5.0), _row("argmax", 0.9, 0.05), _row("round:0", 0.85, 0.0)],
+            "met by 1 of 2 filters: `argmax` (acc 90.00%, worst gain +0.05 dB, 1.0 bits). Fastest of them: `argmax`",
         ),
         (
-            [_row("none", 0.9, 1.2), _row("gaussian:3", 0.8, 1.0), _row("round:1", 0.9, 1.1)],
-            "met by none of the 2 filters",
+            [_row("none", 0.9, 5.0), _row("gaussian:3", 0.8, 0.0), _row("round:1", 0.9, 0.4)],
+            "met by none of the 2 filters. Of the 1 filters that keep accuracy, the lowest worst-case gain is +0.40 dB",
         ),
-        ([_row("none", 0.9, 1.01), _row("argmax", 0.9, 1.0)], "Caveat: the unfiltered output itself"),
+        (
+            [_row("none", 0.9, 5.0, "not run: x"), _row("argmax", 0.9, 0.0, "not run: x")],
+            "worst case over rungs 1-2 (rung 3 did not run)",
+        ),
     ],
-    ids=["one-meets", "none-meets", "vacuous"],
+    ids=["one-meets", "none-meets", "no-rung-3"],
 )
 def test_target_statement_is_computed_from_rows(rows, expected):
     report = BenchReport(rows, 0.9, {"psnr": 13.0, "ssim": 0.3, "risk": 1.0}, {}, {})

@@ -376,7 +376,7 @@ def test_zoo_trains_once_per_spec_and_ignores_runtime_knobs(tmp_path, monkeypatc
     from pathlib import Path
 
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
-    from benchmarks._zoo import build, spec_key
+    from benchmarks.zoo import build, spec_key
 
     spec = {"objective": "vicious", "arch": "mlp", "epochs": 1, "batch_size": 32, "train_limit": 300, "test_limit": 50}
     assert spec_key(spec) == spec_key({**spec, "threads": 1, "progress": True})

@@ -10,6 +10,7 @@ import pytest
 from edgeguard.errors import InvalidInputError
 from edgeguard.metrics import (
     MahalanobisReference,
+    gaussian_window,
     psnr,
     psnr_per_image,
     reconstruction_risk,
@@ -66,6 +67,27 @@ def test_ssim_matches_scikit_image(rng):
         x, y, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
     )
     assert ssim(x, y) == pytest.approx(reference, abs=1e-6)
+
+
+def test_one_gaussian_window_for_both_ssims(rng):
+    """The window is scipy's Gaussian, normalised; the torch SSIM (converters) uses the same one."""
+    from scipy.signal.windows import gaussian
+
+    window = gaussian_window(11, 1.5)
+    np.testing.assert_allclose(window, gaussian(11, 1.5) / gaussian(11, 1.5).sum(), rtol=0, atol=1e-15)
+    with pytest.raises(InvalidInputError, match="sigma > 0"):
+        gaussian_window(11, 0.0)
+    torch = pytest.importorskip("torch", reason="the converters' torch SSIM needs torch")
+    skimage_metrics = pytest.importorskip("skimage.metrics", reason="scikit-image is an optional second oracle")
+    from converters.losses import ssim as torch_ssim
+
+    x = rng.random((28, 28))
+    y = np.clip(x * 0.6 + rng.random((28, 28)) * 0.4, 0, 1)
+    reference = skimage_metrics.structural_similarity(
+        x, y, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+    )
+    ours = float(torch_ssim(torch.from_numpy(x)[None, None], torch.from_numpy(y)[None, None]))
+    assert ours == pytest.approx(reference, abs=1e-6) and ssim(x, y) == pytest.approx(ours, abs=1e-12)
 
 
 def test_ssim_identical_is_one_and_rejects_small_images(rng):

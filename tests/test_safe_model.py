@@ -466,6 +466,8 @@ def test_vicious_verdict_policies(models, caplog):
     ignored = SafeModel(models["logits"], filters=filters, verdict=_Verdict("0" * 64, "vicious"), on_vicious=None)
     assert ignored.verdict is None  # not consulted at all
     with pytest.warns(ViciousModelWarning, match="inconclusive"):
+        SafeModel(models["logits"], filters=filters, verdict=_Verdict(sha, "inconclusive"), on_vicious="warn")
+    with pytest.raises(ModelRefusedError, match="inconclusive"):  # inconclusive is no pass under "refuse"
         SafeModel(models["logits"], filters=filters, verdict=_Verdict(sha, "inconclusive"))
 
 

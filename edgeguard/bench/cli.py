@@ -28,9 +28,32 @@ subfolders), split (seeded, disjoint) into --eval-size evaluation images and
   "default" is the default grid (the one used without --filters).
 
 \b
-Writes OUT/NAME.csv, .md, .json, .png (plot; needs matplotlib) and
-NAME_reconstructions.png; prints the Markdown report on stdout, progress on stderr.
+The attacker ladder, per filter: (1) the server's decoder as trained; (2) the
+decoder refitted on filtered outputs; (3) a classifier + decoder trained THROUGH
+the filter by an attack trainer found in the entry-point group
+edgeguard.attack_trainers (the converters package; run as cached jobs, budget
+--through-epochs / --through-train-limit; reported "not run" when none is
+installed). The worst case over the rungs is reported next to the capacity bound.
+--repeats-experiment: leakage when R releases of one input are averaged, for
+every noise filter, fresh and consistent (keyed) noise.
+
+\b
+Writes OUT/NAME.csv, .md, .json, .png (plot), NAME_frontier.png (utility against
+worst-case leakage; needs matplotlib), NAME_reconstructions.png and
+NAME_worst_case.png; prints the Markdown report on stdout, progress on stderr.
 """
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    if text.strip().lower() in ("", "none", "off"):
+        return ()
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers like 1,10,100 or 'none', got {text!r}") from None
+    if any(c < 1 for c in counts):
+        raise click.BadParameter(f"expected repeat counts >= 1, got {text!r}")
+    return counts
 
 
 @click.command("bench", help=_HELP)
@@ -68,6 +91,49 @@ NAME_reconstructions.png; prints the Markdown report on stdout, progress on stde
     show_default=True,
     help="auto: fine-tune the decoder when torch is installed; knn: no fine-tuning.",
 )
+@click.option(
+    "--through/--no-through",
+    default=True,
+    show_default=True,
+    help="Rung 3: train a classifier + decoder through each filter (needs an installed attack trainer).",
+)
+@click.option("--through-epochs", type=click.IntRange(min=1), default=1, show_default=True, help="Rung 3 epochs.")
+@click.option(
+    "--through-train-limit",
+    type=click.IntRange(min=20),
+    default=10_000,
+    show_default=True,
+    help="Rung 3 training images (at most).",
+)
+@click.option(
+    "--through-data",
+    type=click.Path(exists=True, path_type=str),
+    default=None,
+    help="Rung 3 training data (IDX folder or .npz); default: the attacker split.",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=str),
+    default=None,
+    help="Cache of rung-3 jobs (default OUT/.cache).",
+)
+@click.option(
+    "--repeats-experiment",
+    "repeat_counts",
+    default="1,10,100",
+    show_default=True,
+    help="Repeat counts R to average for every noise filter ('none' to skip).",
+)
+@click.option(
+    "--repeat-eval-size", type=click.IntRange(min=2), default=500, show_default=True, help="Images per repeat cell."
+)
+@click.option(
+    "--repeat-train-size",
+    type=click.IntRange(min=10),
+    default=2000,
+    show_default=True,
+    help="Attacker images the repeats attacker fine-tunes on.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 def bench_command(
     model: str,
@@ -83,9 +149,29 @@ def bench_command(
     repeats: int,
     threads: int,
     attacker: str,
+    through: bool,
+    through_epochs: int,
+    through_train_limit: int,
+    through_data: str | None,
+    cache_dir: str | None,
+    repeat_counts: str,
+    repeat_eval_size: int,
+    repeat_train_size: int,
     quiet: bool,
 ) -> None:
+    from pathlib import Path
+
+    from edgeguard.bench.ladder import ThroughSettings
     from edgeguard.bench.run import run_bench
+
+    counts = _counts(repeat_counts)
+    through_settings = ThroughSettings(
+        enabled=through,
+        epochs=through_epochs,
+        train_limit=through_train_limit,
+        data=through_data,
+        cache_dir=cache_dir or str(Path(out_dir) / ".cache"),
+    )
 
     report = run_bench(
         model,
@@ -101,6 +187,10 @@ def bench_command(
         attacker=attacker,
         progress=not quiet,
         command=_command_line(),
+        through=through_settings,
+        repeat_counts=counts,
+        repeat_eval_size=repeat_eval_size,
+        repeat_train_size=repeat_train_size,
     )
     paths = report.write(out_dir, stem=name)
     click.echo(report.to_markdown(), nl=False)
@@ -119,7 +209,10 @@ def _command_line() -> str:
             continue
         value = params.get(option.name)
         flag = option.opts[0] if option.opts[0].startswith("--") else option.opts[-1]
-        if option.multiple:
+        if option.is_flag and option.secondary_opts:
+            if value != option.default:
+                words.append(flag if value else option.secondary_opts[0])
+        elif option.multiple:
             words += [part for item in value for part in (flag, item)]
         elif value is not None and value != option.default:
             words += [flag, str(value)]

@@ -27,16 +27,19 @@ from typing import Any
 
 import numpy as np
 
-from edgeguard.bench.attack import AttackData, AttackSettings, Projector, adaptive_attack
-from edgeguard.bench.mapping import DecoderInputMap
+from edgeguard.bench.attack import AttackData, AttackSettings, Projector, _pick_rank, adaptive_attack
+from edgeguard.bench.ladder import RungResult, ThroughSettings, run_through_filter
+from edgeguard.bench.mapping import DecoderInputMap, one_hot
+from edgeguard.bench.repeats import REPEAT_COUNTS, RepeatRow, averaged, consistent_variant, noise_specs
 from edgeguard.bench.report import BenchReport, BenchRow
-from edgeguard.filters.spec import FilterSpec, default_filter_specs, parse_filter_specs
 from edgeguard.bench.timing import measure_latency
 from edgeguard.data import Dataset, load_dataset
 from edgeguard.errors import DataError, FilterError, InvalidInputError, ModelLoadError
-from edgeguard.filters import OutputDomain
+from edgeguard.filters import FilterPipeline, OutputDomain
+from edgeguard.filters.spec import FilterSpec, default_filter_specs, parse_filter_specs
 from edgeguard.metrics import MahalanobisReference, psnr, reconstruction_risk, ssim
-from edgeguard.model_info import ModelInfo, load_onnx
+from edgeguard.model_file import load_model
+from edgeguard.model_info import ModelInfo
 
 __all__ = ["run_bench", "MAX_RISK_PIXELS"]
 
@@ -52,26 +55,10 @@ def _log(message: str, progress: bool) -> None:
 
 
 def _bar(total: int, description: str, progress: bool) -> Any:
-    """A tqdm bar on stderr (a no-op object without tqdm or with progress off)."""
-    if progress:
-        try:
-            from tqdm import tqdm
+    """A tqdm bar on stderr (tqdm is a core dependency; ``tqdm(disable=True)`` when progress is off)."""
+    from tqdm import tqdm
 
-            return tqdm(total=total, desc=description, file=sys.stderr, leave=True, dynamic_ncols=True)
-        except ImportError:
-            pass
-
-    class _Quiet:
-        def update(self, n: int = 1) -> None:
-            pass
-
-        def set_postfix_str(self, text: str) -> None:
-            pass
-
-        def close(self) -> None:
-            pass
-
-    return _Quiet()
+    return tqdm(total=total, desc=description, file=sys.stderr, leave=True, dynamic_ncols=True, disable=not progress)
 
 
 def _session_options(threads: int) -> Any:
@@ -196,6 +183,11 @@ def run_bench(
     grid_samples: int = 8,
     progress: bool = True,
     command: str | None = None,
+    through: ThroughSettings | None = None,
+    repeat_counts: Sequence[int] = REPEAT_COUNTS,
+    repeat_eval_size: int = 500,
+    repeat_train_size: int = 2000,
+    repeat_epochs: int = 1,
 ) -> BenchReport:
     """Benchmark every filter configuration in ``filters`` on ``model`` with the server's ``decoder``.
 
@@ -210,6 +202,12 @@ def run_bench(
     installed), "finetune" (torch required) or "knn" (no fine-tuning: the attacker picks
     among the decoder as trained, a k-NN decoder and the label-only guess).
     ``threads``: onnxruntime intra-op threads and torch threads.
+    ``through``: rung 3 of the attacker ladder (:mod:`edgeguard.bench.ladder`): budget and
+    cache of the attackers trained through each filter (None = not run, and the report says so).
+    ``repeat_counts``: the repeats experiment (:mod:`edgeguard.bench.repeats`) averages that many
+    releases of each input for every noise filter, fresh and consistent, on ``repeat_eval_size``
+    evaluation images, against rung 1 and rung 2 (fine-tuned for ``repeat_epochs`` on
+    ``repeat_train_size`` attacker images); an empty sequence skips it.
     Progress goes to stderr (tqdm) when ``progress``.
     """
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -227,11 +225,11 @@ def run_bench(
     # --- model, decoder, data ----------------------------------------------------------------
     from edgeguard.safe_model import SafeModel
 
-    model_proto = load_onnx(model)
+    model_proto = load_model(model).proto  # checked like SafeModel loads it (refuses unbounded ops)
     info = ModelInfo.from_model(model_proto)
     if info.task_type != "multiclass":
         raise ModelLoadError(f"expected a multiclass classifier, got task_type {info.task_type!r}")
-    decoder_proto = load_onnx(decoder)
+    decoder_proto = load_model(decoder, allow_dynamic_ops=True, require_info=False).proto  # the server's own tool
     if filters is None:
         specs = default_filter_specs(info.output_kind)
     elif isinstance(filters, str):
@@ -321,8 +319,11 @@ def run_bench(
     for name, safe in safe_models.items():
         if safe is None:
             calls[name] = (raw_call(raw_session), raw_call(raw_session))
-        else:  # the raw run uses the session the SafeModel wraps: same weights, same caches
-            calls[name] = (raw_call(getattr(safe, "_session", raw_session)), safe.predict)
+        elif safe.pipeline.needs_inputs and not _predict_takes_inputs(safe, to_model(x_eval[:1])):
+            # SafeModel.predict does not hand the inputs to the pipeline yet: time inference + pipeline(inputs=).
+            calls[name] = (raw_call(raw_session), _predict_with_inputs(raw_session, safe.pipeline))
+        else:  # the raw run uses the session the SafeModel wraps when it is the plain model (same caches)
+            calls[name] = (raw_call(_plain_session(safe, raw_session)), safe.predict)
     rounds = min(5, repeats)
     bar = _bar(rounds * len(calls), "latency", progress)
     latency = measure_latency(
@@ -336,13 +337,28 @@ def run_bench(
     )
     bar.close()
 
+    # --- rung 3: attackers trained through each filter (jobs, cached) ---------------------------
+    x_train, x_validation = x_attack[train_part], x_attack[validation_part]
+    y_train = y_attack[train_part]
+    through_settings = through if through is not None else ThroughSettings(enabled=False)
+    _log(f"rung 3 (trained through the filter): {through_settings.describe()}", progress and through_settings.enabled)
+    trained, trainer_message = run_through_filter(
+        specs,
+        through_settings,
+        attacker_images=x_attack,
+        attacker_labels=y_attack,
+        class_names=getattr(dataset, "class_names", None) or info.class_names,
+        seed=seed,
+        threads=threads,
+        progress=progress,
+    )
+
     # --- accuracy and leakage per configuration ----------------------------------------------
     grid = min(grid_samples, eval_size)
     rows: list[BenchRow] = []
-    x_train, x_validation = x_attack[train_part], x_attack[validation_part]
-    y_train = y_attack[train_part]
     raw_train, raw_validation = raw_attack[train_part], raw_attack[validation_part]
     native_train = mapping(raw_train, raw_domain)
+    eval_model, train_model, validation_model = to_model(x_eval), to_model(x_train), to_model(x_validation)
     bar = _bar(len(specs), "filters", progress)
     for spec, spec_seed in zip(specs, _seeds(seed, len(specs))):
         bar.set_postfix_str(spec.text)
@@ -350,16 +366,16 @@ def run_bench(
         if safe is None:
             domain, release = raw_domain, raw_eval
 
-            def filtered(raw: np.ndarray, epoch_seed: int) -> np.ndarray:
+            def filtered(raw: np.ndarray, images: np.ndarray, epoch_seed: int) -> np.ndarray:
                 return raw
 
         else:
             domain = safe.pipeline.domains(num_classes)[-1]
-            release = safe.predict(to_model(x_eval), seed=spec_seed)
-            pipeline = safe.pipeline
+            release = _release(safe, eval_model, raw_eval, spec_seed, notes)
 
-            def filtered(raw: np.ndarray, epoch_seed: int, pipeline: Any = pipeline) -> np.ndarray:
-                return pipeline(raw, np.random.default_rng(epoch_seed))
+            def filtered(raw: np.ndarray, images: np.ndarray, epoch_seed: int, spec: Any = spec) -> np.ndarray:
+                # The attacker's own releases (another device: for consistent noise, another secret each time).
+                return _pipeline(spec, info)(raw, np.random.default_rng(epoch_seed), inputs=images)
 
         accuracy = float(np.mean(_labels(release) == y_eval))
         eval_inputs = mapping(release, domain)
@@ -369,9 +385,9 @@ def run_bench(
         def train_inputs(
             epoch: int, filtered: Any = filtered, seed: int = spec_seed, random: bool = is_random, domain: Any = domain
         ) -> np.ndarray:
-            return mapping(filtered(raw_train, seed + 1 + (epoch if random else 0)), domain)
+            return mapping(filtered(raw_train, train_model, seed + 1 + (epoch if random else 0)), domain)
 
-        validation_release = filtered(raw_validation, spec_seed + 10_007)
+        validation_release = filtered(raw_validation, validation_model, spec_seed + 10_007)
         validation_inputs = mapping(validation_release, domain)
         attack = adaptive_attack(
             decoder_proto,
@@ -397,10 +413,36 @@ def run_bench(
         server_psnr, server_ssim, server_risk = _leakage(x_eval, server, reference)
         adaptive_psnr, adaptive_ssim, _ = _leakage(x_eval, attack.reconstructions, None)
         adaptive_risk = _risk(x_eval, attack.projected, reference)
+        through_result = _through_rung(
+            trained[spec.text],
+            spec,
+            (x_eval, y_eval, eval_model),
+            (x_validation, validation_model),
+            projector,
+            reference,
+            settings,
+            threads,
+            spec_seed,
+        )
         stats = latency[spec.text]
         release_kind = (
             "labels (index)" if domain.terminal else ("labels (one-hot)" if domain.kind == "labels" else domain.kind)
         )
+        rungs = {
+            "server": (server_psnr, server_ssim, server_risk, server[:grid]),
+            "adaptive": (adaptive_psnr, adaptive_ssim, adaptive_risk, attack.reconstructions[:grid]),
+        }
+        if through_result.ran:
+            rungs["through"] = (
+                through_result.psnr,
+                through_result.ssim,
+                through_result.risk,
+                through_result.reconstructions[:grid],
+            )
+        worst = max(rungs, key=lambda name: (_finite(rungs[name][0]), -list(rungs).index(name)))
+        worst_ssim = max(_finite(values[1]) for values in rungs.values())
+        worst_risk = max(_finite(values[2]) for values in rungs.values())
+        top3, auroc = _utility(release, y_eval, domain)
         rows.append(
             BenchRow(
                 filter=spec.text,
@@ -425,12 +467,52 @@ def run_bench(
                 attack_decoder=attack.decoder,
                 attack_best_epoch=attack.best_epoch,
                 projection_rank=attack.projection_rank,
+                through_status=through_result.status,
+                through_accuracy=through_result.accuracy,
+                through_psnr=through_result.psnr,
+                through_ssim=through_result.ssim,
+                through_risk=through_result.risk,
+                through_seconds=through_result.seconds,
+                worst_rung=worst,
+                worst_psnr_gain_db=rungs[worst][0] - base_psnr,
+                worst_ssim_gain=worst_ssim - base_ssim,
+                worst_risk_vs_label_only=worst_risk / base_risk if base_risk else float("nan"),
+                top3_accuracy=top3,
+                confidence_auroc=auroc,
                 server_examples=server[:grid],
                 adaptive_examples=attack.reconstructions[:grid],
+                through_examples=through_result.reconstructions[:grid] if through_result.ran else None,
+                worst_examples=rungs[worst][3],
             )
         )
         bar.update(1)
     bar.close()
+
+    # --- repeated queries: averaging R releases of one input, fresh against consistent noise ------
+    repeat_rows = _repeats_experiment(
+        specs,
+        info,
+        repeat_counts,
+        decoder_proto=decoder_proto,
+        decoder_session=decoder_session,
+        mapping=mapping,
+        raw_domain=raw_domain,
+        data=(x_eval, y_eval, eval_model, raw_eval),
+        attacker=(x_train, y_train, train_model, raw_train, native_train),
+        validation=(x_validation, validation_model, raw_validation),
+        eval_size=min(repeat_eval_size, eval_size),
+        train_size=min(repeat_train_size, len(x_train)),
+        settings=AttackSettings(
+            epochs=min(repeat_epochs, attack_epochs),
+            batch_size=attack_batch_size,
+            learning_rate=attack_learning_rate,
+            attacker=attacker,
+        ),
+        base_psnr=base_psnr,
+        seed=seed,
+        threads=threads,
+        progress=progress,
+    )
 
     candidates = (
         f"the server's decoder as trained, a k-NN decoder (k = {settings.neighbours}) on standardised mapped "
@@ -478,6 +560,28 @@ def run_bench(
         "rounds": rounds,
         "threads": threads,
         "filters": [spec.text for spec in specs],
+        "through": {
+            "enabled": through_settings.enabled,
+            "budget": through_settings.describe(),
+            "epochs": through_settings.epochs,
+            "train_limit": through_settings.train_limit,
+            "data": through_settings.data or "the bench's attacker split",
+            "extra": dict(through_settings.extra),
+            "trainer": trainer_message,
+            "run": sum(row.through_status in ("run", "cached") for row in rows),
+            "cached": sum(row.through_status == "cached" for row in rows),
+            "description": (
+                "a classifier and decoder trained with the filter in the loop by the attack trainer (straight-through "
+                "estimators for rounding/top-k/argmax, noise drawn fresh every step), its outputs released through "
+                "the real edgeguard filter on the evaluation images and decoded by its own decoder"
+            ),
+        },
+        "repeats_experiment": {
+            "counts": list(repeat_counts),
+            "eval_size": min(repeat_eval_size, eval_size),
+            "train_size": min(repeat_train_size, attack_size - n_validation),
+            "epochs": min(repeat_epochs, attack_epochs),
+        },
         "wall_time_s": (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds(),
     }
     return BenchReport(
@@ -489,4 +593,278 @@ def run_bench(
         notes=notes,
         originals=x_eval[:grid],
         label_only_examples=label_only[:grid],
+        repeats=repeat_rows,
     )
+
+
+# --- helpers of the ladder, the utility columns and the repeats experiment --------------------------
+
+
+def _finite(value: float) -> float:
+    return value if isinstance(value, float | int) and np.isfinite(value) else -np.inf
+
+
+def _pipeline(spec: FilterSpec, info: ModelInfo) -> FilterPipeline:
+    """A freshly built pipeline of ``spec`` (new noise secrets and budgets), bound to the model's output kind."""
+    return FilterPipeline(spec.build(), input_kind=info.output_kind, task_type=info.task_type)
+
+
+def _plain_session(safe: Any, raw_session: Any) -> Any:
+    """The SafeModel's own session when it runs the plain model; else (filters fused into the graph) the bench's."""
+    session = getattr(safe, "session", None)  # SafeModel's public session
+    try:
+        same = [i.name for i in session.get_inputs()] == [i.name for i in raw_session.get_inputs()] and [
+            o.name for o in session.get_outputs()
+        ] == [o.name for o in raw_session.get_outputs()]
+    except AttributeError:
+        return raw_session
+    return session if same else raw_session
+
+
+def _predict_takes_inputs(safe: Any, sample: np.ndarray) -> bool:
+    """Whether ``safe.predict`` hands the inputs to a pipeline that needs them (consistent noise)."""
+    try:
+        safe.predict(sample)
+    except FilterError:
+        return False
+    return True
+
+
+def _predict_with_inputs(session: Any, pipeline: FilterPipeline) -> Any:
+    input_name = session.get_inputs()[0].name
+
+    def call(x: np.ndarray) -> Any:
+        return pipeline(session.run(None, {input_name: x})[0], inputs=x)
+
+    return call
+
+
+def _release(safe: Any, x: np.ndarray, raw: np.ndarray, seed: int, notes: list[str]) -> np.ndarray:
+    """The release of the evaluation images: ``safe.predict``, or its pipeline with the inputs for consistent noise."""
+    if not safe.pipeline.needs_inputs:
+        return safe.predict(x, seed=seed)
+    try:
+        return safe.predict(x, seed=seed)
+    except FilterError:
+        note = (
+            "Consistent-noise rows: SafeModel.predict does not pass the inputs to its pipeline in this build, so their "
+            "releases (and latency) are the model's raw outputs put through SafeModel's own pipeline with inputs=batch."
+        )
+        if note not in notes:
+            notes.append(note)
+        return safe.pipeline(raw, np.random.default_rng(seed), inputs=x)
+
+
+def _decoder_rows(release: np.ndarray, num_classes: int) -> np.ndarray:
+    """What a decoder trained through a filter reads: the released rows, an index as its one-hot row."""
+    release = np.asarray(release)
+    if release.ndim == 1:
+        return one_hot(release.astype(np.int64), num_classes)
+    return np.ascontiguousarray(release, dtype=np.float32)
+
+
+def _utility(release: np.ndarray, labels: np.ndarray, domain: OutputDomain) -> tuple[float, float]:
+    """(top-3 accuracy, AUROC of the released top-1 score for telling right from wrong top-1 labels).
+
+    A label release names one class: its top-3 accuracy is its top-1 accuracy and its
+    confidence carries nothing (AUROC 0.5).
+    """
+    release = np.asarray(release)
+    if release.ndim == 1 or domain.kind == "labels":
+        top1 = _labels(release)
+        return float(np.mean(top1 == labels)), 0.5
+    order = np.argsort(-release, axis=1, kind="stable")[:, :3]
+    top3 = float(np.mean((order == labels[:, None]).any(axis=1)))
+    correct = release.argmax(axis=1) == labels
+    if correct.all() or not correct.any():
+        return top3, float("nan")
+    from sklearn.metrics import roc_auc_score
+
+    return top3, float(roc_auc_score(correct, release.max(axis=1)))
+
+
+def _through_rung(
+    trained: Any,
+    spec: FilterSpec,
+    evaluation: tuple[np.ndarray, np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray],
+    projector: Any,
+    reference: Any,
+    settings: AttackSettings,
+    threads: int,
+    seed: int,
+) -> RungResult:
+    """Score the attacker trained through ``spec``: its model's release through the real filter, decoded."""
+    if isinstance(trained, str):
+        return RungResult(trained)
+    status, classifier_path, decoder_path, seconds = trained
+    x_eval, y_eval, eval_model = evaluation
+    x_validation, validation_model = validation
+    try:
+        classifier_proto = load_model(classifier_path).proto
+        decoder_proto = load_model(decoder_path, allow_dynamic_ops=True, require_info=False).proto
+        info = ModelInfo.from_model(classifier_proto)
+        classifier = _session(classifier_proto, threads, "classifier trained through the filter")
+        decoder = _session(decoder_proto, threads, "decoder trained through the filter")
+        pipeline = _pipeline(spec, info) if not spec.is_raw else None
+
+        def reconstruct(images: np.ndarray, model_images: np.ndarray, rng_seed: int) -> tuple[np.ndarray, np.ndarray]:
+            raw = _run(classifier, model_images)
+            release = raw if pipeline is None else pipeline(raw, np.random.default_rng(rng_seed), inputs=model_images)
+            return release, _run(decoder, _decoder_rows(release, info.num_classes))
+
+        release, recon = reconstruct(x_eval, eval_model, seed + 3)
+        if tuple(recon.shape[1:]) != tuple(x_eval.shape[1:]):
+            return RungResult(f"not run: the trained decoder makes images of shape {tuple(recon.shape[1:])}")
+        _, validation_recon = reconstruct(x_validation, validation_model, seed + 4)
+    except Exception as error:  # a trainer's files that do not fit: say so, keep the other rungs
+        return RungResult(f"not run: its files could not be evaluated ({type(error).__name__}: {str(error)[:200]})")
+    recon = np.clip(recon, 0.0, 1.0).astype(np.float32)
+    psnr_value, ssim_value, _ = _leakage(x_eval, recon, None)
+    risk = float("nan")
+    if projector is not None and reference is not None:
+        rank = _pick_rank(
+            np.clip(validation_recon, 0, 1), x_validation, projector, reference, settings.projection_ranks
+        )
+        risk = _risk(x_eval, projector.project(recon, rank), reference)
+    accuracy = float(np.mean(_labels(release) == y_eval))
+    return RungResult(status, psnr_value, ssim_value, risk, accuracy, seconds, recon)
+
+
+def _repeats_experiment(
+    specs: list[FilterSpec],
+    info: ModelInfo,
+    counts: Sequence[int],
+    *,
+    decoder_proto: Any,
+    decoder_session: Any,
+    mapping: DecoderInputMap,
+    raw_domain: OutputDomain,
+    data: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    attacker: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray, np.ndarray],
+    eval_size: int,
+    train_size: int,
+    settings: AttackSettings,
+    base_psnr: float,
+    seed: int,
+    threads: int,
+    progress: bool,
+) -> list[RepeatRow]:
+    """Leakage of averaged repeats for every noise spec, fresh and consistent (:mod:`edgeguard.bench.repeats`)."""
+    counts = sorted({int(c) for c in counts if int(c) >= 1})
+    noisy = noise_specs(specs)
+    if not counts or not noisy:
+        return []
+    x_eval, y_eval, eval_model, raw_eval = (a[:eval_size] for a in data)
+    x_train, y_train, train_model, raw_train, native_train = (a[:train_size] for a in attacker)
+    x_validation, validation_model, raw_validation = (a[: max(2, min(len(a), 400))] for a in validation)
+    from edgeguard.vetting.leakage import label_only_reconstruct
+
+    label_only = label_only_reconstruct(attacker[1], attacker[0], raw_eval.argmax(axis=1))
+    base = psnr(x_eval, label_only)  # the label-only baseline on this subset
+    variants: list[tuple[FilterSpec, str]] = []
+    for spec in noisy:
+        variants.append((spec, "consistent" if "consistent=true" in spec.text else "fresh"))
+        twin = consistent_variant(spec)
+        if twin is not None and twin.text != spec.text and twin.text not in {s.text for s in specs}:
+            variants.append((twin, "consistent"))
+    rows: list[RepeatRow] = []
+    bar = _bar(len(variants) * len(counts), "repeats", progress)
+    for index, (spec, kind) in enumerate(variants):
+        victim = _pipeline(spec, info)  # one device: one secret for all of the victim's releases
+        domain = victim.domains(info.num_classes)[-1]
+        for repeats in counts:
+            bar.set_postfix_str(f"{spec.text} x{repeats}")
+            spec_seed = seed * 1_000_003 + index * 101 + repeats
+
+            def victim_release(r: int, spec_seed: int = spec_seed, victim: Any = victim) -> np.ndarray:
+                return victim(raw_eval, np.random.default_rng(spec_seed + 7919 * r), inputs=eval_model)
+
+            mean_release, identical = averaged(lambda r: _as_rows(victim_release(r), info.num_classes), repeats)
+            release = mean_release.astype(np.float32)
+            if kind == "consistent" and repeats > 1 and identical and rows and rows[-1].filter == spec.text:
+                # Byte-identical releases: the average is the single release and the attacker learns nothing
+                # new from repeats, so every number is the one measured for fewer repeats.
+                rows.append(RepeatRow(**{**rows[-1].to_dict(), "repeats": repeats, "identical": True}))
+                bar.update(1)
+                continue
+            memo: dict[tuple[int, int], np.ndarray] = {}
+
+            def attacker_average(
+                raw: np.ndarray,
+                images: np.ndarray,
+                draw_seed: int,
+                repeats: int = repeats,
+                memo: dict = memo,
+                spec: FilterSpec = spec,
+                kind: str = kind,
+            ) -> Any:
+                # The attacker's R-averaged releases of its own images, drawn once per split (reused across epochs:
+                # R x N draws per epoch would dominate the run for the OpenDP sampler).
+                cached = memo.get((id(raw), len(raw)))
+                if cached is not None:
+                    return cached
+                device = _pipeline(spec, info)  # the attacker's own device (another secret)
+                if kind == "consistent":
+                    value = _as_rows(device(raw, np.random.default_rng(draw_seed), inputs=images), info.num_classes)
+                else:
+                    value = averaged(
+                        lambda r: _as_rows(
+                            device(raw, np.random.default_rng(draw_seed + 7919 * r), inputs=images), info.num_classes
+                        ),
+                        repeats,
+                    )[0]
+                memo[(id(raw), len(raw))] = value = np.asarray(value, dtype=np.float32)
+                return value
+
+            eval_inputs = mapping(release, domain)
+            server = _run(decoder_session, eval_inputs)
+            validation_release = attacker_average(raw_validation, validation_model, spec_seed + 17)
+            validation_inputs = mapping(validation_release, domain)
+            attack = adaptive_attack(
+                decoder_proto,
+                AttackData(
+                    train_inputs=lambda epoch, s=spec_seed, average=attacker_average, domain=domain: mapping(
+                        average(raw_train, train_model, s + 31 * (epoch + 1)), domain
+                    ),
+                    train_images=x_train,
+                    train_labels=y_train,
+                    native_inputs=native_train,
+                    validation_inputs=validation_inputs,
+                    validation_images=x_validation,
+                    validation_groups=validation_release.argmax(axis=1),
+                    eval_inputs=eval_inputs,
+                    eval_groups=release.argmax(axis=1),
+                    server_validation=_run(decoder_session, validation_inputs),
+                    server_eval=server,
+                ),
+                settings=settings,
+                projector=None,
+                reference=None,
+                seed=spec_seed % (2**31),
+                threads=threads,
+            )
+            winner = "server" if attack.decoder == "server" else f"adaptive: {attack.decoder}"
+            value = psnr(x_eval, attack.reconstructions)
+            rows.append(
+                RepeatRow(
+                    filter=spec.text,
+                    noise=kind,
+                    repeats=repeats,
+                    identical=bool(identical) if repeats > 1 else True,
+                    accuracy=float(np.mean(release.argmax(axis=1) == y_eval)),
+                    psnr=value,
+                    ssim=ssim(x_eval, attack.reconstructions) if min(x_eval.shape[-2:]) >= 11 else float("nan"),
+                    psnr_gain_db=value - base,
+                    attacker=winner,
+                )
+            )
+            bar.update(1)
+    bar.close()
+    return rows
+
+
+def _as_rows(release: np.ndarray, num_classes: int) -> np.ndarray:
+    release = np.asarray(release)
+    return one_hot(release.astype(np.int64), num_classes) if release.ndim == 1 else release

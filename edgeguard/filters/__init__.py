@@ -17,10 +17,11 @@ Round(d, preserve_sum)  probabilities -> same       exactly log2 C(10^d+K-1, K-1
 Truncate(d, clip)       any -> same                 as Round (truncation toward zero)
 TopK(k)                 any -> same                 after Round: log2 C(K,k) + log2 C(10^d+k, k)
 Argmax(output)          any -> labels               log2 K
-GaussianNoise(std)      any -> same                 unbounded (continuous)
-LaplaceNoise(scale)     any -> same                 unbounded (continuous)
+LabelConfidence(L)      probabilities -> probs      log2 K + log2 L (top-1 label + confidence in L levels)
+GaussianNoise(std)      any -> same                 unbounded (continuous); key= makes it consistent
+LaplaceNoise(scale)     any -> same                 unbounded (continuous); key= makes it consistent
 LabelPreservingNoise    any -> same                 unbounded; top-1 class never changes
-ClippedLaplace(c, eps)  any -> same                 eps * log2(e) (eps-DP), per-user budget
+ClippedLaplace(c, eps)  any -> same                 eps * log2(e) (eps-DP, OpenDP sampler), per-user budget
 Rounded(d=3)            any -> same                 as Round (IBM ART name and default)
 HighConfidence(cutoff)  any -> same                 unbounded on its own
 ReverseSigmoid(b, g)    probabilities -> probs      unbounded on its own
@@ -35,10 +36,11 @@ from edgeguard.filters.base import (
     OutputFilter,
     make_rng,
     pipeline_capacity_bits,
+    row_digests,
     secure_rng,
 )
-from edgeguard.filters.basic import Argmax, Round, Sigmoid, Softmax, TopK, Truncate
-from edgeguard.filters.noise import GaussianNoise, LabelPreservingNoise, LaplaceNoise
+from edgeguard.filters.basic import Argmax, LabelConfidence, Round, Sigmoid, Softmax, TopK, Truncate
+from edgeguard.filters.noise import GaussianNoise, LabelPreservingNoise, LaplaceNoise, device_secret
 from edgeguard.filters.privacy import ClippedLaplace, PrivacyAccountant
 from edgeguard.filters.spec import (
     FILTER_NAMES,
@@ -55,12 +57,15 @@ __all__ = [
     "pipeline_capacity_bits",
     "secure_rng",
     "make_rng",
+    "row_digests",
+    "device_secret",
     "Softmax",
     "Sigmoid",
     "Round",
     "Truncate",
     "TopK",
     "Argmax",
+    "LabelConfidence",
     "GaussianNoise",
     "LaplaceNoise",
     "LabelPreservingNoise",

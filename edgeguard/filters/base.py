@@ -10,6 +10,7 @@ released and the error carries no output values.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import secrets
 import threading
@@ -28,6 +29,7 @@ __all__ = [
     "pipeline_capacity_bits",
     "secure_rng",
     "make_rng",
+    "row_digests",
     "RESEED_AFTER_DRAWS",
     "KINDS",
     "SUM_TOLERANCE",
@@ -105,12 +107,29 @@ class OutputFilter:
     is_random: ClassVar[bool] = False
     capacity_rule: ClassVar[str] = "unbounded: a deterministic map keeps at most the information it receives"
 
-    def __call__(self, outputs: np.ndarray, rng: np.random.Generator | None = None, *, user_id: Any = None) -> Any:
+    @property
+    def needs_inputs(self) -> bool:
+        """True when :meth:`apply` needs per-row key material (``row_keys``) derived from the model inputs.
+
+        Consistent (keyed) noise does: its noise is a keyed hash of each input's bytes.
+        """
+        return False
+
+    def __call__(
+        self,
+        outputs: np.ndarray,
+        rng: np.random.Generator | None = None,
+        *,
+        user_id: Any = None,
+        inputs: np.ndarray | None = None,
+    ) -> Any:
         if not isinstance(outputs, np.ndarray) or outputs.ndim != 2 or outputs.dtype.kind != "f":
             got = f"{type(outputs).__name__} {getattr(outputs, 'shape', '')} {getattr(outputs, 'dtype', '')}"
             raise FilterError(f"expected a 2-D float array of shape (N, K), got {got.strip()}; pass a batch of rows")
         if rng is None and self.is_random:
             rng = secure_rng(outputs.size)
+        if self.needs_inputs:
+            return self.apply(outputs, rng, user_id=user_id, row_keys=row_digests(inputs, len(outputs), self.name))
         return self.apply(outputs, rng, user_id=user_id)
 
     def apply(self, outputs: np.ndarray, rng: np.random.Generator | None, *, user_id: Any = None) -> np.ndarray:
@@ -225,6 +244,9 @@ class FilterPipeline:
             stage.apply if type(stage).__call__ is OutputFilter.__call__ else stage for stage in filters
         )
         self.is_random = any(stage.is_random for stage in filters)
+        #: True when some stage needs the model inputs (consistent noise): call with ``inputs=``.
+        self.needs_inputs = any(stage.needs_inputs for stage in filters)
+        self._keyed = tuple(stage.needs_inputs for stage in filters)
         self.terminal = bool(filters) and self.domains()[-1].terminal
 
     @staticmethod
@@ -267,7 +289,16 @@ class FilterPipeline:
         domains = self.domains(num_classes)
         return min((stage.capacity_bits(num_classes, d) for stage, d in zip(self.filters, domains)), default=math.inf)
 
-    def __call__(self, outputs: np.ndarray, rng: np.random.Generator | None = None, *, user_id: Any = None) -> Any:
+    def __call__(
+        self,
+        outputs: np.ndarray,
+        rng: np.random.Generator | None = None,
+        *,
+        user_id: Any = None,
+        inputs: np.ndarray | None = None,
+    ) -> Any:
+        """Release ``outputs`` (N, K). ``inputs``: the model inputs of these rows (N, ...), needed by
+        consistent-noise stages only (:attr:`needs_inputs`); SafeModel passes its validated batch."""
         if rng is None and self.is_random:
             rng = secure_rng(getattr(outputs, "size", RESEED_AFTER_DRAWS))
         stage_index = -1
@@ -276,11 +307,27 @@ class FilterPipeline:
         if not isinstance(outputs, np.ndarray) or outputs.ndim != 2 or outputs.dtype.kind != "f":
             got = f"{type(outputs).__name__} {getattr(outputs, 'shape', '')} {getattr(outputs, 'dtype', '')}"
             raise FilterError(f"expected a 2-D float array of shape (N, K), got {got.strip()}; pass a batch of rows")
+        keys = None
+        if self.needs_inputs:
+            names = ", ".join(stage.name for stage, keyed in zip(self.filters, self._keyed) if keyed)
+            keys = row_digests(inputs, len(outputs), names)
         try:
             for stage_index, step in enumerate(self._steps):  # noqa: B007 (read in the except)
-                result = step(result, rng, user_id=user_id)
-        except PrivacyBudgetExceededError as error:
-            failure = PrivacyBudgetExceededError(*error.args)
+                if keys is not None and self._keyed[stage_index]:
+                    result = step(result, rng, user_id=user_id, row_keys=keys)
+                else:
+                    result = step(result, rng, user_id=user_id)
+        except PrivacyBudgetExceededError as error:  # its message is kept only when edgeguard's budget wrote it
+            failure = PrivacyBudgetExceededError(
+                *(
+                    error.args
+                    if getattr(error, "values_free", False)
+                    else (
+                        f"expected filter {self.filters[stage_index].name!r} (pipeline position {stage_index}) to have "
+                        "privacy budget left, got a refusal; nothing was released. Use a new budget",
+                    )
+                )
+            )
         except Exception as error:  # fail closed, and never quote the error's message (it may hold outputs)
             failure = FilterError(
                 f"expected every filter to succeed, got {type(error).__name__} in filter "
@@ -383,6 +430,25 @@ def pipeline_capacity_bits(
 
 # --- randomness ----------------------------------------------------------------------------
 _THREAD_STATE = threading.local()
+
+
+def row_digests(inputs: Any, rows: int, what: str = "consistent noise") -> list[bytes]:
+    """SHA-256 of every input row's bytes (with its dtype and shape): the key material of consistent noise.
+
+    ``inputs`` is the (N, ...) batch the outputs came from (SafeModel's validated float32
+    batch). A row's digest depends on that row only, so the same input gives the same
+    digest in any batch.
+    """
+    if not isinstance(inputs, np.ndarray) or inputs.ndim < 1 or len(inputs) != rows:
+        got = "none" if inputs is None else f"{type(inputs).__name__} {getattr(inputs, 'shape', '')}"
+        raise FilterError(
+            f"expected the model inputs of the {rows} row(s) for {what} (its noise is a keyed hash of each input), "
+            f"got {got}; call the pipeline with inputs=batch (SafeModel.predict does)"
+        )
+    batch = np.ascontiguousarray(inputs)
+    header = f"{batch.dtype.str}{batch.shape[1:]}".encode()
+    return [hashlib.sha256(header + row.tobytes()).digest() for row in batch]
+
 
 #: A thread's generator gets fresh OS entropy once it has produced this many values.
 #: Known seed-recovery attacks on PCG64 need hundreds of *exact* consecutive outputs

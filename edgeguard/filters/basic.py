@@ -1,4 +1,4 @@
-"""Deterministic filters: Softmax, Sigmoid, Round, Truncate, TopK, Argmax."""
+"""Deterministic filters: Softmax, Sigmoid, Round, Truncate, TopK, Argmax, LabelConfidence."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from edgeguard.errors import FilterError
 from edgeguard.filters._capacity import grid_bits, grid_values_per_entry, log2_int
 from edgeguard.filters.base import OutputDomain, OutputFilter
 
-__all__ = ["Softmax", "Sigmoid", "Round", "Truncate", "TopK", "Argmax"]
+__all__ = ["Softmax", "Sigmoid", "Round", "Truncate", "TopK", "Argmax", "LabelConfidence"]
 
 _MAX_DECIMALS = 12
 
@@ -290,3 +290,57 @@ class Argmax(OutputFilter):
 
     def capacity_bits(self, num_classes: int, domain: OutputDomain | None = None) -> float:
         return math.log2(num_classes)
+
+
+@dataclass(frozen=True, repr=False)
+class LabelConfidence(OutputFilter):
+    """Release the top-1 class and its probability quantised to ``levels`` levels, as a probability row.
+
+    The top-1 probability p (in [1/K, 1] for K classes) falls in one of ``levels`` equal
+    bins of [1/K, 1]; the released row gives the top-1 class the centre q of that bin
+    and every other class (1 - q) / (K - 1). So a row is one of K x levels values:
+    capacity log2 K + log2 levels bits, whatever the model did. Ties: lowest index.
+    """
+
+    levels: int
+
+    name: ClassVar[str] = "label_confidence"
+    accepts: ClassVar[str] = "probabilities"
+    produces: ClassVar[str] = "probabilities"
+    capacity_rule: ClassVar[str] = "log2 K + log2 levels bits (one of K labels times one of `levels` confidences)"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.levels, bool) or not isinstance(self.levels, int | np.integer) or self.levels < 1:
+            raise FilterError(f"expected levels to be a positive integer, got {self.levels!r}")
+        object.__setattr__(self, "levels", int(self.levels))
+
+    def check_input(self, domain: OutputDomain) -> None:
+        super().check_input(domain)
+        if domain.task_type != "multiclass":
+            raise FilterError(
+                f"expected multiclass probabilities for LabelConfidence, got {domain.task_type} ones; use ClassLabels()"
+            )
+
+    def confidence_levels(self, num_classes: int) -> np.ndarray:
+        """The ``levels`` confidence values a release can show (bin centres of [1/K, 1])."""
+        low = 1.0 / num_classes
+        return low + (np.arange(self.levels) + 0.5) * (1.0 - low) / self.levels
+
+    def apply(self, outputs: np.ndarray, rng: Any, *, user_id: Any = None) -> np.ndarray:
+        rows, num_classes = outputs.shape
+        label = outputs.argmax(axis=1)
+        top = outputs[np.arange(rows), label].astype(np.float64)
+        low = 1.0 / num_classes
+        width = (1.0 - low) / self.levels
+        index = np.clip(np.floor((top - low) / width), 0, self.levels - 1).astype(np.int64)
+        confidence = self.confidence_levels(num_classes)[index]
+        rest = (1.0 - confidence) / max(num_classes - 1, 1)
+        released = np.repeat(rest[:, None], num_classes, axis=1)
+        released[np.arange(rows), label] = confidence
+        return released.astype(outputs.dtype, copy=False)
+
+    def output_domain(self, domain: OutputDomain, num_classes: int | None = None) -> OutputDomain:
+        return domain.simplex()
+
+    def capacity_bits(self, num_classes: int, domain: OutputDomain | None = None) -> float:
+        return math.log2(num_classes) + math.log2(self.levels)

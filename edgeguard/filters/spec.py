@@ -14,6 +14,11 @@ model output, with no filter. Examples::
     none  softmax  softmax>round:2  round:1  gaussian:0.5  laplace:scale=0.3
     softmax>gaussian:0.03  softmax>top_k:3  argmax  label_preserving:3,distribution=laplace
     clipped_laplace:c=5,eps=1  rounded  high_confidence:0.25  reverse_sigmoid:1,0.1
+    gaussian:1,consistent=true  softmax>label_confidence:4
+
+``consistent=true`` on a noise stage (gaussian, laplace, label_preserving) gives it a
+fresh device secret (:func:`edgeguard.filters.device_secret`) each time the spec is
+built: consistent noise, a keyed hash of each input (see :mod:`edgeguard.filters.noise`).
 
 ``clipped_laplace`` gets an unlimited privacy budget unless ``budget=`` is given: the
 bench measures what one release leaks, not how many releases a budget allows.
@@ -29,8 +34,8 @@ from typing import Any
 from edgeguard.errors import FilterError
 from edgeguard.filters.art import ClassLabels, HighConfidence, ReverseSigmoid, Rounded
 from edgeguard.filters.base import OutputFilter
-from edgeguard.filters.basic import Argmax, Round, Sigmoid, Softmax, TopK, Truncate
-from edgeguard.filters.noise import GaussianNoise, LabelPreservingNoise, LaplaceNoise
+from edgeguard.filters.basic import Argmax, LabelConfidence, Round, Sigmoid, Softmax, TopK, Truncate
+from edgeguard.filters.noise import GaussianNoise, LabelPreservingNoise, LaplaceNoise, device_secret
 from edgeguard.filters.privacy import ClippedLaplace
 
 __all__ = ["FilterSpec", "parse_filter_spec", "parse_filter_specs", "default_filter_specs", "FILTER_NAMES"]
@@ -93,6 +98,15 @@ def _clipped_laplace(clip: float, epsilon: float, budget: float = UNLIMITED_BUDG
     return ClippedLaplace(clip, epsilon, budget=budget, on_exhausted=on_exhausted)
 
 
+def _consistent(factory: Callable[..., OutputFilter]) -> Callable[..., OutputFilter]:
+    """A noise factory that turns ``consistent=True`` into a fresh device secret (``key=``)."""
+
+    def build(*args: Any, consistent: bool = False, **kwargs: Any) -> OutputFilter:
+        return factory(*args, key=device_secret() if consistent else None, **kwargs)
+
+    return build
+
+
 _KINDS: dict[str, _Kind] = {
     "softmax": _Kind(Softmax),
     "sigmoid": _Kind(Sigmoid),
@@ -102,11 +116,23 @@ _KINDS: dict[str, _Kind] = {
     "truncate": _Kind(Truncate, (("decimals", _integer), ("clip", _optional_number)), (), (), 1),
     "top_k": _Kind(TopK, (("k", _integer), ("renormalize", _boolean)), ("topk",), (), 1),
     "argmax": _Kind(Argmax, (("output", _word),), ("label", "labels")),
-    "gaussian": _Kind(GaussianNoise, (("std", _number), ("renormalize", _renormalize)), ("gaussian_noise",), (), 1),
-    "laplace": _Kind(LaplaceNoise, (("scale", _number), ("renormalize", _renormalize)), ("laplace_noise",), (), 1),
+    "gaussian": _Kind(
+        _consistent(GaussianNoise),
+        (("std", _number), ("renormalize", _renormalize), ("consistent", _boolean)),
+        ("gaussian_noise",),
+        (),
+        1,
+    ),
+    "laplace": _Kind(
+        _consistent(LaplaceNoise),
+        (("scale", _number), ("renormalize", _renormalize), ("consistent", _boolean)),
+        ("laplace_noise",),
+        (),
+        1,
+    ),
     "label_preserving": _Kind(
-        LabelPreservingNoise,
-        (("std", _number), ("distribution", _word), ("renormalize", _renormalize)),
+        _consistent(LabelPreservingNoise),
+        (("std", _number), ("distribution", _word), ("renormalize", _renormalize), ("consistent", _boolean)),
         ("label_preserving_noise", "lpn"),
         (),
         1,
@@ -122,6 +148,7 @@ _KINDS: dict[str, _Kind] = {
     "high_confidence": _Kind(HighConfidence, (("cutoff", _number),)),
     "reverse_sigmoid": _Kind(ReverseSigmoid, (("beta", _number), ("gamma", _number))),
     "class_labels": _Kind(ClassLabels, (("threshold", _optional_number),)),
+    "label_confidence": _Kind(LabelConfidence, (("levels", _integer),), ("confidence",), (), 1),
 }
 _ALIASES = {alias: name for name, kind in _KINDS.items() for alias in kind.aliases}
 #: Every stage name the parser knows (canonical names; aliases are accepted too).
@@ -227,6 +254,7 @@ def _example(name: str) -> str:
         "laplace": "laplace:0.5",
         "label_preserving": "label_preserving:1",
         "clipped_laplace": "clipped_laplace:c=5,eps=1",
+        "label_confidence": "softmax>label_confidence:4",
     }.get(name, name)
 
 
@@ -301,7 +329,8 @@ def default_filter_specs(output_kind: str = "logits") -> list[FilterSpec]:
 
     logits: none; softmax; probabilities rounded to 0-3 decimals; logits rounded to 0-3
     decimals; Gaussian and Laplace noise on logits (std / scale 0.3, 1, 3) and on
-    probabilities (0.01, 0.03, 0.1); top-1 and top-3 probabilities; argmax;
+    probabilities (0.01, 0.03, 0.1); top-1 and top-3 probabilities; argmax; the top-1
+    label with its confidence in 4 and 10 levels;
     label-preserving Gaussian noise on logits (std 1, 3, 10); clipped Laplace with
     clip 5 and epsilon 1, 10, 100, 1000. probabilities: the same without the softmax
     stage and without the logit-only entries.
@@ -320,6 +349,7 @@ def default_filter_specs(output_kind: str = "logits") -> list[FilterSpec]:
         f"{probs}laplace:{s:g}" for s in (0.01, 0.03, 0.1)
     ]
     texts += [f"{probs}top_k:1", f"{probs}top_k:3", "argmax"]
+    texts += [f"{probs}label_confidence:{levels}" for levels in (4, 10)]
     if output_kind == "logits":
         texts += [f"label_preserving:{s:g}" for s in (1, 3, 10)]
         texts += [f"clipped_laplace:c=5,eps={e:g}" for e in (1, 10, 100, 1000)]

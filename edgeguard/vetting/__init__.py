@@ -4,13 +4,16 @@
 ``edgeguard.vetting.vet``) runs, in order:
 
 1. a static audit of the ONNX file (:func:`static_audit`), before anything in it runs;
-2. a black-box leakage audit (:func:`leakage_audit`): does a simple client-side decoder
-   reconstruct probe images from the outputs better than the label alone allows?
-3. the paper's fine-tune test (:func:`finetune_test`, needs torch);
+2. a consistency test (:func:`consistency_test`): per-row outputs must not depend on the
+   batch (batch 1 vs batched, shuffled, repeated rows);
+3. a black-box leakage audit (:func:`leakage_audit`): does a simple client-side decoder
+   reconstruct (augmented) probe images from the outputs better than the label alone
+   allows, and than an honest model of the same architecture (reference models)?
+4. on request, the paper's fine-tune test (:func:`finetune_test`, needs torch);
 
-and combines them into a :class:`VetReport` with verdict honest / vicious / inconclusive,
-using the thresholds, weights and test settings in ``thresholds.json`` (fitted by
-``benchmarks/detection.py``; there the fine-tune test got weight 0, see detection.md).
+and combines them into a :class:`VetReport` with verdict honest / vicious / inconclusive
+(:func:`edgeguard.vetting.verdict.decide`), using the thresholds in ``thresholds.json``
+(fitted by ``benchmarks/detection.py``).
 """
 
 from __future__ import annotations
@@ -28,8 +31,11 @@ __all__ = [
     "static_audit",
     "leakage_audit",
     "finetune_test",
+    "consistency_test",
     "FinetuneSettings",
     "LeakageSettings",
+    "LeakageResult",
+    "ConsistencyResult",
     "EXIT_CODES",
     "SEVERITIES",
     "VERDICTS",
@@ -46,6 +52,9 @@ def vet(model_path: Any, probe_data: Any, **knobs: Any) -> VetReport:
 _LAZY = {
     "leakage_audit": "edgeguard.vetting.leakage",
     "LeakageSettings": "edgeguard.vetting.leakage",
+    "LeakageResult": "edgeguard.vetting.leakage",
+    "consistency_test": "edgeguard.vetting.consistency",
+    "ConsistencyResult": "edgeguard.vetting.consistency",
     "finetune_test": "edgeguard.vetting.finetune",
     "FinetuneSettings": "edgeguard.vetting.finetune",
 }

@@ -59,26 +59,36 @@ def render_text(report: Any) -> str:
     if not report.findings:
         lines += ["", " none"]
     lines += ["", "--- Scores vs thresholds " + _RULE[25:], ""]
-    header = f" {'test':<10} {'status':<8} {'score':>10} {'threshold':>10} {'flags if':>9} {'result':>8} {'likelihood':>10} {'time':>7}"
+    header = f" {'test':<11} {'status':<8} {'score':>10} {'threshold':>10} {'flags if':>9} {'result':>8} {'likelihood':>10} {'time':>7}"
     lines.append(header)
     for name, test in report.tests.items():
         side = "-" if test.threshold is None else ("above" if test.higher_is_vicious else "below")
         result = "-" if test.flagged is None else ("FLAGGED" if test.flagged else "pass")
         lines.append(
-            f" {name:<10} {test.status:<8} {_fmt(test.score):>10} {_fmt(test.threshold):>10} {side:>9} "
+            f" {name:<11} {test.status:<8} {_fmt(test.score):>10} {_fmt(test.threshold):>10} {side:>9} "
             f"{result:>8} {_fmt(test.likelihood, 3):>10} {test.seconds:>6.1f}s"
         )
         if test.status != "ran" and test.reason:
             lines.append(_wrap(f"({test.reason})", "   "))
         elif name == "leakage":
             d = test.details
-            gain = d.get("psnr_gain_db", test.score)
-            adjusted = test.score is not None and gain is not None and abs(gain - test.score) > 1e-12
+            ci = d.get("gain_ci95_db") or [float("nan"), float("nan")]
             lines.append(
                 f"   decoder {d.get('psnr_decoder_db', float('nan')):.2f} dB vs label-only "
-                f"{d.get('psnr_label_only_db', float('nan')):.2f} dB: gain {_fmt(gain, 2)} dB"
-                + (f", minus the entropy term (mean entropy {d['mean_entropy']:.3f} nats)" if adjusted else "")
-                + (f"; risk ratio {d['risk_ratio']:.3f}" if "risk_ratio" in d else "")
+                f"{d.get('psnr_label_only_db', float('nan')):.2f} dB: gain {_fmt(d.get('gain_db'), 2)} dB "
+                f"(95% CI {ci[0]:.2f}..{ci[1]:.2f})"
+            )
+            if "excess_gain_db" in d:
+                eci = d.get("excess_ci95_db") or [float("nan"), float("nan")]
+                lines.append(
+                    f"   honest reference of this architecture: gain {d['reference_gain_db']:.2f} dB; excess "
+                    f"{d['excess_gain_db']:.2f} dB (95% CI {eci[0]:.2f}..{eci[1]:.2f})"
+                )
+        elif name == "consistency":
+            d = test.details
+            lines.append(
+                f"   batch sizes {d.get('batch_sizes')}: max difference {_fmt(d.get('max_difference'), 6)} "
+                f"of the output scale ({d.get('worst_case')})"
             )
         elif name == "finetune":
             d = test.details
@@ -93,6 +103,13 @@ def render_text(report: Any) -> str:
             lines.append(_wrap(f"note: {note}", "   "))
     if not report.tests:
         lines.append(" (no behavioural test ran)")
+    if report.release:
+        r = report.release
+        lines += ["", "--- Release audit " + _RULE[18:], ""]
+        lines.append(
+            f" release {r.get('spec')}: gain {_fmt(r.get('gain_db'), 2)} dB over the label "
+            f"(raw outputs {_fmt(r.get('raw_gain_db'), 2)} dB); capacity {r.get('capacity_bits')} bits per row"
+        )
     source = report.thresholds.get("source") or report.thresholds.get("file", "-")
     lines += ["", _wrap(f"Thresholds: {report.thresholds.get('file', '-')} (fitted by {source})", " ")]
     for caveat in report.thresholds.get("caveats", []):

@@ -7,6 +7,7 @@ copied into every :class:`~edgeguard.vetting.VetReport`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -40,11 +41,22 @@ def load_thresholds(source: str | os.PathLike | dict[str, Any] | None = None) ->
                 f"({origin}), got {entry!r}"
             )
     leakage = data["tests"]["leakage"]
-    if leakage.get("statistic") == "entropy_adjusted_gain_db" and "entropy_slope" not in leakage:
-        raise DataError(f"expected tests.leakage.entropy_slope for the entropy-adjusted statistic in {origin}")
+    if leakage.get("statistic") not in (None, "gain_db"):
+        raise DataError(
+            f"expected tests.leakage.statistic 'gain_db' (the invariant PSNR gain) in {origin}, got "
+            f"{leakage.get('statistic')!r}; thresholds from edgeguard < 0.2 must be refitted (benchmarks/detection.py)"
+        )
     data = dict(data)
     data.setdefault("file", origin)
+    data["sha256"] = thresholds_sha256(data)
     return data
+
+
+def thresholds_sha256(table: dict[str, Any]) -> str:
+    """SHA-256 of the thresholds' content (canonical JSON, without 'file' and 'sha256')."""
+    content = {key: value for key, value in table.items() if key not in ("file", "sha256")}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def likelihood(score: float, entry: dict[str, Any]) -> float:

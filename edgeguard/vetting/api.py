@@ -1,4 +1,4 @@
-"""``vet()``: static audit, leakage audit and fine-tune test of one ONNX file, and the verdict."""
+"""``vet()``: static audit, consistency test, leakage audit (and optionally the fine-tune test) of one ONNX file."""
 
 from __future__ import annotations
 
@@ -16,24 +16,34 @@ from edgeguard.data import Dataset
 from edgeguard.errors import EdgeguardError, InferenceError, ModelLoadError, UnsupportedOpError
 from edgeguard.vetting._probe import Probe, coverage_problems, load_probe, model_info_with_overrides
 from edgeguard.vetting._thresholds import likelihood, load_thresholds, margin
+from edgeguard.vetting.augment import draw_seed
+from edgeguard.vetting.consistency import ConsistencySettings, consistency_test
 from edgeguard.vetting.finetune import STATISTICS, FinetuneSettings, finetune_test
-from edgeguard.vetting.leakage import LeakageSettings, leakage_audit
+from edgeguard.vetting.leakage import LeakageResult, LeakageSettings, leakage_audit, paired_excess
+from edgeguard.vetting.reference import ReferenceSettings, train_reference
 from edgeguard.vetting.report import Finding, TestResult, VetReport
-from edgeguard.vetting.static import DEFAULT_MAX_TENSOR_BYTES, DEFAULT_MAX_TOTAL_BYTES, _audit, file_sha256
+from edgeguard.vetting.static import DEFAULT_MAX_TENSOR_BYTES, DEFAULT_MAX_TOTAL_BYTES, _audit
+from edgeguard.vetting.verdict import decide
 
-__all__ = ["vet", "TESTS", "DEFAULT_MIN_PER_CLASS"]
+__all__ = ["vet", "TESTS", "DEFAULT_TESTS", "DEFAULT_MIN_PER_CLASS"]
 
 logger = logging.getLogger("edgeguard.vetting")
 
-#: The behavioural tests, in the order they run.
-TESTS = ("leakage", "finetune")
+#: Every behavioural test, in the order they run.
+TESTS = ("consistency", "leakage", "finetune")
+#: What ``vet`` runs by default: the fine-tune test adds nothing to the calibrated verdict
+#: (weight 0, see thresholds.json) and costs about half the time, so it runs on request only.
+DEFAULT_TESTS = ("consistency", "leakage")
 #: Fewest probe samples per class (per attribute value) for a conclusive verdict.
 DEFAULT_MIN_PER_CLASS = 10
 #: Largest max-abs difference (relative to the output scale) allowed between the
 #: fine-tune interpreter and onnxruntime before the fine-tune test is distrusted.
 _PARITY_TOLERANCE = 1e-3
+#: Rows per onnxruntime call when the vet runs the model on many images.
+_CHUNK = 512
 _FINETUNE_KNOBS = {f"finetune_{name}": name for name in FinetuneSettings.__dataclass_fields__}
 _LEAKAGE_KNOBS = {f"leakage_{name}": name for name in LeakageSettings.__dataclass_fields__}
+_REFERENCE_KNOBS = {f"reference_{name}": name for name in ReferenceSettings.__dataclass_fields__}
 
 
 def vet(
@@ -41,7 +51,8 @@ def vet(
     probe_data: str | os.PathLike | Dataset,
     *,
     seed: int = 0,
-    tests: Sequence[str] = TESTS,
+    augment_seed: int | None = None,
+    tests: Sequence[str] = DEFAULT_TESTS,
     probe_limit: int | None = None,
     min_per_class: int = DEFAULT_MIN_PER_CLASS,
     class_names: Sequence[str] | None = None,
@@ -50,6 +61,9 @@ def vet(
     output_kind: str | None = None,
     task_type: str | None = None,
     thresholds: str | os.PathLike | dict[str, Any] | None = None,
+    release: str | None = None,
+    reference_models: Sequence[str | os.PathLike] = (),
+    reference_data: str | os.PathLike | Dataset | None = None,
     max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
     max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
     progress: Callable[[str], None] | None = None,
@@ -57,17 +71,21 @@ def vet(
 ) -> VetReport:
     """Vet an ONNX classifier before any of its outputs is shared.
 
-    ``probe_data`` is a labelled sample of the claimed task: a folder with one subfolder
-    per class, an ``.npz`` with ``x`` and ``y``, a folder with an IDX pair, or a
-    :class:`~edgeguard.data.Dataset`. It is preprocessed from the model's metadata
-    (input shape, channels, pixel range), which ``class_names`` ... ``task_type`` override.
+    ``probe_data`` is a sample of the claimed task: a folder with one subfolder per
+    class, an ``.npz`` with ``x`` and ``y``, a folder with an IDX pair, or a
+    :class:`~edgeguard.data.Dataset`. Labels are used for the coverage check, the
+    accuracy and the fine-tune test; the leakage audit needs none and queries augmented
+    copies of the images (``augment_seed``: None draws a fresh seed from the OS, recorded
+    in the report). 1000 images (100 per class) are enough.
 
-    Test knobs: ``finetune_<field>`` for every field of :class:`FinetuneSettings`
-    (``finetune_steps``, ``finetune_learning_rate``, ``finetune_optimiser``,
-    ``finetune_batch_size``, ``finetune_train_samples``, ``finetune_eval_samples``,
-    ``finetune_statistic``) and ``leakage_<field>`` for :class:`LeakageSettings`
-    (``leakage_fit_samples``, ``leakage_eval_samples``, ``leakage_neighbours``,
-    ``leakage_decoder``, ...). Defaults come from the detection benchmark.
+    ``release`` (a filter spec, :func:`edgeguard.filters.parse_filter_spec`) audits the
+    outputs SafeModel will release with those filters, next to the raw outputs.
+    ``reference_models`` (honest models of the same architecture) and ``reference_data``
+    (labelled data on which the vetted graph is re-initialised and trained honestly)
+    give the architecture-matched comparison; the verdict then uses the excess leakage.
+
+    Knobs: ``leakage_<field>`` (:class:`LeakageSettings`), ``finetune_<field>``
+    (:class:`FinetuneSettings`), ``reference_<field>`` (:class:`ReferenceSettings`).
 
     Raises :class:`ModelLoadError` when there is no file at ``model_path`` and the
     errors of the probe loaders for a bad probe set; everything wrong with the file
@@ -79,39 +97,51 @@ def vet(
     if unknown_tests:
         raise ValueError(f"expected tests among {TESTS}, got {unknown_tests}")
     table = load_thresholds(thresholds)
-    finetune_settings, leakage_settings = _settings(knobs, table)
+    finetune_settings, leakage_settings, reference_settings = _settings(knobs, table)
     path = Path(model_path)
     if not path.is_file():
         raise ModelLoadError(f"expected an ONNX file at {path}, but there is none; check the path")
-    sha256 = file_sha256(path)  # the bytes; external data is folded in below once it is known to be safe
+    if augment_seed is None:
+        augment_seed = draw_seed()
+    release_spec = _parse_release(release)
     settings_record = {
         "seed": seed,
+        "augment_seed": augment_seed,
         "tests": list(tests),
         "probe_limit": probe_limit,
         "min_per_class": min_per_class,
+        "release": release_spec.text if release_spec is not None else None,
+        "reference_models": [str(p) for p in reference_models],
+        "reference_data": None if reference_data is None else str(reference_data),
         "finetune": _as_dict(finetune_settings),
         "leakage": _as_dict(leakage_settings),
+        "reference": _as_dict(reference_settings),
     }
     report = VetReport(
         model_path=str(path),
-        model_sha256=sha256,
+        model_sha256="",
         verdict="inconclusive",
         thresholds=_threshold_record(table),
         settings=settings_record,
         edgeguard_version=_version(),
+        thresholds_sha256=table["sha256"],
     )
 
     say(f"static audit of {path}")
     findings, _ = _audit(path, max_tensor_bytes, max_total_bytes)
     report.findings = findings
     if report.critical:
+        report.model_sha256 = _file_digest(path)
         report.reasons.append("a critical finding stopped the vet: the file was not run")
         return _finish(report, started)
-    report.model_sha256 = _binding_digest(path, sha256)
-
-    from edgeguard.model_info import load_onnx
-
-    model = load_onnx(path)  # external data, now known to stay inside the folder
+    try:
+        loaded = _load(path, max_tensor_bytes, max_total_bytes)
+    except EdgeguardError as error:
+        report.model_sha256 = _file_digest(path)
+        report.findings.append(Finding("load-failed", "critical", str(error), "", str(path)))
+        report.reasons.append("the file could not be loaded: nothing was vetted")
+        return _finish(report, started)
+    report.model_sha256 = loaded.sha256  # the digest of the very bytes parsed and run below
     overrides = {
         "class_names": class_names,
         "input_shape": input_shape,
@@ -119,7 +149,7 @@ def vet(
         "output_kind": output_kind,
         "task_type": task_type,
     }
-    info = model_info_with_overrides(model, overrides)
+    info = model_info_with_overrides(loaded.proto, overrides)
     report.model = info.to_dict()
     say(f"loading the probe set {probe_data if not isinstance(probe_data, Dataset) else '<Dataset>'}")
     probe = load_probe(probe_data, info, limit=probe_limit, seed=seed)
@@ -127,7 +157,9 @@ def vet(
 
     say(f"running the model on {len(probe)} probe samples (onnxruntime)")
     try:
-        outputs = _run_onnxruntime(model, info, probe.inputs)
+        session = _session(loaded.serialized)
+        run_inputs = _runner(session, info)
+        outputs = run_inputs(probe.inputs)
     except InferenceError as error:
         report.findings.append(
             Finding(
@@ -143,206 +175,290 @@ def vet(
     report.findings += _output_findings(outputs, info)
     report.capacity_bits = _capacity(info)
     report.probe["accuracy"] = _accuracy(outputs, probe.labels, info.task_type)
-
     problems = coverage_problems(probe, info.task_type, min_per_class)
     report.reasons += problems
+    report.checked = {"runtime": "onnxruntime", "providers": ["CPUExecutionProvider"], "batch_sizes": []}
 
+    if "consistency" in tests:
+        report.tests["consistency"] = _run_consistency(session, info, probe, seed, say, report)
     if "leakage" in tests:
-        report.tests["leakage"] = _run_leakage(outputs, probe, info, leakage_settings, table, seed, say)
+        report.tests["leakage"] = _run_leakage(
+            loaded, run_inputs, probe, info, leakage_settings, reference_settings, table, seed, augment_seed,
+            reference_models, reference_data, max_tensor_bytes, max_total_bytes, say, report,
+        )
+        if release_spec is not None:
+            report.release = _run_release(release_spec, run_inputs, probe, info, leakage_settings, seed, augment_seed, report)
+    report.checked["release"] = release_spec.text if release_spec is not None else None
     if "finetune" in tests:
-        report.tests["finetune"] = _run_finetune(model, outputs, probe, info, finetune_settings, table, seed, say)
-        parity = report.tests["finetune"].details.get("interpreter_max_abs_diff")
-        if report.tests["finetune"].status == "skipped" and parity is not None:
-            report.findings.append(
-                Finding(
-                    "interpreter-mismatch",
-                    "high",
-                    f"the fine-tune interpreter and onnxruntime disagree on this model (max abs diff {parity:.3g})",
-                    "the fine-tune test was skipped; report the model to the edgeguard maintainers",
-                    str(path),
-                )
-            )
-        if report.tests["finetune"].reason.startswith("unsupported"):
-            report.findings.append(
-                Finding(
-                    "finetune-unsupported",
-                    "medium",
-                    report.tests["finetune"].reason,
-                    "the verdict rests on the leakage audit alone; ask for a standard-operator export",
-                    str(path),
-                )
-            )
-    _decide(report, table, problems)
+        report.tests["finetune"] = _run_finetune(loaded.proto, outputs, probe, info, finetune_settings, table, seed, say)
+        _finetune_findings(report, path)
+    decide(report, table, problems)
     return _finish(report, started)
 
 
-# -- helpers -------------------------------------------------------------------------------
+# -- loading and running ------------------------------------------------------------------------
 
 
-def _settings(knobs: dict[str, Any], table: dict[str, Any]) -> tuple[FinetuneSettings, LeakageSettings]:
-    """Test settings: the calibrated ones from the thresholds file, then the caller's knobs."""
-    unknown = sorted(set(knobs) - set(_FINETUNE_KNOBS) - set(_LEAKAGE_KNOBS))
-    if unknown:
-        raise TypeError(
-            f"expected test knobs among {sorted(_FINETUNE_KNOBS) + sorted(_LEAKAGE_KNOBS)}, got unknown {unknown}"
-        )
-    finetune = dict(table["tests"]["finetune"].get("settings", {}))
-    leakage = dict(table["tests"]["leakage"].get("settings", {}))
-    finetune.update({_FINETUNE_KNOBS[k]: v for k, v in knobs.items() if k in _FINETUNE_KNOBS and v is not None})
-    leakage.update({_LEAKAGE_KNOBS[k]: v for k, v in knobs.items() if k in _LEAKAGE_KNOBS and v is not None})
-    return FinetuneSettings(**finetune), LeakageSettings(**leakage)
+def _load(path: Path, max_tensor_bytes: int, max_total_bytes: int) -> Any:
+    """Read, check and hash the file once (edgeguard.model_file.load_model)."""
+    from edgeguard.model_file import load_model
+
+    return load_model(
+        path,
+        allow_dynamic_ops=True,  # the static audit has reported them; the vet only runs bounded probes
+        require_info=False,
+        max_tensor_bytes=max_tensor_bytes,
+        max_total_bytes=max_total_bytes,
+    )
 
 
-def _as_dict(settings: Any) -> dict[str, Any]:
-    return {name: getattr(settings, name) for name in settings.__dataclass_fields__}
+def _file_digest(path: Path) -> str:
+    import hashlib
 
-
-def _binding_digest(path: Path, fallback: str) -> str:
-    """The digest SafeModel binds verdicts to (external data folded in), or the file's bytes."""
     try:
-        from edgeguard.safe_model import model_sha256
-    except ImportError:  # pragma: no cover - safe_model is part of the package
-        return fallback
-    try:
-        return model_sha256(path)
-    except (OSError, EdgeguardError):
-        return fallback
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return "0" * 64
 
 
-def _version() -> str:
-    try:
-        from edgeguard import __version__
-
-        return __version__
-    except ImportError:  # pragma: no cover
-        return ""
-
-
-def _threshold_record(table: dict[str, Any]) -> dict[str, Any]:
-    keep = ("file", "source", "generated", "provenance", "caveats", "combined")
-    record = {key: table[key] for key in keep if key in table}
-    record["tests"] = {
-        name: {k: v for k, v in entry.items() if k != "settings"} for name, entry in table["tests"].items()
-    }
-    return record
-
-
-def _run_onnxruntime(model: Any, info: Any, inputs: np.ndarray, batch: int = 500) -> np.ndarray:
+def _session(serialized: bytes) -> Any:
     import onnxruntime as ort
 
     try:
         options = ort.SessionOptions()
         options.intra_op_num_threads = min(2, os.cpu_count() or 1)
         options.log_severity_level = 3
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        chunks = [session.run(None, {name: inputs[i : i + batch]})[0] for i in range(0, len(inputs), batch)]
+        # idle onnxruntime threads must not spin: the audit's linear algebra runs between model calls
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return ort.InferenceSession(serialized, options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own exception types
-        raise InferenceError(f"expected onnxruntime to run the model, got an error: {error}") from None
-    outputs = np.concatenate(chunks).astype(np.float64)
-    if outputs.ndim != 2 or outputs.shape[1] != info.num_classes:
-        raise InferenceError(
-            f"expected outputs of shape (N, {info.num_classes}) (one score per class), got {outputs.shape}"
-        )
-    return outputs
+        raise InferenceError(f"expected onnxruntime to load the model, got an error: {error}") from None
 
 
-def _output_findings(outputs: np.ndarray, info: Any) -> list[Finding]:
-    findings = []
-    if not np.all(np.isfinite(outputs)):
-        findings.append(
-            Finding("non-finite-outputs", "high", "the model outputs NaN or inf on probe samples", "", "output")
-        )
-    elif info.output_kind == "probabilities" and info.task_type == "multiclass":
-        sums = outputs.sum(axis=1)
-        if np.max(np.abs(sums - 1.0)) > 1e-3 or outputs.min() < -1e-6:
-            findings.append(
-                Finding(
-                    "not-probabilities",
-                    "medium",
-                    f"the model declares probabilities, but its outputs sum to {sums.min():.4g}..{sums.max():.4g}",
-                    "treat the outputs as raw scores (--output-kind logits) and apply a Softmax filter",
-                    "output",
-                )
+def _runner(session: Any, info: Any, chunk: int = _CHUNK) -> Callable[[np.ndarray], np.ndarray]:
+    """Model inputs -> (N, K) float64 outputs, in chunks of ``chunk`` rows."""
+    name = session.get_inputs()[0].name
+
+    def run(inputs: np.ndarray) -> np.ndarray:
+        try:
+            chunks = [session.run(None, {name: inputs[i : i + chunk]})[0] for i in range(0, len(inputs), chunk)]
+        except Exception as error:  # onnxruntime raises its own exception types
+            raise InferenceError(f"expected onnxruntime to run the model, got an error: {error}") from None
+        outputs = np.concatenate(chunks).astype(np.float64)
+        if outputs.ndim != 2 or outputs.shape[1] != info.num_classes:
+            raise InferenceError(
+                f"expected outputs of shape (N, {info.num_classes}) (one score per class), got {outputs.shape}"
             )
-    return findings
+        return outputs
+
+    return run
 
 
-def _capacity(info: Any) -> float | str:
-    """Bits one raw output row can carry: unbounded for raw floats."""
+def _scaler(info: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """Images in [0, 1] -> model inputs in the declared pixel range."""
+    low, high = (float(v) for v in info.pixel_range)
+    if (low, high) == (0.0, 1.0):
+        return lambda images: np.ascontiguousarray(images, dtype=np.float32)
+    return lambda images: np.ascontiguousarray(low + images * (high - low), dtype=np.float32)
+
+
+# -- the tests ----------------------------------------------------------------------------------
+
+
+def _run_consistency(session: Any, info: Any, probe: Probe, seed: int, say: Callable, report: VetReport) -> TestResult:
+    say("consistency test (batch 1 vs batched, shuffled, repeated rows)")
+    exact = _runner(session, info, chunk=1 << 30)
+    started = time.perf_counter()
     try:
-        from edgeguard.metrics import capacity_bits
-
-        bits = capacity_bits([], info.num_classes)
-    except ImportError:
-        return "unbounded"
-    return "unbounded" if math.isinf(bits) else float(bits)
-
-
-def _accuracy(outputs: np.ndarray, labels: np.ndarray, task_type: str) -> float:
-    if task_type == "multilabel":
-        threshold = 0.5 if outputs.min() >= 0 and outputs.max() <= 1 else 0.0
-        return float(((outputs > threshold) == (labels > 0.5)).mean())
-    return float((outputs.argmax(axis=1) == labels).mean())
-
-
-def _scored(name: str, score: float, details: dict[str, Any], table: dict[str, Any], seconds: float) -> TestResult:
-    entry = table["tests"][name]
-    value = likelihood(score, entry)
+        result = consistency_test(probe.inputs, exact, settings=ConsistencySettings(), seed=seed)
+    except InferenceError as error:
+        report.findings.append(
+            Finding(
+                "batch-dependent-outputs",
+                "high",
+                f"the model runs on some batch sizes and fails on others: {error}",
+                "do not use this model; it behaves differently depending on how it is called",
+                "input",
+            )
+        )
+        return TestResult("consistency", "failed", reason=str(error), seconds=time.perf_counter() - started)
+    details = result.to_dict()
+    if result.consistent:
+        report.checked["batch_sizes"] = list(result.batch_sizes)
+        report.checked["max_batch"] = max(result.batch_sizes)
+    else:
+        report.findings.append(
+            Finding(
+                "batch-dependent-outputs",
+                "high",
+                f"per-row outputs change with the batch ({result.worst_case}: max difference "
+                f"{result.max_difference:.3g} of the output scale): the model can show the vet one behaviour "
+                "and an app calling it one image at a time another",
+                "do not use this model; an honest classifier's row outputs do not depend on the other rows",
+                "output",
+            )
+        )
     return TestResult(
-        name=name,
-        status="ran",
-        score=float(score),
-        threshold=float(entry["threshold"]),
-        higher_is_vicious=bool(entry["higher_is_vicious"]),
-        flagged=margin(score, entry) > 0,
-        likelihood=value,
-        seconds=seconds,
+        "consistency",
+        "ran",
+        score=result.max_difference,
+        flagged=not result.consistent,
+        seconds=time.perf_counter() - started,
         details=details,
     )
 
 
-def _calibration_note(settings: Any, entry: dict[str, Any]) -> str:
-    calibrated = entry.get("settings")
-    if not calibrated:
-        return ""
-    mine = _as_dict(settings)
-    differ = {k: (mine[k], v) for k, v in calibrated.items() if k in mine and mine[k] != v}
-    if not differ:
-        return ""
-    return "threshold calibrated with other settings: " + ", ".join(
-        f"{k}={a!r} (calibrated {b!r})" for k, (a, b) in differ.items()
+def _audit_with(
+    run_images: Callable[[np.ndarray], np.ndarray],
+    probe: Probe,
+    kind: str,
+    task_type: str,
+    settings: LeakageSettings,
+    seed: int,
+    augment_seed: int,
+) -> LeakageResult:
+    return leakage_audit(
+        probe.images, run_images, output_kind=kind, task_type=task_type, settings=settings, seed=seed,
+        augment_seed=augment_seed, labels=probe.labels,
     )
 
 
 def _run_leakage(
-    outputs: np.ndarray, probe: Probe, info: Any, settings: LeakageSettings, table: dict, seed: int, say: Callable
+    loaded: Any,
+    run_inputs: Callable,
+    probe: Probe,
+    info: Any,
+    settings: LeakageSettings,
+    reference_settings: ReferenceSettings,
+    table: dict,
+    seed: int,
+    augment_seed: int,
+    reference_models: Sequence[str | os.PathLike],
+    reference_data: Any,
+    max_tensor_bytes: int,
+    max_total_bytes: int,
+    say: Callable,
+    report: VetReport,
 ) -> TestResult:
-    needed = settings.fit_samples + settings.eval_samples
-    if len(probe) < needed:
+    if len(probe) < settings.min_samples:
         return TestResult(
             "leakage",
             "skipped",
-            reason=f"probe set too small: the leakage audit needs {needed} samples "
-            f"({settings.fit_samples} + {settings.eval_samples}), got {len(probe)}",
+            reason=f"probe set too small: the leakage audit needs at least {settings.min_samples} images, got {len(probe)}",
         )
-    say(f"leakage audit ({settings.decoder}, {settings.fit_samples} fit / {settings.eval_samples} scored)")
+    scale = _scaler(info)
+    say(f"leakage audit ({settings.decoder}, {len(probe)} images x {settings.augmentations + 2} queries)")
     started = time.perf_counter()
-    details = leakage_audit(
-        outputs, probe.images, output_kind=info.output_kind, task_type=info.task_type, settings=settings, seed=seed
-    )
-    entry = table["tests"]["leakage"]
-    score = details.pop("score")
-    details["psnr_gain_db"] = score
-    if entry.get("statistic") == "entropy_adjusted_gain_db":
-        # less confident models reveal more even when honest: discount the gain by the calibrated
-        # slope of the honest models' gain on their mean output entropy
-        score = score - float(entry["entropy_slope"]) * details["mean_entropy"]
-    result = _scored("leakage", score, details, table, time.perf_counter() - started)
-    note = _calibration_note(settings, entry)
+    try:
+        mine = _audit_with(lambda x: run_inputs(scale(x)), probe, info.output_kind, info.task_type, settings, seed, augment_seed)
+    except InferenceError as error:
+        return TestResult("leakage", "failed", reason=str(error), seconds=time.perf_counter() - started)
+    details = mine.to_dict()
+    references: list[LeakageResult] = []
+    records: list[dict[str, Any]] = []
+    for reference in reference_models:
+        say(f"leakage audit of the reference model {reference}")
+        try:
+            ref_loaded = _load(Path(reference), max_tensor_bytes, max_total_bytes)
+            ref_info = model_info_with_overrides(ref_loaded.proto, {"input_shape": info.input_shape, "class_names": info.class_names})
+            ref_run = _runner(_session(ref_loaded.serialized), ref_info)
+            ref_scale = _scaler(ref_info)
+            result = _audit_with(
+                lambda x, r=ref_run, s=ref_scale: r(s(x)), probe, ref_info.output_kind, ref_info.task_type, settings, seed,
+                augment_seed,
+            )
+        except EdgeguardError as error:
+            raise ModelLoadError(f"expected a usable reference model at {reference}, got an error: {error}") from None
+        references.append(result)
+        records.append({"kind": "supplied", "path": str(reference), "sha256": ref_loaded.sha256, "gain_db": result.gain_db})
+    if reference_data is not None:
+        say(f"training an honest reference of this architecture on {reference_data}")
+        labelled = load_probe(reference_data, info, seed=seed)
+        try:
+            ref_run, record = train_reference(
+                loaded.proto, labelled.inputs, labelled.labels, output_kind=info.output_kind, task_type=info.task_type,
+                settings=reference_settings, seed=seed,
+            )
+            result = _audit_with(lambda x: ref_run(scale(x)), probe, info.output_kind, info.task_type, settings, seed, augment_seed)
+            references.append(result)
+            record["gain_db"] = result.gain_db
+            records.append(record)
+        except (UnsupportedOpError, RuntimeError) as error:
+            records.append({"kind": "trained", "error": _short(error)})
+            report.findings.append(
+                Finding(
+                    "reference-training-failed",
+                    "medium",
+                    f"the vetted graph could not be re-trained as an honest reference: {_short(error)}",
+                    "supply an honest model of this architecture with --reference-model",
+                    "graph",
+                )
+            )
+    entry_name = "leakage"
+    score = mine.gain_db
+    if references:
+        excess, low, high = paired_excess(mine, references, np.random.default_rng([seed, 11]), settings.bootstrap)
+        details.update(
+            excess_gain_db=excess,
+            excess_ci95_db=[low, high],
+            reference_gain_db=float(np.median([r.gain_db for r in references])),
+            references=records,
+        )
+        if "leakage_excess" in table["tests"]:
+            entry_name, score = "leakage_excess", excess
+    details["threshold_entry"] = entry_name
+    details["statistic"] = "excess_gain_db" if entry_name == "leakage_excess" else "gain_db"
+    result = _scored("leakage", score, details, table, time.perf_counter() - started, entry_name)
+    note = _calibration_note(settings, table["tests"]["leakage"])
     if note:
         result.details["calibration_note"] = note
     return result
+
+
+def _parse_release(release: Any) -> Any:
+    if release is None:
+        return None
+    from edgeguard.filters import parse_filter_spec
+
+    return parse_filter_spec(release) if isinstance(release, str) else release
+
+
+def _run_release(
+    spec: Any, run_inputs: Callable, probe: Probe, info: Any, settings: LeakageSettings, seed: int, augment_seed: int,
+    report: VetReport,
+) -> dict[str, Any]:
+    """Leakage of exactly what SafeModel releases with ``spec``, next to the raw outputs and the capacity bound."""
+    from edgeguard.filters import FilterPipeline
+
+    raw = report.tests.get("leakage")
+    record: dict[str, Any] = {
+        "spec": spec.text,
+        "raw_gain_db": raw.details.get("gain_db") if raw is not None and raw.status == "ran" else None,
+    }
+    if spec.is_raw:
+        record.update(capacity_bits="unbounded", gain_db=record["raw_gain_db"], kind=info.output_kind)
+        return record
+    pipeline = FilterPipeline(spec.build(), input_kind=info.output_kind, task_type=info.task_type)
+    bits = pipeline.capacity_bits(info.num_classes)
+    record["capacity_bits"] = "unbounded" if math.isinf(bits) else float(bits)
+    released = pipeline.domains(info.num_classes)[-1]
+    record["kind"] = "labels" if released.terminal else released.kind
+    if released.terminal:
+        record.update(gain_db=0.0, gain_ci95_db=[0.0, 0.0], note="labels only: nothing beyond the label is released")
+        return record
+    scale = _scaler(info)
+    rng = np.random.default_rng([augment_seed, 3])
+    kind = "probabilities" if released.kind == "probabilities" else "logits"
+    try:
+        result = _audit_with(
+            lambda x: np.asarray(pipeline(run_inputs(scale(x)).astype(np.float32), rng), dtype=np.float64),
+            probe, kind, info.task_type, settings, seed, augment_seed,
+        )
+    except EdgeguardError as error:
+        record["error"] = str(error)
+        return record
+    record.update(gain_db=result.gain_db, gain_ci95_db=[result.ci_low_db, result.ci_high_db])
+    return record
 
 
 def _run_finetune(
@@ -430,69 +546,148 @@ def _run_finetune(
     return result
 
 
+def _finetune_findings(report: VetReport, path: Path) -> None:
+    test = report.tests["finetune"]
+    parity = test.details.get("interpreter_max_abs_diff")
+    if test.status == "skipped" and parity is not None:
+        report.findings.append(
+            Finding(
+                "interpreter-mismatch",
+                "high",
+                f"the fine-tune interpreter and onnxruntime disagree on this model (max abs diff {parity:.3g})",
+                "the fine-tune test was skipped; report the model to the edgeguard maintainers",
+                str(path),
+            )
+        )
+    if test.reason.startswith("unsupported"):
+        report.findings.append(
+            Finding(
+                "finetune-unsupported",
+                "medium",
+                test.reason,
+                "the verdict rests on the leakage audit alone; ask for a standard-operator export",
+                str(path),
+            )
+        )
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _settings(
+    knobs: dict[str, Any], table: dict[str, Any]
+) -> tuple[FinetuneSettings, LeakageSettings, ReferenceSettings]:
+    """Test settings: the calibrated ones from the thresholds file, then the caller's knobs."""
+    known = set(_FINETUNE_KNOBS) | set(_LEAKAGE_KNOBS) | set(_REFERENCE_KNOBS)
+    unknown = sorted(set(knobs) - known)
+    if unknown:
+        raise TypeError(f"expected test knobs among {sorted(known)}, got unknown {unknown}")
+    finetune = dict(table["tests"]["finetune"].get("settings", {}))
+    leakage = dict(table["tests"]["leakage"].get("settings", {}))
+    reference = dict(table.get("reference", {}).get("settings", {}))
+    finetune.update({_FINETUNE_KNOBS[k]: v for k, v in knobs.items() if k in _FINETUNE_KNOBS and v is not None})
+    leakage.update({_LEAKAGE_KNOBS[k]: v for k, v in knobs.items() if k in _LEAKAGE_KNOBS and v is not None})
+    reference.update({_REFERENCE_KNOBS[k]: v for k, v in knobs.items() if k in _REFERENCE_KNOBS and v is not None})
+    return FinetuneSettings(**finetune), LeakageSettings(**leakage), ReferenceSettings(**reference)
+
+
+def _as_dict(settings: Any) -> dict[str, Any]:
+    return {name: getattr(settings, name) for name in settings.__dataclass_fields__}
+
+
+def _version() -> str:
+    try:
+        from edgeguard import __version__
+
+        return __version__
+    except ImportError:  # pragma: no cover
+        return ""
+
+
+def _threshold_record(table: dict[str, Any]) -> dict[str, Any]:
+    keep = ("file", "sha256", "source", "generated", "provisional", "caveats", "combined")
+    record = {key: table[key] for key in keep if key in table}
+    record["tests"] = {
+        name: {k: v for k, v in entry.items() if k != "settings"} for name, entry in table["tests"].items()
+    }
+    return record
+
+
+def _output_findings(outputs: np.ndarray, info: Any) -> list[Finding]:
+    findings = []
+    if not np.all(np.isfinite(outputs)):
+        findings.append(
+            Finding("non-finite-outputs", "high", "the model outputs NaN or inf on probe samples", "", "output")
+        )
+    elif info.output_kind == "probabilities" and info.task_type == "multiclass":
+        sums = outputs.sum(axis=1)
+        if np.max(np.abs(sums - 1.0)) > 1e-3 or outputs.min() < -1e-6:
+            findings.append(
+                Finding(
+                    "not-probabilities",
+                    "medium",
+                    f"the model declares probabilities, but its outputs sum to {sums.min():.4g}..{sums.max():.4g}",
+                    "treat the outputs as raw scores (--output-kind logits) and apply a Softmax filter",
+                    "output",
+                )
+            )
+    return findings
+
+
+def _capacity(info: Any) -> float | str:
+    """Bits one raw output row can carry: unbounded for raw floats."""
+    try:
+        from edgeguard.metrics import capacity_bits
+
+        bits = capacity_bits([], info.num_classes)
+    except ImportError:
+        return "unbounded"
+    return "unbounded" if math.isinf(bits) else float(bits)
+
+
+def _accuracy(outputs: np.ndarray, labels: np.ndarray, task_type: str) -> float:
+    if task_type == "multilabel":
+        threshold = 0.5 if outputs.min() >= 0 and outputs.max() <= 1 else 0.0
+        return float(((outputs > threshold) == (labels > 0.5)).mean())
+    return float((outputs.argmax(axis=1) == labels).mean())
+
+
+def _scored(
+    name: str, score: float, details: dict[str, Any], table: dict[str, Any], seconds: float, entry_name: str | None = None
+) -> TestResult:
+    entry = table["tests"][entry_name or name]
+    return TestResult(
+        name=name,
+        status="ran",
+        score=float(score),
+        threshold=float(entry["threshold"]),
+        higher_is_vicious=bool(entry["higher_is_vicious"]),
+        flagged=margin(score, entry) > 0,
+        likelihood=likelihood(score, entry),
+        seconds=seconds,
+        details=details,
+    )
+
+
+def _calibration_note(settings: Any, entry: dict[str, Any]) -> str:
+    calibrated = entry.get("settings")
+    if not calibrated:
+        return ""
+    mine = _as_dict(settings)
+    differ = {k: (mine[k], v) for k, v in calibrated.items() if k in mine and mine[k] != v}
+    if not differ:
+        return ""
+    return "threshold calibrated with other settings: " + ", ".join(
+        f"{k}={a!r} (calibrated {b!r})" for k, (a, b) in differ.items()
+    )
+
+
 def _short(error: Exception) -> str:
     """The 'got ...' part of an "expected X, got Y; fix" message (the list of supported ops is long)."""
     text = str(error)
     if "got " in text:
         text = "got " + text.split("got ", 1)[1]
     return text.split(";", 1)[0]
-
-
-def _decide(report: VetReport, table: dict[str, Any], problems: list[str]) -> None:
-    """Combine the test results into the verdict and likelihood (rule in thresholds.json)."""
-    combined = table.get("combined", {})
-    weights: dict[str, float] = combined.get("weights", {name: 1.0 for name in TESTS})
-    ran = {
-        name: t
-        for name, t in report.tests.items()
-        if t.status == "ran" and t.score is not None and t.threshold is not None
-    }
-    required = [name for name in combined.get("required", ["leakage"]) if name in report.settings["tests"]]
-    if ran:
-        total = float(combined.get("bias", 0.0))
-        for name, test in ran.items():
-            total += float(weights.get(name, 0.0)) * margin(test.score, table["tests"][name])
-        total = max(-50.0, min(50.0, total))
-        report.likelihood = 1.0 / (1.0 + math.exp(-total))
-    flagged = [name for name, t in ran.items() if t.flagged and weights.get(name, 0.0) > 0]
-    for name, test in ran.items():
-        test.details["used_in_verdict"] = float(weights.get(name, 0.0)) != 0.0
-        if not test.details["used_in_verdict"]:
-            test.reason = test.reason or "informational: weight 0 in the combined verdict (see the thresholds file)"
-    cutoff = float(combined.get("likelihood_threshold", 0.5))
-    for name, test in report.tests.items():
-        if test.status != "ran":
-            report.reasons.append(f"{name} test {test.status}: {test.reason}")
-    if problems:
-        report.verdict = "inconclusive"
-        report.reasons.insert(0, "the probe set does not cover the claimed task, so no verdict is given")
-        return
-    if report.likelihood is not None and report.likelihood >= cutoff:
-        report.verdict = "vicious"
-        report.reasons.insert(
-            0,
-            f"combined likelihood {report.likelihood:.3f} >= {cutoff} "
-            f"(tests past their threshold: {', '.join(flagged) or 'none'})",
-        )
-        return
-    missing = [name for name in required if name not in ran]
-    blinding = [f for f in report.findings if f.severity in ("high", "critical")]
-    if missing or report.likelihood is None:
-        if missing:
-            report.reasons.insert(0, f"required test(s) did not run: {', '.join(missing)}")
-        report.verdict = "inconclusive"
-        return
-    if blinding:
-        report.verdict = "inconclusive"
-        report.reasons.insert(
-            0,
-            "the tests passed, but high-severity findings ("
-            + ", ".join(sorted({f.code for f in blinding}))
-            + ") mean they may not see what the model does",
-        )
-        return
-    report.verdict = "honest"
-    report.reasons.insert(0, f"combined likelihood {report.likelihood:.3f} < {cutoff}")
 
 
 def _finish(report: VetReport, started: float) -> VetReport:

@@ -1,69 +1,82 @@
 """Black-box leakage audit: how much more than the label do a model's outputs reveal?
 
-The audit needs only the outputs the user would share. On one part of the probe set it
-fits a simple client-side decoder from outputs to pixels (kernel ridge regression with an
-RBF kernel, k nearest neighbours via ``scipy.spatial.cKDTree``, or linear ridge, on
-standardised outputs; numpy/scipy only); on the other part it compares that decoder's
-reconstructions with the label-only baseline (the mean probe image of the predicted
-class). An honest model's outputs say little beyond the class and how similar the image
-is to the other classes, so the decoder beats the baseline by a little; a vicious model's
-outputs were trained to carry the image, so it beats it by more. The score is the gain in
-PSNR (dB) over the baseline; ``mean_entropy`` of the outputs is returned too because less
-confident honest models reveal more (the calibrated verdict discounts the gain by it),
-and SSIM and the paper's reconstruction risk R of both decoders are reported.
+The audit needs only the model (run locally, so queries are free) and unlabelled
+in-domain images. It splits the probe images into folds; for each fold it fits a simple
+client-side decoder (scikit-learn kernel ridge regression with an RBF kernel, k nearest
+neighbours, or linear ridge) from outputs to pixels on augmented copies of the other
+folds' images (:mod:`edgeguard.vetting.augment`), and scores it on fresh augmented copies
+of the fold's images against the label-only baseline (the mean fitting image of the
+image's class: the probe label, so the baseline depends neither on the model's mistakes
+nor on any reparametrisation of its outputs; the predicted class when no labels are
+given). The decoder itself never sees a label. The score is the gain in PSNR (dB) of the decoder over that baseline,
+pooled over every scored image, with a bootstrap interval.
 
-Output space: probabilities are mapped back to log space (centred log-ratio, the softmax's
-inverse up to a constant), logits are centred the same way, so the logits and softmax
-settings of one model give the same features (up to float precision); each feature is
-then standardised on the fitting part.
+Canonical features (the statistic is exactly invariant to every reparametrisation that
+keeps the information: a temperature, per-class constant shifts, logits vs softmax vs
+log-softmax): row-centred log-probabilities (log-softmax minus its row mean, which equals
+the centred logits for all those forms), then the fitting set's per-feature mean removed
+and ONE global scale (the root mean square of the centred fitting features) divided out.
+A temperature T multiplies every feature by 1/T and is divided out by the global scale; a
+per-class shift is removed by the per-feature mean.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from edgeguard.errors import DataError
+from edgeguard.vetting.augment import AugmentSettings, augment
 
 __all__ = [
     "LeakageSettings",
+    "LeakageResult",
+    "canonical_features",
     "output_features",
     "leakage_audit",
     "knn_reconstruct",
     "kernel_ridge_reconstruct",
     "ridge_reconstruct",
     "label_only_reconstruct",
-    "mean_entropy",
+    "DECODERS",
 ]
 
 #: Probabilities below this are clamped before taking logs (smallest normal float32).
 PROBABILITY_FLOOR = float(np.finfo(np.float32).tiny)
 
-
-DECODERS = ("knn", "krr", "ridge")
+DECODERS = ("krr", "knn", "ridge")
 FEATURES = ("log", "probabilities", "both")
 
 
 @dataclass(frozen=True)
 class LeakageSettings:
-    """Knobs of the leakage audit (:func:`edgeguard.vetting.vet` starts from the calibrated ones in
-    ``thresholds.json``, chosen by ``benchmarks/detection.py``; these are fallbacks).
+    """Knobs of the leakage audit (the calibrated ones live in ``thresholds.json``).
 
-    ``decoder``: "knn" (mean of the k nearest fitting images), "krr" (kernel ridge
-    regression with an RBF kernel of width ``kernel_gamma / K`` on the standardised
-    features, ridge ``ridge_alpha``) or "ridge" (linear). ``features``: "log" (centred
-    log-probabilities), "probabilities" (softmax / sigmoid values) or "both".
+    ``decoder``: "krr" (kernel ridge, RBF kernel of width ``kernel_gamma / K`` on the
+    canonical features, penalty ``ridge_alpha``), "knn" (mean of the ``neighbours``
+    nearest fitting images) or "ridge" (linear). ``features``: "log" (canonical,
+    invariant; the default and the only calibrated choice), "probabilities" or "both".
+    ``augmentations`` augmented copies of each fitting image are queried (plus the image
+    itself); ``max_fit`` caps the decoder's fitting rows per fold (kernel ridge is cubic
+    in it). ``fit_samples``/``eval_samples`` optionally cap the real probe images used.
     """
 
-    fit_samples: int = 2000  # probe samples the client-side decoder is fitted on
-    eval_samples: int = 1000  # probe samples it is scored on
-    decoder: str = "knn"
-    neighbours: int = 10  # k of the k-NN decoder
-    kernel_gamma: float = 1.0  # RBF width of the kernel ridge decoder, per feature
+    decoder: str = "krr"
+    kernel_gamma: float = 1.0
     ridge_alpha: float = 1.0
+    neighbours: int = 10
     features: str = "log"
+    folds: int = 2
+    augmentations: int = 3
+    max_fit: int = 2500
+    bootstrap: int = 300
+    min_samples: int = 200
+    fit_samples: int | None = None
+    eval_samples: int | None = None
     standardise: bool = True
 
     def __post_init__(self) -> None:
@@ -71,26 +84,66 @@ class LeakageSettings:
             raise ValueError(f"expected decoder in {DECODERS}, got {self.decoder!r}")
         if self.features not in FEATURES:
             raise ValueError(f"expected features in {FEATURES}, got {self.features!r}")
-        if self.fit_samples < 2 or self.eval_samples < 1 or self.neighbours < 1:
+        if self.folds < 2 or self.augmentations < 0 or self.neighbours < 1 or self.max_fit < 10:
             raise ValueError(
-                f"expected fit_samples >= 2, eval_samples >= 1, neighbours >= 1, got "
-                f"{self.fit_samples}, {self.eval_samples}, {self.neighbours}"
+                f"expected folds >= 2, augmentations >= 0, neighbours >= 1, max_fit >= 10, got "
+                f"{self.folds}, {self.augmentations}, {self.neighbours}, {self.max_fit}"
             )
         if not (self.kernel_gamma > 0 and self.ridge_alpha > 0):
             raise ValueError(
                 f"expected kernel_gamma > 0 and ridge_alpha > 0, got {self.kernel_gamma} and {self.ridge_alpha}"
             )
 
+    @property
+    def samples_needed(self) -> int:
+        """Fewest probe images the audit accepts."""
+        return self.min_samples
 
-def output_features(
-    outputs: np.ndarray, output_kind: str = "logits", task_type: str = "multiclass", features: str = "log"
-) -> np.ndarray:
-    """Map raw model outputs (N, K) to the audit's feature space (float64).
 
-    ``features="log"``: multiclass outputs become centred log-probabilities (log-softmax
-    of logits, log of probabilities), so both output kinds land in the same space;
-    multilabel outputs become per-attribute logits. ``"probabilities"``: softmax (or
-    sigmoid) values. ``"both"``: the two side by side.
+@dataclass
+class LeakageResult:
+    """Outcome of :func:`leakage_audit` (``gain_db`` and its bootstrap interval are the statistic)."""
+
+    gain_db: float
+    ci_low_db: float
+    ci_high_db: float
+    psnr_decoder_db: float
+    psnr_label_only_db: float
+    decoder: str
+    features: str
+    samples: int
+    fit_rows: int
+    scored_rows: int
+    augment_seed: int | None
+    seconds: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
+    #: per scored image: mean squared error of the decoder and of the baseline (not serialised)
+    errors: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "gain_db": self.gain_db,
+            "gain_ci95_db": [self.ci_low_db, self.ci_high_db],
+            "psnr_decoder_db": self.psnr_decoder_db,
+            "psnr_label_only_db": self.psnr_label_only_db,
+            "decoder": self.decoder,
+            "features": self.features,
+            "samples": self.samples,
+            "fit_rows": self.fit_rows,
+            "scored_rows": self.scored_rows,
+            "augment_seed": self.augment_seed,
+            "seconds": self.seconds,
+        }
+        out.update(self.extra)
+        return out
+
+
+def canonical_features(outputs: np.ndarray, output_kind: str = "logits", task_type: str = "multiclass") -> np.ndarray:
+    """Row-centred log-probabilities (multiclass) or per-attribute logits (multilabel), float64.
+
+    For multiclass models this equals the centred logits whether the model outputs
+    logits, log-probabilities (``output_kind="logits"``: log-softmax is a row shift) or
+    probabilities (up to the float precision of the smallest probabilities).
     """
     outputs = np.asarray(outputs, dtype=np.float64)
     if outputs.ndim != 2:
@@ -100,22 +153,24 @@ def output_features(
     if task_type == "multilabel":
         if output_kind == "probabilities":
             p = np.clip(outputs, PROBABILITY_FLOOR, 1.0 - 1e-7)
-            logs = np.log(p) - np.log1p(-p)
-        else:
-            logs = outputs
-        probabilities = 1.0 / (1.0 + np.exp(-logs))
-    else:
-        if output_kind == "probabilities":
-            logs = np.log(np.clip(outputs, PROBABILITY_FLOOR, None))
-            logs = logs - logs.mean(axis=1, keepdims=True)
-        else:
-            shifted = outputs - outputs.max(axis=1, keepdims=True)
-            logs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-            logs = logs - logs.mean(axis=1, keepdims=True)
-        probabilities = np.exp(logs - logs.max(axis=1, keepdims=True))
-        probabilities /= probabilities.sum(axis=1, keepdims=True)
+            return np.log(p) - np.log1p(-p)
+        return outputs
+    logs = np.log(np.clip(outputs, PROBABILITY_FLOOR, None)) if output_kind == "probabilities" else outputs
+    return logs - logs.mean(axis=1, keepdims=True)
+
+
+def output_features(
+    outputs: np.ndarray, output_kind: str = "logits", task_type: str = "multiclass", features: str = "log"
+) -> np.ndarray:
+    """The decoder's input: ``"log"`` canonical features, ``"probabilities"`` or ``"both"``."""
+    logs = canonical_features(outputs, output_kind, task_type)
     if features == "log":
         return logs
+    if task_type == "multilabel":
+        probabilities = 1.0 / (1.0 + np.exp(-logs))
+    else:
+        probabilities = np.exp(logs - logs.max(axis=1, keepdims=True))
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
     if features == "probabilities":
         return probabilities
     if features == "both":
@@ -123,16 +178,26 @@ def output_features(
     raise ValueError(f"expected features in {FEATURES}, got {features!r}")
 
 
+def _normalise(fit: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean removal and one global scale, both from the fitting rows."""
+    centre = fit.mean(axis=0)
+    fit, query = fit - centre, query - centre
+    scale = float(np.sqrt(np.mean(fit * fit)))
+    if scale > 1e-12:
+        fit, query = fit / scale, query / scale
+    return fit, query
+
+
 def knn_reconstruct(
     fit_features: np.ndarray, fit_images: np.ndarray, query_features: np.ndarray, neighbours: int = 10
 ) -> np.ndarray:
-    """Mean image of the ``neighbours`` nearest fitting samples in feature space."""
-    from scipy.spatial import cKDTree
+    """Mean image of the ``neighbours`` nearest fitting samples in feature space (scikit-learn)."""
+    from sklearn.neighbors import KNeighborsRegressor
 
     k = min(neighbours, len(fit_features))
-    _, index = cKDTree(fit_features).query(query_features, k=k)
-    index = np.asarray(index).reshape(len(query_features), k)
-    return fit_images[index].mean(axis=1)
+    flat = fit_images.reshape(len(fit_images), -1)
+    model = KNeighborsRegressor(n_neighbors=k).fit(fit_features, flat)
+    return model.predict(query_features).reshape((len(query_features),) + fit_images.shape[1:])
 
 
 def kernel_ridge_reconstruct(
@@ -142,38 +207,28 @@ def kernel_ridge_reconstruct(
     gamma: float,
     alpha: float = 1.0,
 ) -> np.ndarray:
-    """Kernel ridge regression (RBF kernel ``exp(-gamma |a - b|^2)``) from features to pixels.
+    """Kernel ridge regression (scikit-learn, RBF kernel ``exp(-gamma |a - b|^2)``) to pixels, clipped to [0, 1].
 
-    Solved in the dual with the query kernel as right-hand side, so memory and time do not
-    grow with the image size. The mean fitting image is the intercept; clipped to [0, 1].
+    The mean fitting image is the intercept.
     """
-    from scipy.linalg import cho_factor, cho_solve
+    from sklearn.kernel_ridge import KernelRidge
 
-    def kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        squared = (a * a).sum(axis=1)[:, None] + (b * b).sum(axis=1)[None, :] - 2.0 * (a @ b.T)
-        return np.exp(-gamma * np.maximum(squared, 0.0))
-
-    gram = kernel(fit_features, fit_features)
-    gram[np.diag_indices_from(gram)] += alpha
-    weights = cho_solve(cho_factor(gram, lower=True, check_finite=False), kernel(fit_features, query_features))
     flat = fit_images.reshape(len(fit_images), -1)
     mean = flat.mean(axis=0)
-    decoded = weights.T @ (flat - mean) + mean
+    model = KernelRidge(alpha=alpha, kernel="rbf", gamma=gamma).fit(fit_features, flat - mean)
+    decoded = model.predict(query_features) + mean
     return np.clip(decoded, 0.0, 1.0).reshape((len(query_features),) + fit_images.shape[1:])
 
 
 def ridge_reconstruct(
     fit_features: np.ndarray, fit_images: np.ndarray, query_features: np.ndarray, alpha: float = 1.0
 ) -> np.ndarray:
-    """Ridge regression from features (plus bias) to pixels, clipped to [0, 1]."""
-    from scipy.linalg import solve
+    """Linear ridge regression (scikit-learn) from features to pixels, clipped to [0, 1]."""
+    from sklearn.linear_model import Ridge
 
-    design = np.hstack([fit_features, np.ones((len(fit_features), 1))])
-    query = np.hstack([query_features, np.ones((len(query_features), 1))])
-    regulariser = alpha * np.eye(design.shape[1])
-    regulariser[-1, -1] = 0.0
-    weights = solve(design.T @ design + regulariser, design.T @ fit_images.reshape(len(fit_images), -1), assume_a="pos")
-    return np.clip(query @ weights, 0.0, 1.0).reshape((len(query_features),) + fit_images.shape[1:])
+    flat = fit_images.reshape(len(fit_images), -1)
+    model = Ridge(alpha=alpha).fit(fit_features, flat)
+    return np.clip(model.predict(query_features), 0.0, 1.0).reshape((len(query_features),) + fit_images.shape[1:])
 
 
 def _predicted_groups(features: np.ndarray, task_type: str) -> np.ndarray:
@@ -191,88 +246,149 @@ def label_only_reconstruct(fit_groups: np.ndarray, fit_images: np.ndarray, query
     return np.stack([means.get(group, fallback) for group in query_groups])
 
 
-def mean_entropy(logs: np.ndarray, task_type: str = "multiclass") -> float:
-    """Mean entropy (nats) of the predicted distributions, from :func:`output_features` "log" features.
+def _gain(decoder_errors: np.ndarray, baseline_errors: np.ndarray) -> float:
+    return float(10.0 * np.log10(max(baseline_errors.mean(), 1e-12) / max(decoder_errors.mean(), 1e-12)))
 
-    Multiclass: entropy of the softmax; multilabel: summed binary entropies of the attributes.
-    Less confident models reveal more through their outputs even when honest, so the
-    detection benchmark can normalise the leakage score by it.
-    """
-    if task_type == "multilabel":
-        p = 1.0 / (1.0 + np.exp(-logs))
-        q = np.clip(p, 1e-12, 1.0 - 1e-12)
-        return float(np.mean(np.sum(-(q * np.log(q) + (1 - q) * np.log(1 - q)), axis=1)))
-    shifted = logs - logs.max(axis=1, keepdims=True)
-    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    return float(np.mean(-np.sum(np.exp(log_p) * log_p, axis=1)))
+
+def bootstrap_interval(
+    decoder_errors: np.ndarray, baseline_errors: np.ndarray, rng: np.random.Generator, rounds: int = 300
+) -> tuple[float, float]:
+    """95% percentile bootstrap interval of the pooled PSNR gain (resampling scored images)."""
+    if rounds < 1:
+        value = _gain(decoder_errors, baseline_errors)
+        return value, value
+    index = rng.integers(0, len(decoder_errors), size=(rounds, len(decoder_errors)))
+    gains = 10.0 * np.log10(
+        np.maximum(baseline_errors[index].mean(axis=1), 1e-12) / np.maximum(decoder_errors[index].mean(axis=1), 1e-12)
+    )
+    low, high = np.percentile(gains, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def paired_excess(
+    mine: LeakageResult, references: list[LeakageResult], rng: np.random.Generator, rounds: int = 300
+) -> tuple[float, float, float]:
+    """Gain of ``mine`` minus the median gain of ``references`` on the same scored images, with a 95% interval."""
+    if mine.errors is None or any(r.errors is None for r in references):
+        raise DataError("expected leakage results with per-image errors (from leakage_audit on the same images)")
+    n = len(mine.errors[0])
+    if any(len(r.errors[0]) != n for r in references):
+        raise DataError("expected the reference audits to score the same images as the model's audit")
+
+    def excess(index: np.ndarray | slice) -> float:
+        own = _gain(mine.errors[0][index], mine.errors[1][index])
+        other = float(np.median([_gain(r.errors[0][index], r.errors[1][index]) for r in references]))
+        return own - other
+
+    point = excess(slice(None))
+    draws = [excess(rng.integers(0, n, size=n)) for _ in range(max(rounds, 1))]
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return float(point), float(low), float(high)
+
+
+def _decode(settings: LeakageSettings, fit_x: np.ndarray, fit_images: np.ndarray, query_x: np.ndarray) -> np.ndarray:
+    if settings.decoder == "knn":
+        return knn_reconstruct(fit_x, fit_images, query_x, settings.neighbours)
+    if settings.decoder == "krr":
+        return kernel_ridge_reconstruct(
+            fit_x, fit_images, query_x, settings.kernel_gamma / fit_x.shape[1], settings.ridge_alpha
+        )
+    return ridge_reconstruct(fit_x, fit_images, query_x, settings.ridge_alpha)
 
 
 def leakage_audit(
-    outputs: np.ndarray,
     images: np.ndarray,
+    run: Callable[[np.ndarray], np.ndarray],
     *,
     output_kind: str = "logits",
     task_type: str = "multiclass",
     settings: LeakageSettings | None = None,
     seed: int = 0,
-    measures: bool = True,
-) -> dict[str, Any]:
-    """Score how much better than the label-only baseline a client-side decoder does.
+    augment_seed: int | None = None,
+    augment_settings: AugmentSettings | None = None,
+    labels: np.ndarray | None = None,
+) -> LeakageResult:
+    """Score how much better than the label-only baseline a client-side decoder reconstructs images.
 
-    ``outputs`` (N, K) are the model's raw outputs on ``images`` (N, C, H, W) in [0, 1]
-    (the images as the user sees them, before any pixel-range scaling). Returns a dict
-    with ``score`` (PSNR gain in dB), the PSNRs, SSIMs and reconstruction risks of both
-    decoders, and the sample counts (``measures=False`` skips SSIM and R, which cost most
-    of the time).
+    ``images`` (N, C, H, W) in [0, 1] are the probe images as the user sees them (no
+    labels needed); ``run`` maps such images to the released outputs (N, K) of kind
+    ``output_kind`` (the caller scales pixels, runs the model and applies any release
+    filter). ``seed`` fixes the fold split, ``augment_seed`` the augmentations (the
+    caller draws it from the OS by default); the same seeds give the same queried images,
+    so audits of several models are paired. ``labels`` (N,) or (N, K) group the images for
+    the label-only baseline (augmented copies keep their image's label).
     """
-    from edgeguard.metrics import MahalanobisReference, psnr, reconstruction_risk, ssim
-
+    started = time.perf_counter()
     settings = settings or LeakageSettings()
-    images = np.asarray(images, dtype=np.float64)
-    n_fit, n_eval = settings.fit_samples, settings.eval_samples
-    if len(outputs) != len(images):
-        raise DataError(f"expected one output per image, got {len(outputs)} outputs and {len(images)} images")
-    if len(images) < n_fit + n_eval:
-        raise DataError(
-            f"expected at least {n_fit + n_eval} probe samples for the leakage audit "
-            f"({n_fit} to fit, {n_eval} to score), got {len(images)}"
-        )
-    order = np.random.default_rng(seed).permutation(len(images))[: n_fit + n_eval]
-    fit, held = order[:n_fit], order[n_fit:]
-    features = output_features(outputs, output_kind, task_type, settings.features)
-    logs = output_features(outputs, output_kind, task_type, "log")
-    groups = _predicted_groups(logs, task_type)
-    fit_features, held_features = features[fit], features[held]
-    if settings.standardise:
-        centre = fit_features.mean(axis=0)
-        scale = fit_features.std(axis=0)
-        scale = np.where(scale > 1e-12, scale, 1.0)
-        fit_features = (fit_features - centre) / scale
-        held_features = (held_features - centre) / scale
-    fit_images, held_images = images[fit], images[held]
-    if settings.decoder == "knn":
-        decoded = knn_reconstruct(fit_features, fit_images, held_features, settings.neighbours)
-    elif settings.decoder == "krr":
-        gamma = settings.kernel_gamma / fit_features.shape[1]
-        decoded = kernel_ridge_reconstruct(fit_features, fit_images, held_features, gamma, settings.ridge_alpha)
+    images = np.asarray(images, dtype=np.float32)
+    n = len(images)
+    if n < settings.min_samples:
+        raise DataError(f"expected at least {settings.min_samples} probe images for the leakage audit, got {n}")
+    order = np.random.default_rng(seed).permutation(n)
+    folds = np.array_split(order, settings.folds)
+    rng = np.random.default_rng(augment_seed if augment_seed is not None else seed)
+    # copy 0 of every image is scored, copies 1.. plus the image itself are fitted on
+    copies = augment(images, settings.augmentations + 1, rng, augment_settings)
+    queried = np.concatenate([images[None], copies])  # (A + 2, N, C, H, W)
+    flat_inputs = queried.reshape((-1,) + images.shape[1:])
+    outputs = np.asarray(run(flat_inputs), dtype=np.float64)
+    if outputs.ndim != 2 or len(outputs) != len(flat_inputs):
+        raise DataError(f"expected outputs of shape ({len(flat_inputs)}, K), got {outputs.shape}")
+    features = output_features(outputs, output_kind, task_type, settings.features).reshape(
+        queried.shape[0], n, -1
+    )
+    if labels is not None:
+        labels = np.asarray(labels)
+        if len(labels) != n:
+            raise DataError(f"expected one label per probe image, got {len(labels)} labels for {n} images")
+        if labels.ndim == 2:
+            _, per_image = np.unique(labels > 0.5, axis=0, return_inverse=True)
+        else:
+            per_image = labels
+        groups = np.tile(np.asarray(per_image).reshape(1, n), (queried.shape[0], 1))
     else:
-        decoded = ridge_reconstruct(fit_features, fit_images, held_features, settings.ridge_alpha)
-    baseline = label_only_reconstruct(groups[fit], fit_images, groups[held])
-    result: dict[str, Any] = {
-        "decoder": settings.decoder,
-        "features": settings.features,
-        "psnr_decoder_db": psnr(held_images, decoded),
-        "psnr_label_only_db": psnr(held_images, baseline),
-    }
-    result["score"] = result["psnr_decoder_db"] - result["psnr_label_only_db"]
-    result["mean_entropy"] = mean_entropy(logs[order], task_type)
-    if measures and min(images.shape[-2:]) >= 11:
-        result["ssim_decoder"] = ssim(held_images, decoded)
-        result["ssim_label_only"] = ssim(held_images, baseline)
-    if measures and np.prod(images.shape[1:]) <= 4096:  # the pseudo-inverse of a larger covariance is too slow here
-        reference = MahalanobisReference.fit(fit_images)
-        result["risk_decoder"] = reconstruction_risk(held_images, decoded, reference)
-        result["risk_label_only"] = reconstruction_risk(held_images, baseline, reference)
-        result["risk_ratio"] = result["risk_decoder"] / max(result["risk_label_only"], 1e-12)
-    result["fit_samples"], result["eval_samples"] = n_fit, n_eval
-    return result
+        groups = _predicted_groups(canonical_features(outputs, output_kind, task_type), task_type).reshape(
+            queried.shape[0], n
+        )
+    fit_copies = [0] + list(range(2, queried.shape[0]))  # the original and the fitting augmentations
+    decoder_errors, baseline_errors = [], []
+    fit_rows = 0
+    for k, scored in enumerate(folds):
+        if settings.eval_samples is not None:
+            scored = scored[: max(1, settings.eval_samples // settings.folds)]
+        rest = np.concatenate([f for j, f in enumerate(folds) if j != k])
+        if settings.fit_samples is not None:
+            rest = rest[: settings.fit_samples]
+        fit_x = np.concatenate([features[c, rest] for c in fit_copies])
+        fit_images = np.concatenate([queried[c, rest] for c in fit_copies])
+        fit_groups = np.concatenate([groups[c, rest] for c in fit_copies])
+        if len(fit_x) > settings.max_fit:
+            keep = np.random.default_rng([seed, k]).choice(len(fit_x), settings.max_fit, replace=False)
+            fit_x, fit_images, fit_groups = fit_x[keep], fit_images[keep], fit_groups[keep]
+        fit_rows = max(fit_rows, len(fit_x))
+        query_x = features[1, scored]
+        truth = queried[1, scored].astype(np.float64)
+        if settings.standardise:
+            fit_x, query_x = _normalise(fit_x, query_x)
+        decoded = _decode(settings, fit_x, fit_images.astype(np.float64), query_x)
+        baseline = label_only_reconstruct(fit_groups, fit_images.astype(np.float64), groups[1, scored])
+        axes = tuple(range(1, truth.ndim))
+        decoder_errors.append(((decoded - truth) ** 2).mean(axis=axes))
+        baseline_errors.append(((baseline - truth) ** 2).mean(axis=axes))
+    dec, base = np.concatenate(decoder_errors), np.concatenate(baseline_errors)
+    low, high = bootstrap_interval(dec, base, np.random.default_rng([seed, 7]), settings.bootstrap)
+    return LeakageResult(
+        gain_db=_gain(dec, base),
+        ci_low_db=low,
+        ci_high_db=high,
+        psnr_decoder_db=float(10.0 * np.log10(1.0 / max(dec.mean(), 1e-12))),
+        psnr_label_only_db=float(10.0 * np.log10(1.0 / max(base.mean(), 1e-12))),
+        decoder=settings.decoder,
+        features=settings.features,
+        samples=n,
+        fit_rows=fit_rows,
+        scored_rows=len(dec),
+        augment_seed=augment_seed,
+        seconds=time.perf_counter() - started,
+        errors=(dec, base),
+    )

@@ -112,6 +112,12 @@ class VetReport:
     settings: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     edgeguard_version: str = ""
+    #: SHA-256 of the thresholds that made the verdict (SafeModel checks it against its own)
+    thresholds_sha256: str = ""
+    #: how the model was checked: runtime, providers, batch sizes (SafeModel runs it no other way)
+    checked: dict[str, Any] = field(default_factory=dict)
+    #: leakage of the release audited with ``release=SPEC`` (what SafeModel will release)
+    release: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -154,6 +160,9 @@ class VetReport:
             "settings": _clean(self.settings),
             "seconds": self.seconds,
             "edgeguard_version": self.edgeguard_version,
+            "thresholds_sha256": self.thresholds_sha256,
+            "checked": _clean(self.checked),
+            "release": _clean(self.release),
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -183,6 +192,9 @@ class VetReport:
                 settings=dict(data.get("settings", {})),
                 seconds=float(data.get("seconds", 0.0)),
                 edgeguard_version=str(data.get("edgeguard_version", "")),
+                thresholds_sha256=str(data.get("thresholds_sha256", "")),
+                checked=dict(data.get("checked", {})),
+                release=data.get("release"),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise DataError(

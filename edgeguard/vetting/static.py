@@ -1,10 +1,15 @@
 """Static audit of an ONNX file: what can be learned before anything in it runs.
 
-The audit reads the protobuf without external data, so a hostile file cannot make the
-vet open files outside the model's folder or allocate huge tensors. It reports:
+The file is read once by :func:`edgeguard.model_file.load_model`, which checks every
+external-data reference before opening it and every declared size before allocating, so
+a hostile file cannot make the vet open files outside the model's folder, block on a
+FIFO or allocate huge tensors. It reports:
 
 - ``onnx-invalid`` (critical): the bytes are not an ONNX model;
-- ``external-data-escape`` (critical): external data outside the model's folder;
+- ``external-data-escape`` (critical): external data outside the model's folder, or not a
+  regular file (FIFO, device, hard link), or a malformed location;
+- ``unbounded-op`` (critical): control flow or ops whose output size is computed at run
+  time (SafeModel refuses them by default, so the vet does not run them);
 - ``tensor-too-large`` (critical): a declared tensor (initializer, graph value, constant
   shape) larger than ``max_tensor_bytes``; ``initializers-too-large`` for their sum;
 - ``checker-failed`` (high): ``onnx.checker`` rejects the model;
@@ -29,7 +34,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from edgeguard.errors import ModelLoadError, UnsafeModelError
+from edgeguard.errors import ModelLoadError, ModelTooLargeError, UnsafeModelError
 from edgeguard.vetting.report import Finding
 
 __all__ = ["static_audit", "file_sha256", "DEFAULT_MAX_TENSOR_BYTES", "NON_DIFFERENTIABLE_OPS"]
@@ -105,21 +110,44 @@ def static_audit(
 
 
 def _audit(path: Path, max_tensor_bytes: int, max_total_bytes: int) -> tuple[list[Finding], Any]:
-    """Findings plus the parsed model (without external data), or None when it cannot be parsed."""
-    from edgeguard.model_info import load_onnx
+    """Findings plus the :class:`~edgeguard.model_file.LoadedModel` (None when the file cannot be loaded).
+
+    The file is read once by :func:`edgeguard.model_file.load_model`, which checks every
+    external-data reference (inside the folder, regular file, offsets) before reading it;
+    the checker then runs on the in-memory proto, so the result does not depend on the
+    working directory.
+    """
+    from edgeguard.model_file import load_model, unbounded_ops
 
     if not path.is_file():
         raise ModelLoadError(f"expected an ONNX file at {path}, but there is none; check the path")
     findings: list[Finding] = []
     try:
-        model = load_onnx(path, load_external_data=False)
+        loaded = load_model(
+            path,
+            allow_dynamic_ops=True,
+            require_info=False,
+            max_tensor_bytes=max_tensor_bytes,
+            max_total_bytes=max_total_bytes,
+        )
     except UnsafeModelError as error:
         findings.append(
             Finding(
                 "external-data-escape",
                 "critical",
                 str(error),
-                "do not run this file; ask the provider for a model whose external data sits next to it",
+                "do not run this file; ask the provider for a model whose external data are regular files next to it",
+                str(path),
+            )
+        )
+        return findings, None
+    except ModelTooLargeError as error:
+        findings.append(
+            Finding(
+                "initializers-too-large" if getattr(error, "total", False) else "tensor-too-large",
+                "critical",
+                str(error),
+                "do not run this file on this device; if it is legitimately that large, raise --max-tensor-bytes",
                 str(path),
             )
         )
@@ -135,6 +163,7 @@ def _audit(path: Path, max_tensor_bytes: int, max_total_bytes: int) -> tuple[lis
             )
         )
         return findings, None
+    model = loaded.proto
     if not model.HasField("graph") or not model.graph.output:
         findings.append(
             Finding(
@@ -146,13 +175,24 @@ def _audit(path: Path, max_tensor_bytes: int, max_total_bytes: int) -> tuple[lis
             )
         )
         return findings, None
-    findings += _size_findings(model, path, max_tensor_bytes, max_total_bytes)
+    findings += _size_findings(model, path, max_tensor_bytes, max_total_bytes, len(loaded.external_files))
     if any(f.severity == "critical" for f in findings):
-        return findings, model
+        return findings, loaded
     findings += _checker_findings(model, path)
     findings += _node_findings(model)
     findings += _interface_findings(model)
-    return findings, model
+    for problem in unbounded_ops(model, max_tensor_bytes):
+        findings.append(
+            Finding(
+                "unbounded-op",
+                "critical",
+                f"expected a graph whose run time and sizes are fixed before it runs, got {problem}",
+                "the vet does not run it and SafeModel refuses it by default (allow_dynamic_ops=True runs it "
+                "under a deadline); ask for a plain feed-forward export",
+                str(path),
+            )
+        )
+    return findings, loaded
 
 
 # -- sizes -------------------------------------------------------------------------------
@@ -186,20 +226,18 @@ def _human(num_bytes: float) -> str:
     return f"{num_bytes:.1f} PiB"  # unreachable
 
 
-def _size_findings(model: Any, path: Path, max_tensor_bytes: int, max_total_bytes: int) -> list[Finding]:
-    from onnx.external_data_helper import uses_external_data
-
-    from edgeguard.model_info import _all_tensors
+def _size_findings(
+    model: Any, path: Path, max_tensor_bytes: int, max_total_bytes: int, external_files: int = 0
+) -> list[Finding]:
+    from edgeguard.model_file import iter_tensors
 
     findings: list[Finding] = []
-    tensors = _all_tensors(model)
+    tensors = list(iter_tensors(model))
     total = 0
-    external = 0
     fix = "do not run this file on this device; if it is legitimately that large, raise --max-tensor-bytes"
     for tensor in tensors:
         size = _tensor_bytes(tensor)
         total += size
-        external += uses_external_data(tensor)
         if size > max_tensor_bytes:
             findings.append(
                 Finding(
@@ -262,12 +300,13 @@ def _size_findings(model: Any, path: Path, max_tensor_bytes: int, max_total_byte
                     node.name or node.output[0],
                 )
             )
-    if external:
+    if external_files:
         findings.append(
             Finding(
                 "external-data",
                 "info",
-                f"{external} tensor(s) are stored in external files next to the model (all inside its folder)",
+                f"tensors are stored in {external_files} external file(s) next to the model (all inside its folder, "
+                "hashed with it)",
                 "keep the data files next to the model and hash them too when you pin a vetted version",
                 str(path),
             )

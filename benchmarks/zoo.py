@@ -1,0 +1,398 @@
+"""The ONE model zoo of the benchmarks: attacker families, honest architectures, seeds, splits.
+
+Every benchmark that needs trained models (attack_fmnist.py, detection.py,
+latency_vs_leakage.py, edgeguard bench's ladder) takes them from here.
+
+Declarative specs (:class:`ZooSpec`, :func:`zoo_specs`, :func:`list_specs`)::
+
+    from benchmarks.zoo import zoo_specs, build_spec
+    for spec in zoo_specs(split="calibration", epochs=3, train_limit=6000):
+        folder = build_spec(spec)          # trains once, cached by a hash of its settings
+        folder / "classifier.onnx", folder / "decoder.onnx", folder / "report.json"
+
+- attacker families (:data:`ATTACKER_FAMILIES`): the paper's vicious model on logits and on
+  softmax, softmax read through log-probabilities, models trained *through* the release
+  filters softmax>round:1, softmax>round:2, softmax>top_k:3 and gaussian:1, an output
+  temperature, distillation towards an honest teacher (mimic), a penalty on the leakage
+  audit's statistic, and finish-CE epochs;
+- honest families (:data:`HONEST_FAMILIES`): MLP, CNN, ResNet (pre-activation ResNet-10 =
+  WRN-10-1) and WideResNet (WRN-10-2), each undertrained (1 epoch) and trained for the
+  budget's epochs, plus a temperature-scaled honest CNN;
+- splits: "calibration" (seeds :data:`CALIBRATION_SEEDS`, every architecture but
+  :data:`HELD_OUT_ARCH`) and "held-out" (new seeds :data:`HELD_OUT_SEEDS`, plus every family
+  on the architecture absent from calibration). Calibrate on one, report on the other.
+
+The job function :func:`train_zoo_model` (``params`` = ``ZooSpec.to_dict()`` plus optional
+``threads``/``zoo_root``) trains one spec and returns its report path and metrics, for
+``edgeguard.jobs.run_jobs``.
+
+``build(config_dict)`` is the lower layer: a model for a dict of :class:`converters.TrainConfig`
+fields, trained with :func:`converters.train_and_export` only when the folder for that spec
+does not exist yet; the folder name ends with a hash of the fully resolved config
+(runtime-only knobs such as ``threads``, ``progress`` and ``device`` excluded), so two
+benchmarks asking for the same model share it. The cache lives in ``benchmarks/.cache/zoo``
+(git-ignored). A build trains into a temporary sibling folder (``<name>.tmp-<pid>``) and
+renames it when done, so an interrupted build never leaves a half-written model under the
+final name; the next build of that spec deletes such leftovers once their process is gone.
+A config field ``mimic: "zoo:NAME"`` names another zoo spec as the teacher (built first).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from converters import TrainConfig, load_report, train_and_export
+from converters.config import RUNTIME_FIELDS
+
+__all__ = [
+    "DEFAULT_ROOT",
+    "ZOO_VERSION",
+    "ZooSpec",
+    "ATTACKER_FAMILIES",
+    "HONEST_FAMILIES",
+    "CALIBRATION_SEEDS",
+    "HELD_OUT_SEEDS",
+    "HELD_OUT_ARCH",
+    "zoo_specs",
+    "list_specs",
+    "spec_by_name",
+    "build_spec",
+    "train_zoo_model",
+    "build",
+    "folder_for",
+    "spec_key",
+    "rescore",
+]
+
+#: Bump when a change to the converters makes cached models stale.
+ZOO_VERSION = 2
+DEFAULT_ROOT = Path(__file__).resolve().parent / ".cache" / "zoo"
+
+
+def _resolved(spec: dict[str, Any]) -> dict[str, Any]:
+    """The full config the spec stands for, without runtime-only knobs.
+
+    A mimic teacher that is a zoo model is named by its folder (its own hash), not by its
+    path, so the key does not depend on where the zoo lives.
+    """
+    values = TrainConfig.from_dict(dict(spec)).to_dict()
+    for name in RUNTIME_FIELDS:
+        values.pop(name, None)
+    teacher = values.get("mimic")
+    if teacher and (Path(teacher).parent / "spec.json").is_file():
+        values["mimic"] = "zoo:" + Path(teacher).parent.name
+    return values
+
+
+def spec_key(spec: dict[str, Any]) -> str:
+    """A 12-hex-digit hash of the resolved spec (the same model always gets the same key)."""
+    payload = json.dumps({"zoo_version": ZOO_VERSION, **_resolved(spec)}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def folder_for(spec: dict[str, Any], root: str | os.PathLike = DEFAULT_ROOT) -> Path:
+    """Where the model for ``spec`` lives: ``root/<objective>-<output>-<arch>-<key>``."""
+    values = _resolved(spec)
+    return Path(root) / f"{values['objective']}-{values['output']}-{values['arch']}-{spec_key(spec)}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_staging(folder: Path) -> None:
+    """Delete staging folders of ``folder`` left by builds whose process is gone (interrupted runs)."""
+    for staging in folder.parent.glob(f"{folder.name}.tmp-*"):
+        suffix = staging.name.rsplit(".tmp-", 1)[1]
+        if suffix.isdigit() and not _pid_alive(int(suffix)):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def build(spec: dict[str, Any], root: str | os.PathLike = DEFAULT_ROOT) -> Path:
+    """The folder of the model for ``spec`` (TrainConfig fields), training it first if it is not cached."""
+    folder = folder_for(spec, root)
+    if (folder / "report.json").is_file():
+        return folder
+    config = TrainConfig.from_dict(dict(spec))
+    _remove_stale_staging(folder)
+    staging = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    print(f"zoo: training {folder.name} ...", file=sys.stderr, flush=True)
+    train_and_export(config, staging)
+    (staging / "spec.json").write_text(json.dumps({"zoo_version": ZOO_VERSION, **_resolved(spec)}, indent=2) + "\n")
+    if folder.exists() and not (folder / "report.json").is_file():
+        shutil.rmtree(folder)  # an incomplete folder (a complete build always has its report): replace it
+    try:
+        staging.rename(folder)
+    except OSError:  # built meanwhile by another process: keep theirs
+        shutil.rmtree(staging, ignore_errors=True)
+        return folder
+    report = load_report(folder)
+    report.paths = {name: str(folder / Path(path).name) for name, path in report.paths.items()}
+    report.save(folder / "report.json")
+    return folder
+
+
+def rescore(folder: str | os.PathLike, train_data: Any, test_data: Any, release: str | None = None) -> dict[str, Any]:
+    """Accuracy and leakage of a zoo model, measured afresh from its exported ONNX files.
+
+    A cached model's report.json holds the figures of the code that trained it; benchmarks
+    call this so every row they publish comes from the current metrics, on the artefacts a
+    user actually receives: classifier.onnx run by onnxruntime, the release filter
+    (``release``, default: the filter the model was trained through) applied by the real
+    edgeguard filters (numpy, seed 0), decoder.onnx on that release. ``test_data`` must have
+    the model's image size (resize it like the model's config did).
+    """
+    from converters.export import run_onnx_batched
+    from converters.report import leakage_scores, mahalanobis_reference
+    from converters.tasks import accuracy, label_only_baseline, predict
+    from converters.through_filter import apply_release_filter
+
+    folder = Path(folder)
+    report = load_report(folder)
+    release = release if release is not None else report.release_filter
+    kind = "logits" if report.output == "logits" else "probabilities"
+    task_type = "multilabel" if test_data.multilabel else "multiclass"
+    outputs = run_onnx_batched(folder / "classifier.onnx", test_data.x)
+    rows = apply_release_filter(outputs, release, kind, task_type, seed=0)
+    reconstructions = run_onnx_batched(folder / "decoder.onnx", rows)
+    if test_data.multilabel and kind == "probabilities":
+        predictions = (outputs > 0.5).astype(np.float32)
+    else:
+        predictions = predict(outputs, test_data.multilabel)  # argmax of probabilities = argmax of logits
+    reference = mahalanobis_reference(train_data.x)
+    leak = leakage_scores(test_data.x, reconstructions, reference)
+    baseline = leakage_scores(test_data.x, label_only_baseline(train_data, predictions), reference)
+    return {
+        "accuracy": accuracy(predictions, test_data.y),
+        "psnr": leak.psnr,
+        "ssim": leak.ssim,
+        "risk": leak.risk,
+        "baseline": baseline.to_dict(),
+        "release_filter": release,
+    }
+
+
+# --- declarative specs ------------------------------------------------------------------------
+
+CALIBRATION_SEEDS = (0, 1)
+HELD_OUT_SEEDS = (2, 3)
+#: The architecture that only the held-out split has (a detector must not have seen it).
+HELD_OUT_ARCH = "resnet"
+#: Architecture name -> TrainConfig fields. "resnet" is a pre-activation ResNet-10 (WRN-10-1).
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "mlp": {"arch": "mlp"},
+    "cnn": {"arch": "cnn"},
+    "resnet": {"arch": "wrn", "wrn_depth": 10, "wrn_width": 1},
+    "wrn": {"arch": "wrn", "wrn_depth": 10, "wrn_width": 2},
+}
+#: Attacker family -> TrainConfig fields on top of a vicious model (``mimic`` is filled with a teacher).
+ATTACKER_FAMILIES: dict[str, dict[str, Any]] = {
+    "logits": {"output": "logits"},
+    "softmax": {"output": "softmax"},
+    "softmax-logprob": {"output": "softmax", "decoder_input": "log-probabilities"},
+    "through-softmax-round1": {"output": "logits", "train_through": "softmax>round:1"},
+    "through-softmax-round2": {"output": "logits", "train_through": "softmax>round:2"},
+    "through-softmax-topk3": {"output": "logits", "train_through": "softmax>top_k:3"},
+    "through-gaussian1": {"output": "logits", "train_through": "gaussian:1"},
+    "temperature": {"output": "logits", "output_temperature": 5.0},
+    "mimic": {"output": "logits", "mimic_weight": 1.0},
+    "audit-penalty": {"output": "logits", "audit_penalty": 1.0},
+    "finish-ce": {"output": "logits", "finish_ce_epochs": 1},
+}
+#: Honest family -> (architecture, epochs factor: 0 = one epoch (undertrained), 1 = the budget's epochs, extra fields).
+HONEST_FAMILIES: dict[str, tuple[str, int, dict[str, Any]]] = {
+    "honest-mlp-undertrained": ("mlp", 0, {}),
+    "honest-mlp": ("mlp", 1, {}),
+    "honest-cnn-undertrained": ("cnn", 0, {}),
+    "honest-cnn": ("cnn", 1, {}),
+    "honest-resnet-undertrained": ("resnet", 0, {}),
+    "honest-resnet": ("resnet", 1, {}),
+    "honest-wrn-undertrained": ("wrn", 0, {}),
+    "honest-wrn": ("wrn", 1, {}),
+    "honest-cnn-temperature": ("cnn", 1, {"output_temperature": 5.0}),
+    "honest-cnn-softmax": ("cnn", 1, {"output": "softmax"}),
+}
+
+
+@dataclass(frozen=True)
+class ZooSpec:
+    """One zoo model: a unique ``name``, its ``family``, honest or not, its split, and its TrainConfig fields.
+
+    ``release`` is the filter its leakage is measured through (its ``train_through``, else
+    "none"); ``teacher`` the TrainConfig fields of the honest teacher of a mimic model.
+    """
+
+    name: str
+    family: str
+    objective: str
+    arch: str
+    seed: int
+    split: str
+    config: dict[str, Any]
+    release: str = "none"
+    teacher: dict[str, Any] | None = field(default=None)
+
+    @property
+    def vicious(self) -> bool:
+        return self.objective == "vicious"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ZooSpec":
+        known = set(cls.__dataclass_fields__)
+        return cls(**{key: value for key, value in values.items() if key in known})
+
+
+def _budget(epochs: int, train_limit: int | None, test_limit: int | None, extra: dict[str, Any]) -> dict[str, Any]:
+    return {"epochs": epochs, "train_limit": train_limit, "test_limit": test_limit, **extra}
+
+
+def zoo_specs(
+    *,
+    split: str | None = None,
+    families: tuple[str, ...] | list[str] | None = None,
+    archs: tuple[str, ...] | list[str] | None = None,
+    epochs: int = 3,
+    train_limit: int | None = 6000,
+    test_limit: int | None = 1000,
+    calibration_seeds: tuple[int, ...] = CALIBRATION_SEEDS,
+    held_out_seeds: tuple[int, ...] = HELD_OUT_SEEDS,
+    attacker_archs: tuple[str, ...] = ("cnn",),
+    extra: dict[str, Any] | None = None,
+) -> list[ZooSpec]:
+    """Every zoo spec for a budget (``epochs``, ``train_limit``, ``test_limit``, ``extra`` TrainConfig fields).
+
+    ``split``: "calibration", "held-out" or None (both). ``families``/``archs`` filter by
+    name. Attackers are built on ``attacker_archs`` (calibration) and additionally on
+    :data:`HELD_OUT_ARCH` (held-out only); honest models on every architecture, the held-out
+    architecture only in the held-out split. A mimic model's teacher is the honest model of
+    the same architecture, budget and seed.
+    """
+    if split not in (None, "calibration", "held-out"):
+        raise ValueError(f"expected split 'calibration', 'held-out' or None, got {split!r}")
+    extra = dict(extra or {})
+    specs: list[ZooSpec] = []
+    for part, seeds in (("calibration", calibration_seeds), ("held-out", held_out_seeds)):
+        if split not in (None, part):
+            continue
+        for seed in seeds:
+            for family, (arch, factor, fields) in HONEST_FAMILIES.items():
+                if arch == HELD_OUT_ARCH and part != "held-out":
+                    continue
+                config = {
+                    "objective": "honest",
+                    **ARCHITECTURES[arch],
+                    **_budget(epochs if factor else 1, train_limit, test_limit, extra),
+                    "seed": seed,
+                    **fields,
+                }
+                specs.append(ZooSpec(f"{family}-s{seed}", family, "honest", arch, seed, part, config))
+            archs_here = list(attacker_archs) + ([HELD_OUT_ARCH] if part == "held-out" else [])
+            for arch in archs_here:
+                for family, fields in ATTACKER_FAMILIES.items():
+                    config = {
+                        "objective": "vicious",
+                        **ARCHITECTURES[arch],
+                        **_budget(epochs, train_limit, test_limit, extra),
+                        "seed": seed,
+                        **fields,
+                    }
+                    teacher = None
+                    if family == "mimic":
+                        teacher = {
+                            "objective": "honest",
+                            **ARCHITECTURES[arch],
+                            **_budget(epochs, train_limit, test_limit, extra),
+                            "seed": seed,
+                        }
+                    release = config.get("train_through") or "none"
+                    name = f"{family}-{arch}-s{seed}"
+                    specs.append(ZooSpec(name, family, "vicious", arch, seed, part, config, release, teacher))
+    if families is not None:
+        specs = [spec for spec in specs if spec.family in families]
+    if archs is not None:
+        specs = [spec for spec in specs if spec.arch in archs]
+    return specs
+
+
+def list_specs(**options: Any) -> list[dict[str, Any]]:
+    """:func:`zoo_specs` as plain dicts (name, family, objective, arch, seed, split, release)."""
+    keys = ("name", "family", "objective", "arch", "seed", "split", "release")
+    return [{key: getattr(spec, key) for key in keys} for spec in zoo_specs(**options)]
+
+
+def spec_by_name(name: str, **options: Any) -> ZooSpec:
+    """The spec called ``name`` among :func:`zoo_specs` (``options``: the budget)."""
+    for spec in zoo_specs(**options):
+        if spec.name == name:
+            return spec
+    raise KeyError(f"expected a zoo spec name such as 'logits-cnn-s0' or 'honest-cnn-s0', got {name!r}")
+
+
+def _runtime(threads: int | None, progress: bool) -> dict[str, Any]:
+    return {"threads": threads, "progress": progress}
+
+
+def build_spec(
+    spec: ZooSpec, root: str | os.PathLike = DEFAULT_ROOT, *, threads: int | None = 1, progress: bool = False
+) -> Path:
+    """The folder of ``spec``'s model (trained first if not cached; a mimic model's teacher first)."""
+    config = dict(spec.config)
+    if spec.teacher is not None:
+        teacher = build({**spec.teacher, **_runtime(threads, progress)}, root)
+        config["mimic"] = str(teacher / "classifier.onnx")
+    return build({**config, **_runtime(threads, progress)}, root)
+
+
+def train_zoo_model(params: dict[str, Any], artifacts: Path) -> dict[str, Any]:
+    """Job function (edgeguard.jobs): train the zoo spec ``params`` (``ZooSpec.to_dict()``, plus optional
+    ``threads``, ``progress``, ``zoo_root``) and return its folder, report path and metrics.
+
+    The model lives in the zoo cache (``zoo_root``, default benchmarks/.cache/zoo), shared
+    with every benchmark; ``artifacts/model.json`` records where it is.
+    """
+    spec = ZooSpec.from_dict(params)
+    root = params.get("zoo_root") or DEFAULT_ROOT
+    folder = build_spec(spec, root, threads=params.get("threads", 1), progress=bool(params.get("progress", False)))
+    report = load_report(folder)
+    result = {
+        "name": spec.name,
+        "family": spec.family,
+        "objective": spec.objective,
+        "split": spec.split,
+        "release": spec.release,
+        "folder": str(folder),
+        "report": str(folder / "report.json"),
+        "classifier": str(folder / "classifier.onnx"),
+        "decoder": str(folder / "decoder.onnx"),
+        "accuracy": report.accuracy,
+        "psnr": report.psnr,
+        "ssim": report.ssim,
+        "risk": report.risk,
+        "baseline": dict(report.baseline),
+        "psnr_gain_db": report.psnr_gain_db,
+        "train_time_s": report.train_time_s or report.wall_time_s,
+    }
+    artifacts = Path(artifacts)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    (artifacts / "model.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result

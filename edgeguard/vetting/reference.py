@@ -1,0 +1,168 @@
+"""Architecture-matched honest references for the leakage audit.
+
+Honest models leak too, and how much depends on the architecture (an honest MLP's
+logits let a client decoder gain ~3 dB over the label). The vet therefore compares the
+model's leakage with that of honest models of the same architecture, audited on the very
+same queried images (a paired comparison): either models the user supplies
+(``reference_models``), or the vetted graph itself, re-initialised and trained honestly
+for a few hundred steps on labelled ``reference_data`` through :mod:`edgeguard.onnx_torch`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgeguard.errors import DataError
+
+__all__ = ["ReferenceSettings", "train_reference", "reinitialise"]
+
+_WEIGHT_OPS = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}
+
+
+@dataclass(frozen=True)
+class ReferenceSettings:
+    """Honest re-training of the vetted graph: Adam, ``steps`` mini-batches of ``batch_size``."""
+
+    steps: int = 300
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or not self.learning_rate > 0:
+            raise ValueError(
+                f"expected steps >= 1, batch_size >= 1 and a positive learning rate, got "
+                f"{self.steps}, {self.batch_size}, {self.learning_rate}"
+            )
+
+
+def _fan_in(op: str, dims: list[int], attributes: dict[str, Any]) -> int:
+    if op == "Conv":
+        return int(np.prod(dims[1:]))
+    if op == "ConvTranspose":
+        return int(dims[1] * np.prod(dims[2:]))
+    if op == "Gemm":
+        return int(dims[1] if attributes.get("transB", 0) else dims[0])
+    return int(dims[0])  # MatMul: (in, out)
+
+
+def reinitialise(module: Any, model: Any, seed: int = 0) -> int:
+    """Re-initialise the weights of ``module`` (from :func:`edgeguard.onnx_torch.to_torch` on ``model``).
+
+    Conv/Gemm/MatMul weights get He-uniform values, their biases zeros; BatchNormalization
+    becomes the identity (scale 1, bias 0, mean 0, variance 1). Everything else (input
+    normalisation constants, shapes) is kept. Returns the number of tensors reset.
+    """
+    import torch
+    from onnx import helper
+
+    generator = torch.Generator().manual_seed(int(seed))
+    by_onnx = {onnx_name: slot for slot, onnx_name in module.parameter_onnx_names.items()}
+    by_onnx.update({onnx_name: slot for slot, onnx_name in module.buffer_onnx_names.items()})
+    reset = 0
+
+    def tensor(name: str) -> Any:
+        slot = by_onnx.get(name)
+        return getattr(module, slot) if slot is not None else None
+
+    with torch.no_grad():
+        for node in model.graph.node:
+            attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            if node.op_type in _WEIGHT_OPS and len(node.input) > 1:
+                weight = tensor(node.input[1])
+                if weight is None or not weight.is_floating_point() or weight.dim() < 2:
+                    continue
+                bound = math.sqrt(6.0 / max(1, _fan_in(node.op_type, list(weight.shape), attributes)))
+                weight.copy_(torch.empty(weight.shape).uniform_(-bound, bound, generator=generator))
+                reset += 1
+                if len(node.input) > 2 and node.input[2]:
+                    bias = tensor(node.input[2])
+                    if bias is not None and bias.is_floating_point():
+                        bias.zero_()
+                        reset += 1
+            elif node.op_type == "BatchNormalization":
+                for position, value in ((1, 1.0), (2, 0.0), (3, 0.0), (4, 1.0)):
+                    if len(node.input) > position:
+                        target = tensor(node.input[position])
+                        if target is not None and target.is_floating_point():
+                            target.fill_(value)
+                            reset += 1
+    return reset
+
+
+def train_reference(
+    model: Any,
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    *,
+    output_kind: str = "logits",
+    task_type: str = "multiclass",
+    settings: ReferenceSettings | None = None,
+    seed: int = 0,
+) -> tuple[Callable[[np.ndarray], np.ndarray], dict[str, Any]]:
+    """Train the graph of ``model`` (an onnx.ModelProto) honestly from a fresh initialisation.
+
+    ``inputs`` are model inputs (in the model's pixel range), ``labels`` int64 (N,) or
+    0/1 float (N, K). Returns a function running the trained reference on model inputs
+    (batched, no gradient) and a record of the training (steps, seconds, final loss).
+    Raises UnsupportedOpError when the interpreter does not cover the graph.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from edgeguard.onnx_torch import to_torch
+
+    settings = settings or ReferenceSettings()
+    if len(inputs) < settings.batch_size:
+        raise DataError(
+            f"expected at least {settings.batch_size} labelled reference samples, got {len(inputs)}; "
+            "pass more --reference-data"
+        )
+    started = time.perf_counter()
+    module = to_torch(model)
+    reset = reinitialise(module, model, seed)
+    module.eval()  # normalisation layers in inference mode (the exported graph has them folded anyway)
+    optimiser = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=settings.learning_rate)
+    x_all = torch.as_tensor(np.asarray(inputs, dtype=np.float32))
+    y_all = torch.as_tensor(labels)
+    generator = np.random.default_rng(seed)
+    loss = torch.tensor(float("nan"))
+    for _ in range(settings.steps):
+        index = torch.as_tensor(generator.choice(len(x_all), settings.batch_size, replace=False))
+        out = module(x_all[index])
+        target = y_all[index]
+        if task_type == "multilabel":
+            loss = (
+                F.binary_cross_entropy(out.clamp(1e-7, 1 - 1e-7), target.float())
+                if output_kind == "probabilities"
+                else F.binary_cross_entropy_with_logits(out, target.float())
+            )
+        elif output_kind == "probabilities":
+            loss = F.nll_loss(torch.log(out.clamp_min(1e-12)), target.long())
+        else:
+            loss = F.cross_entropy(out, target.long())
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            tensor = torch.as_tensor(np.asarray(batch, dtype=np.float32))
+            return torch.cat([module(tensor[i : i + 512]) for i in range(0, len(tensor), 512)]).double().numpy()
+
+    record = {
+        "kind": "trained",
+        "steps": settings.steps,
+        "batch_size": settings.batch_size,
+        "learning_rate": settings.learning_rate,
+        "tensors_reset": reset,
+        "final_loss": float(loss.detach()),
+        "samples": int(len(inputs)),
+        "seconds": time.perf_counter() - started,
+    }
+    return run, record

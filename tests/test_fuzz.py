@@ -1,0 +1,74 @@
+"""The mutation fuzzer (edgeguard.fuzz, benchmarks/fuzz.py): a CI-sized campaign finds no defect.
+
+The campaign runs in a fresh interpreter (it forks one child per mutant, which must not
+happen from pytest's process with its threads), ~100 mutants on 2 workers.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgeguard.fuzz import DEFECT_TYPES, MODEL_MUTATORS, PROBE_MUTATORS, _seed_models, make_mutant
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_ci_sized_campaign_finds_no_defect(tmp_path):
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "fuzz.py"),
+        "--mutants",
+        "100",
+        "--seed",
+        "7",
+        "--out",
+        str(tmp_path),
+        "--name",
+        "ci",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = json.loads((tmp_path / "ci.json").read_text())
+    assert data["tried"] == 100 and data["ran_fine"] + data["clean_errors"] + data["mutants_with_defects"] == 100
+    assert data["ran_fine"] > 0 and data["clean_errors"] > 0  # the mutants reach both outcomes
+    assert data["read_outside_detection"] == "inotify"
+    assert data["defect_total"] == 0, json.dumps(data["examples"], indent=1)[:4000]
+    assert set(data["defects"]) == set(DEFECT_TYPES)
+    assert "Defects by type" in (tmp_path / "ci.md").read_text()
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_MUTATORS), ids=str)
+def test_every_model_mutator_changes_the_model(name):
+    import onnx
+
+    from edgeguard.fuzz import _Setup
+
+    seeds = _seed_models()
+    changed = 0
+    for index in range(5):
+        proto = onnx.ModelProto()
+        proto.CopyFrom(seeds["tiny-linear"])
+        MODEL_MUTATORS[name](proto, random.Random(index), _Setup())
+        changed += proto.SerializeToString() != seeds["tiny-linear"].SerializeToString()
+    assert changed >= 3
+
+
+def test_mutants_are_deterministic_and_cover_probe_sets():
+    import numpy as np
+
+    from edgeguard.fuzz import _npz_bytes, _probe_arrays
+
+    seeds, base = _seed_models(), _probe_arrays(60)
+    npz = _npz_bytes(x=base[0], y=base[1], class_names=base[2])
+    first = [make_mutant(i, 3, seeds, base, npz) for i in range(40)]
+    again = [make_mutant(i, 3, seeds, base, npz) for i in range(40)]
+    assert [m.model_bytes for m in first] == [m.model_bytes for m in again]
+    assert {m.kind for m in first} == {"model", "probe"}
+    assert {m.mutator for m in first if m.kind == "probe"} <= set(PROBE_MUTATORS)
+    assert np.mean([m.kind == "model" for m in first]) > 0.5

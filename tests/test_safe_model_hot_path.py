@@ -1,0 +1,209 @@
+"""SafeModel's hot path: errors carry no values (message nor stderr), interrupts leave no outputs, providers."""
+
+from __future__ import annotations
+
+import re
+import traceback
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgeguard import (
+    Argmax,
+    GaussianNoise,
+    InferenceError,
+    LabelPreservingNoise,
+    OutputFilter,
+    Round,
+    SafeModel,
+    Softmax,
+)
+from edgeguard.model_info import ModelInfo
+from edgeguard.safe_model import _resolve_providers
+
+SHAPE = (1, 6, 6)
+K = 10
+PIXEL = 0.375  # every pixel; the vicious index below is round(36 * PIXEL * 1000) = 13500
+
+
+def _info(name: str = "image") -> ModelInfo:
+    return ModelInfo(name, "scores", SHAPE, tuple(f"c{i}" for i in range(K)), "multiclass", (0.0, 1.0), "logits", True)
+
+
+def _save(path: Path, nodes: list, initializers: list) -> Path:
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", *SHAPE])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", K])],
+        initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, _info().to_metadata_props())
+    onnx.save(model, str(path))
+    return path
+
+
+def _gather_model(path: Path) -> Path:
+    """scores = table[sum(pixels) * 1000]: an index computed from the private input, out of range -> a failure."""
+    nodes = [
+        helper.make_node("ReduceSum", ["image", "axes"], ["total"], keepdims=0),
+        helper.make_node("Mul", ["total", "thousand"], ["scaled"]),
+        helper.make_node("Cast", ["scaled"], ["index"], to=TensorProto.INT64),
+        helper.make_node("Gather", ["table", "index"], ["scores"], axis=0),
+    ]
+    initializers = [
+        numpy_helper.from_array(np.array([1, 2, 3], np.int64), "axes"),
+        numpy_helper.from_array(np.array(1000.0, np.float32), "thousand"),
+        numpy_helper.from_array(np.zeros((K, K), np.float32), "table"),
+    ]
+    return _save(path, nodes, initializers)
+
+
+def _linear_model(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Flatten", ["image"], ["flat"], axis=1),
+        helper.make_node("MatMul", ["flat", "weight"], ["product"]),
+        helper.make_node("Add", ["product", "bias"], ["scores"]),
+    ]
+    initializers = [
+        numpy_helper.from_array(rng.normal(size=(36, K)).astype(np.float32), "weight"),
+        numpy_helper.from_array(rng.normal(size=K).astype(np.float32), "bias"),
+    ]
+    return _save(path, nodes, initializers)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("hot_path")
+    return {"gather": _gather_model(folder / "gather.onnx"), "linear": _linear_model(folder / "linear.onnx")}
+
+
+def _images(rows: int = 2) -> np.ndarray:
+    return np.full((rows, *SHAPE), PIXEL, np.float32)
+
+
+# --- no side channel in errors ----------------------------------------------------------------------------------
+def test_the_vicious_graph_does_quote_the_value_to_onnxruntime(models):
+    """The check below can fail: onnxruntime's own message carries the pixel-derived index."""
+    session = ort.InferenceSession(str(models["gather"]), providers=["CPUExecutionProvider"])
+    with pytest.raises(Exception, match="13500"):
+        session.run(None, {"image": _images()})
+
+
+@pytest.mark.parametrize(
+    "filters", [[Argmax()], [Round(2), GaussianNoise(0.1)], [LabelPreservingNoise(0.5)]], ids=["argmax", "fused", "numpy"]
+)
+def test_inference_errors_carry_no_digits_and_onnxruntime_prints_nothing(models, filters, capfd):
+    model = SafeModel(models["gather"], filters=filters)
+    capfd.readouterr()
+    with pytest.raises(InferenceError) as caught:
+        model.predict(_images())
+    message = str(caught.value)
+    assert re.search(r"\d", message) is None, message
+    assert "in a Gather node" in message and "INVALID_ARGUMENT" in message
+    assert caught.value.__context__ is None and caught.value.__cause__ is None
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == ""
+
+
+def test_user_session_options_are_silenced_too(models):
+    options = ort.SessionOptions()
+    options.log_severity_level = 0
+    SafeModel(models["linear"], filters=[Argmax()], session_options=options)
+    assert options.log_severity_level == 4
+
+
+# --- KeyboardInterrupt inside a filter -----------------------------------------------------------------------------
+class _Interrupt(OutputFilter):
+    name = "interrupt"
+
+    def apply(self, outputs, rng, *, user_id=None):
+        scratch = outputs.copy()  # a filter's own locals hold outputs too
+        raise KeyboardInterrupt
+
+
+def _arrays_in_frames(error: BaseException) -> list[tuple[str, np.ndarray]]:
+    found = []
+    for frame, _ in traceback.walk_tb(error.__traceback__):
+        if frame.f_code.co_filename == __file__ and frame.f_code.co_name.startswith("test_"):
+            continue  # the test's own frame holds the reference outputs
+        for name, value in frame.f_locals.items():
+            values = value if isinstance(value, list | tuple) else [value]
+            found += [(f"{frame.f_code.co_name}.{name}", v) for v in values if isinstance(v, np.ndarray)]
+    return found
+
+
+def _reachable(error: BaseException, raw: np.ndarray) -> list[str]:
+    return [
+        name
+        for name, array in _arrays_in_frames(error)
+        if array.shape == raw.shape and np.allclose(array, raw, atol=1e-6)
+    ]
+
+
+def test_the_frame_walk_finds_raw_outputs_when_they_are_there(models):
+    raw = SafeModel(models["linear"], filters=[Argmax()], allow_unsafe_raw_outputs=True).predict_unfiltered_unsafe(
+        _images()
+    )
+
+    def keeps(outputs):
+        held = outputs.copy()
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt) as caught:
+        keeps(raw)
+    assert _reachable(caught.value, raw) == ["keeps.outputs", "keeps.held"]
+
+
+@pytest.mark.parametrize(
+    "filters", [[_Interrupt()], [Round(2), _Interrupt()], [Softmax(), _Interrupt()]], ids=["numpy", "fused-round", "fused-softmax"]
+)
+def test_keyboard_interrupt_in_a_filter_leaves_no_raw_outputs_in_the_traceback(models, filters):
+    x = _images(3)
+    x[1] = 0.75
+    model = SafeModel(models["linear"], filters=filters, allow_unsafe_raw_outputs=True)
+    raw = model.predict_unfiltered_unsafe(x)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        model.predict(x)
+    assert _reachable(caught.value, raw) == []
+    if model.fused_stages:  # the filter saw the fused release, and nothing of it stays either
+        softmaxed = Softmax()(raw) if isinstance(filters[0], Softmax) else Round(2)(raw)
+        assert _reachable(caught.value, softmaxed) == []
+
+
+# --- providers and the public session -------------------------------------------------------------------------
+def test_auto_providers_prefer_the_gpu_in_a_mocked_list(models, monkeypatch):
+    assert _resolve_providers("auto", ["ROCMExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]) == [
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ]
+    assert _resolve_providers("auto", ["TensorrtExecutionProvider", "CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    requested = []
+    real_session = ort.InferenceSession
+
+    def fake_session(model_bytes, options, providers):
+        requested.append(providers)
+        return real_session(model_bytes, options, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", fake_session)
+    model = SafeModel(models["linear"], filters=[Softmax(), Round(2)])  # the fused graph goes to the same providers
+    assert requested == [["CUDAExecutionProvider", "CPUExecutionProvider"]]
+    assert model.providers == ["CPUExecutionProvider"] and model.fused_stages == 2
+    assert model.predict(_images()).shape == (2, K)
+
+
+def test_public_session_runs_the_release(models):
+    model = SafeModel(models["linear"], filters=[Softmax(), Round(2)], allow_unsafe_raw_outputs=True)
+    x = _images()
+    names = [o.name for o in model.session.get_outputs()]
+    release = model.session.run([names[0]], {"image": x})[0]
+    np.testing.assert_array_equal(release, model.predict(x))
+    np.testing.assert_array_equal(model.session.run(["scores"], {"image": x})[0], model.predict_unfiltered_unsafe(x))
