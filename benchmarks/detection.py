@@ -70,6 +70,7 @@ FAMILIES = {
     "audit-penalty": {"objective": "vicious", "output": "logits", "audit_penalty": 1.0},
 }
 CALIBRATION_FAMILIES = ("paper-logits", "paper-softmax")
+MLP_TEST_FAMILIES = ("paper-logits", "paper-softmax", "log-probabilities", "temperature")
 VICIOUS_EPOCHS = 4
 CONVERGED_EPOCHS = 4
 
@@ -101,8 +102,7 @@ def zoo(small: bool = False) -> list[dict[str, Any]]:
         ("calibration", "mlp", (0, 1), ("under", "conv")),
         ("test", "cnn", (2, 3), ("under", "conv")),
         ("test", "mlp", (2, 3), ("under", "conv")),
-        ("test", "wrn", (2,), ("under", "conv")),
-        ("test", "wrn", (3,), ("conv",)),
+        ("test", "wrn", (2, 3), ("under",)),  # the held-out architecture (CPU budget: undertrained only)
     ]
     for split, arch, seeds, labels in honest_grid:
         for seed in seeds:
@@ -110,16 +110,15 @@ def zoo(small: bool = False) -> list[dict[str, Any]]:
                 epochs = 1 if label == "under" else CONVERGED_EPOCHS
                 add(f"honest-{arch}-{label}-s{seed}", split, "honest", arch, seed,
                     _spec(arch, seed, epochs, False, objective="honest"))
-    for arch in ("cnn", "mlp", "wrn"):
+    for arch in ("cnn", "mlp"):
         add(f"reference-{arch}", "reference", "honest", arch, 9, _spec(arch, 9, CONVERGED_EPOCHS, False, objective="honest"))
     for arch in ("cnn", "mlp"):
         for family in CALIBRATION_FAMILIES:
             add(f"{family}-{arch}-s0", "calibration", family, arch, 0, _family_spec(family, arch, 0))
-    for arch in ("cnn", "mlp"):
-        for family in FAMILIES:
-            add(f"{family}-{arch}-s2", "test", family, arch, 2, _family_spec(family, arch, 2))
-    add("paper-logits-cnn-s3", "test", "paper-logits", "cnn", 3, _family_spec("paper-logits", "cnn", 3))
-    add("paper-logits-wrn-s2", "test", "paper-logits", "wrn", 2, _family_spec("paper-logits", "wrn", 2))
+    for family in FAMILIES:
+        add(f"{family}-cnn-s2", "test", family, "cnn", 2, _family_spec(family, "cnn", 2))
+    for family in MLP_TEST_FAMILIES:
+        add(f"{family}-mlp-s2", "test", family, "mlp", 2, _family_spec(family, "mlp", 2))
     return entries
 
 
@@ -185,6 +184,13 @@ def vet_job(params: dict[str, Any], artifacts: Path) -> dict[str, Any]:
             excess_supplied=leak.details.get("excess_gain_db"), excess_supplied_ci=leak.details.get("excess_ci95_db"),
             leakage_seconds=leak.seconds,
         )
+    if params.get("finetune"):  # the paper's fine-tune test, measured for its power (not in the default vet)
+        t0 = time.perf_counter()
+        fine = vet(params["model"], probe, seed=0, augment_seed=params["augment_seed"], tests=("finetune",),
+                   finetune_eval_samples=params["probe_size"] - 256, progress=lambda _m: None)
+        test = fine.tests.get("finetune")
+        out.update(finetune=test.score if test is not None and test.status == "ran" else None,
+                   finetune_seconds=time.perf_counter() - t0)
     if params.get("trained_reference") and leak is not None and leak.status == "ran":
         loaded = load_model(params["model"])
         info = loaded.info
@@ -306,6 +312,7 @@ def _main() -> int:
     parser.add_argument("--small", action="store_true", help="a handful of tiny models (a few minutes)")
     parser.add_argument("--probe-size", type=int, default=1000)
     parser.add_argument("--no-trained-reference", action="store_true")
+    parser.add_argument("--no-finetune", action="store_true", help="skip measuring the fine-tune test's power")
     parser.add_argument("--no-write-thresholds", action="store_true")
     parser.add_argument("--augment-seed", type=int, default=12345)
     parser.add_argument("--train-only", action="store_true", help="train (cache) the zoo and stop")
@@ -370,6 +377,7 @@ def _main() -> int:
         entry["harmful"] = entry["family"] != "honest" and entry["train"]["gain_db"] - honest_gain[entry["arch"]] >= HARMFUL_MARGIN_DB
     vet_params = [{"model": e["model"], "reference": references.get(e["arch"]), "probe_size": args.probe_size,
                    "augment_seed": args.augment_seed, "trained_reference": not args.no_trained_reference,
+                   "finetune": not args.no_finetune,
                    "sha": _sha(e["model"]), "settings": _leakage_settings(), "v": VERSION} for e in everything]
     for entry, result in zip(everything, run("benchmarks.detection:vet_job", vet_params, "vetting")):
         entry["vet"] = result
@@ -442,6 +450,15 @@ def evaluate(models: list[dict[str, Any]]) -> dict[str, Any]:
                 "vet_seconds_max": max(times) if times else None,
             }
         out["statistics"][stat] = entry
+    finetune = {}
+    honest_ft = [m["vet"]["finetune"] for m in test if m["family"] == "honest" and m["vet"].get("finetune") is not None]
+    for family in sorted({m["family"] for m in test} - {"honest"}):
+        harmful = [m["vet"]["finetune"] for m in test if m["family"] == family and m["harmful"]
+                   and m["vet"].get("finetune") is not None]
+        finetune[family] = {"harmful": len(harmful), "auc": auc(honest_ft, harmful)}
+    times = [m["vet"]["finetune_seconds"] for m in models if m["vet"].get("finetune_seconds") is not None]
+    out["finetune"] = {"statistic": "shift_per_gradient_norm (higher = vicious)", "families": finetune,
+                       "seconds_median": statistics.median(times) if times else None}
     ok = {s: e for s, e in out["statistics"].items()}
     # the headline statistic is picked on the CALIBRATION zoo only (its TPR there at its threshold)
     out["chosen"] = max(ok, key=lambda s: (ok[s]["calibration_tpr"] or 0.0, s == "gain")) if ok else None
@@ -491,10 +508,22 @@ def render(summary: dict[str, Any]) -> str:
             lines.append(f"| {family} | {f['models']} | {f['harmful']} | {_fmt(f['tpr'])} | {_fmt(f['auc'])} | "
                          f"{f['not_harmful_flagged']} | {_fmt(f['vet_seconds_median'], 1)} / {_fmt(f['vet_seconds_max'], 1)} |")
         lines.append("")
+    ft = summary.get("finetune", {})
+    if ft.get("families"):
+        lines.append("## The paper's fine-tune test (not in the default vet)")
+        lines.append("")
+        lines.append(f"Statistic {ft['statistic']}; AUC of harmful models of each family vs held-out honest models "
+                     f"(threshold-free); median time {_fmt(ft.get('seconds_median'), 1)} s per model on top of the vet.")
+        lines.append("")
+        lines.append("| attacker family | harmful | AUC |")
+        lines.append("|---|---|---|")
+        for family, f in ft["families"].items():
+            lines.append(f"| {family} | {f['harmful']} | {_fmt(f['auc'])} |")
+        lines.append("")
     lines.append("## Every model")
     lines.append("")
-    lines.append("| model | split | family | arch | acc | server gain dB | harmful | audit gain dB [95% CI] | excess (supplied) | excess (trained) | consistent | verdict | vet s |")
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("| model | split | family | arch | acc | server gain dB | harmful | audit gain dB [95% CI] | excess (supplied) | excess (trained) | fine-tune | consistent | verdict | vet s |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for m in summary["models"]:
         v = m["vet"]
         ci = v.get("gain_ci") or [None, None]
@@ -502,6 +531,7 @@ def render(summary: dict[str, Any]) -> str:
             f"| {m['name']} | {m['split']} | {m['family']} | {m['arch']} | {_fmt(m['train']['accuracy'], 3)} | "
             f"{_fmt(m['train']['gain_db'])} | {'yes' if m['harmful'] else 'no'} | {_fmt(v.get('gain'))} "
             f"[{_fmt(ci[0])}, {_fmt(ci[1])}] | {_fmt(v.get('excess_supplied'))} | {_fmt(v.get('excess_trained'))} | "
+            f"{_fmt(v.get('finetune'), 3)} | "
             f"{v.get('consistent')} | {v.get('verdict')} | {_fmt(v.get('seconds'), 1)} |"
         )
     lines.append("")

@@ -44,10 +44,9 @@ import json
 import os
 import shutil
 import sys
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -211,6 +210,11 @@ ATTACKER_FAMILIES: dict[str, dict[str, Any]] = {
     "through-softmax-round2": {"output": "logits", "train_through": "softmax>round:2"},
     "through-softmax-topk3": {"output": "logits", "train_through": "softmax>top_k:3"},
     "through-gaussian1": {"output": "logits", "train_through": "gaussian:1"},
+    # The same filters, with the logits divided by T in the exported graph so that the probabilities stay soft
+    # enough to survive the rounding / the cut (the strongest trained-through attackers found so far).
+    "through-softmax-round1-t2": {"output": "logits", "train_through": "softmax>round:1", "output_temperature": 2.0},
+    "through-softmax-round2-t10": {"output": "logits", "train_through": "softmax>round:2", "output_temperature": 10.0},
+    "through-softmax-topk3-t3": {"output": "logits", "train_through": "softmax>top_k:3", "output_temperature": 3.0},
     "temperature": {"output": "logits", "output_temperature": 5.0},
     "mimic": {"output": "logits", "mimic_weight": 1.0},
     "audit-penalty": {"output": "logits", "audit_penalty": 1.0},

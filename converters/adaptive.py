@@ -23,7 +23,14 @@ import torch.nn.functional as functional
 
 from edgeguard.errors import DataError, InvalidInputError
 
-__all__ = ["MIMIC_LOSSES", "AUDIT_DECODERS", "centred_log_probabilities", "mimic_loss", "audit_gain_db", "teacher_log_probabilities"]
+__all__ = [
+    "MIMIC_LOSSES",
+    "AUDIT_DECODERS",
+    "centred_log_probabilities",
+    "mimic_loss",
+    "audit_gain_db",
+    "teacher_log_probabilities",
+]
 
 MIMIC_LOSSES = ("kl", "log-mse")
 AUDIT_DECODERS = ("rbf", "linear")
@@ -39,7 +46,9 @@ def centred_log_probabilities(logits: torch.Tensor) -> torch.Tensor:
 def mimic_loss(student_logits: torch.Tensor, teacher_logs: torch.Tensor, kind: str = "kl") -> torch.Tensor:
     """Distance of the student's released distribution from the teacher's (``teacher_logs``: log-probabilities)."""
     if kind == "kl":
-        return functional.kl_div(torch.log_softmax(student_logits, dim=1), teacher_logs, log_target=True, reduction="batchmean")
+        return functional.kl_div(
+            torch.log_softmax(student_logits, dim=1), teacher_logs, log_target=True, reduction="batchmean"
+        )
     if kind == "log-mse":
         teacher = teacher_logs - teacher_logs.mean(dim=1, keepdim=True)
         return ((centred_log_probabilities(student_logits) - teacher) ** 2).mean()
@@ -119,7 +128,10 @@ def teacher_log_probabilities(path: str | os.PathLike, images: np.ndarray, batch
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     outputs = np.concatenate(
-        [session.run(None, {name: np.ascontiguousarray(images[i : i + batch])})[0] for i in range(0, len(images), batch)]
+        [
+            session.run(None, {name: np.ascontiguousarray(images[i : i + batch])})[0]
+            for i in range(0, len(images), batch)
+        ]
     ).astype(np.float64)
     if info.output_kind == "probabilities":
         logs = np.log(np.clip(outputs, _FLOOR, None))

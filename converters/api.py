@@ -29,7 +29,15 @@ from edgeguard.data import Dataset, load_dataset, load_fashion_mnist, validation
 from edgeguard.errors import DataError
 from edgeguard.model_info import ModelInfo
 
-__all__ = ["train_and_export", "load_data", "model_info_for", "CLASSIFIER_FILE", "DECODER_FILE", "REPORT_FILE"]
+__all__ = [
+    "train_and_export",
+    "load_data",
+    "resize_dataset",
+    "model_info_for",
+    "CLASSIFIER_FILE",
+    "DECODER_FILE",
+    "REPORT_FILE",
+]
 
 CLASSIFIER_FILE = "classifier.onnx"
 DECODER_FILE = "decoder.onnx"
@@ -79,7 +87,10 @@ def load_data(
         test_data = loaded_test if test_data is None else test_data
     train_data, test_data = train_data.head(config.train_limit), test_data.head(config.test_limit)
     if config.image_size is not None:
-        train_data, test_data = _resized(train_data, config.image_size), _resized(test_data, config.image_size)
+        train_data, test_data = (
+            resize_dataset(train_data, config.image_size),
+            resize_dataset(test_data, config.image_size),
+        )
     if config.class_names is not None:
         train_data = Dataset(train_data.x, train_data.y, config.class_names)
         test_data = Dataset(test_data.x, test_data.y, config.class_names)
@@ -122,10 +133,12 @@ def _read_datasets(config: TrainConfig) -> tuple[Dataset, Dataset]:
 
 def _has_idx_splits(path: Path) -> bool:
     names = [entry.name for entry in path.iterdir()]
-    return any(name.startswith("train-images") for name in names) and any(name.startswith("t10k-images") for name in names)
+    return any(name.startswith("train-images") for name in names) and any(
+        name.startswith("t10k-images") for name in names
+    )
 
 
-def _resized(data: Dataset, size: int) -> Dataset:
+def resize_dataset(data: Dataset, size: int) -> Dataset:
     """Images resized to size x size (bilinear, antialiased when shrinking), pixels kept in [0, 1]."""
     if data.x.shape[2:] == (size, size):
         return data
@@ -281,7 +294,11 @@ def _evaluate(
         "released_kind": trained.through.output_kind if trained.through is not None else config.release_kind,
         "leakage_measured_on": (
             "classifier.onnx (onnxruntime) -> "
-            + (f"edgeguard.filters '{config.train_through}' (numpy, seed {config.seed})" if config.train_through else "no filter")
+            + (
+                f"edgeguard.filters '{config.train_through}' (numpy, seed {config.seed})"
+                if config.train_through
+                else "no filter"
+            )
             + " -> decoder.onnx"
         ),
     }

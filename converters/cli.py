@@ -10,8 +10,8 @@ from pathlib import Path
 
 import click
 
-from converters.api import train_and_export
 from converters.adaptive import AUDIT_DECODERS, MIMIC_LOSSES
+from converters.api import train_and_export
 from converters.config import DEVICES, OBJECTIVES, OUTPUTS, STE_GRADIENTS, TASKS, TrainConfig
 from converters.models import ARCHITECTURES, DECODER_ARCHITECTURES, DECODER_INPUTS
 from converters.through_filter import GRAMMAR_HELP

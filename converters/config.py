@@ -149,7 +149,9 @@ class TrainConfig:
         kind = "logits" if self.output == "logits" else "probabilities"
         if self.train_through is not None:
             if not isinstance(self.train_through, str):
-                raise InvalidInputError(f"expected train_through to be a filter spec string, got {self.train_through!r}")
+                raise InvalidInputError(
+                    f"expected train_through to be a filter spec string, got {self.train_through!r}"
+                )
             from edgeguard.errors import FilterError
             from edgeguard.filters import parse_filter_spec
 
@@ -170,7 +172,9 @@ class TrainConfig:
                 f"--objective {self.objective}; use --ste-gradient identity"
             )
         if self.mimic is None and self.mimic_weight != 1.0:
-            raise InvalidInputError(f"expected --mimic TEACHER.onnx with --mimic-weight, got weight {self.mimic_weight} and no teacher")
+            raise InvalidInputError(
+                f"expected --mimic TEACHER.onnx with --mimic-weight, got weight {self.mimic_weight} and no teacher"
+            )
         if (self.mimic is not None or self.audit_penalty > 0) and task_type != "multiclass":
             raise InvalidInputError(
                 "expected --task classes for --mimic and --audit-penalty (they compare class distributions), "
@@ -184,7 +188,7 @@ class TrainConfig:
 
     @property
     def task_type(self) -> str:
-        """"multiclass" (task classes) or "multilabel" (task attributes)."""
+        """ "multiclass" (task classes) or "multilabel" (task attributes)."""
         return "multilabel" if self.task == "attributes" else "multiclass"
 
     @property

@@ -20,7 +20,15 @@ from torch import nn
 from edgeguard.errors import EdgeguardError
 from edgeguard.model_info import ModelInfo
 
-__all__ = ["ExportCheckError", "OPSET", "TOLERANCE", "export_classifier", "export_decoder", "run_onnx", "run_onnx_batched"]
+__all__ = [
+    "ExportCheckError",
+    "OPSET",
+    "TOLERANCE",
+    "export_classifier",
+    "export_decoder",
+    "run_onnx",
+    "run_onnx_batched",
+]
 
 OPSET = 17
 TOLERANCE = 1e-4

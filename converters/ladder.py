@@ -58,7 +58,9 @@ def ladder_config(params: dict[str, Any]) -> TrainConfig:
         raw_softmax = str(spec).strip().lower() in ("none", "raw", "softmax") and (
             merged["output"] == "softmax" or str(spec).strip().lower() == "softmax"
         )
-        merged["decoder_input"] = "log-probabilities" if raw_softmax and merged.get("task", "classes") == "classes" else "released"
+        merged["decoder_input"] = (
+            "log-probabilities" if raw_softmax and merged.get("task", "classes") == "classes" else "released"
+        )
     return TrainConfig(**merged)
 
 

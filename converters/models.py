@@ -376,8 +376,10 @@ def build_decoder(
     """
     if arch not in DECODER_ARCHITECTURES:
         raise InvalidInputError(f"expected a decoder architecture in {DECODER_ARCHITECTURES}, got {arch!r}")
-    body: nn.Module = Decoder(num_inputs, input_shape, channels) if arch == "small" else PaperDecoder(
-        num_inputs, input_shape, channels
+    body: nn.Module = (
+        Decoder(num_inputs, input_shape, channels)
+        if arch == "small"
+        else PaperDecoder(num_inputs, input_shape, channels)
     )
     if reads == "released":
         check_decoder_input(reads, released_kind)

@@ -16,8 +16,9 @@ module whose forward pass releases the values the real (numpy) filter releases:
 
 Equality with edgeguard.filters (tested in tests/test_attackers.py): elementwise stages
 (Round, Truncate, TopK without renormalisation, Argmax, ClassLabels, HighConfidence,
-noise without renormalisation, ClippedLaplace) give identical float32 numbers on identical
-inputs; stages with a row reduction or a transcendental function (Softmax, Sigmoid,
+noise without renormalisation) give identical float32 numbers on identical inputs (and
+identical noise draws); ClippedLaplace matches in distribution only (edgeguard samples it
+with OpenDP, which cannot be seeded: same clip, scale and output grid); stages with a row reduction or a transcendental function (Softmax, Sigmoid,
 ReverseSigmoid, renormalised noise/top-k, largest-remainder rounding) agree within
 :data:`FLOAT32_TOLERANCE` (torch and numpy sum and exponentiate in different orders).
 
@@ -209,7 +210,7 @@ class _Round(_Stage):
         return _straight_through(x, snapped / scale)
 
     def _largest_remainder(self, x: torch.Tensor) -> torch.Tensor:
-        scale = 10 ** self.stage.decimals
+        scale = 10**self.stage.decimals
         p = x.detach().double()
         p = p / p.sum(dim=1, keepdim=True) * scale
         steps = torch.floor(p)
@@ -328,10 +329,22 @@ class _LabelPreserving(_AdditiveNoise):
 
 
 class _ClippedLaplace(_Stage):
+    """Clip (differentiable), add Laplace noise of the filter's scale, snap to its output grid (straight through).
+
+    edgeguard draws this noise with OpenDP (discrete Laplace on the grid ``2^k``, from the
+    OS's randomness, never seeded), so the torch version matches it in distribution only:
+    continuous Laplace noise of the same scale, rounded to the same grid.
+    """
+
     def forward(self, x: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
         stage: ClippedLaplace = self.stage  # type: ignore[assignment]
-        draws = noise.laplace(tuple(x.shape), stage.noise_scale(x.shape[1]), x)
-        return (draws + x.clamp(-stage.clip, stage.clip).double()).to(x.dtype)
+        num_classes = x.shape[1]
+        clipped = x.clamp(-stage.clip, stage.clip)
+        noisy = noise.laplace(tuple(x.shape), stage.noise_scale(num_classes), x) + clipped.double()
+        granularity = stage.granularity(num_classes) if hasattr(stage, "granularity") else None
+        if granularity:
+            noisy = _straight_through(noisy, torch.round(noisy.detach() / granularity) * granularity)
+        return noisy.to(x.dtype)
 
 
 def _torch_stage(stage: OutputFilter) -> _Stage:

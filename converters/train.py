@@ -33,8 +33,8 @@ from converters.adaptive import audit_gain_db, centred_log_probabilities, mimic_
 from converters.config import TrainConfig
 from converters.losses import positive_weights, reconstruction_loss, ssim, task_loss
 from converters.models import ReleasedOutput, build_classifier, build_decoder
-from converters.through_filter import ThroughFilter, TorchNoise, build_through_filter
 from converters.tasks import accuracy, predict
+from converters.through_filter import ThroughFilter, TorchNoise, build_through_filter
 from edgeguard.data import Dataset
 
 __all__ = ["TrainedModels", "train_models", "released_activation", "compute_outputs", "resolve_device"]
@@ -70,7 +70,7 @@ def released_activation(config: TrainConfig) -> str:
 
 
 def resolve_device(device: str) -> torch.device:
-    """"auto": CUDA when torch sees a GPU, else the CPU; "cuda" without a GPU is an error."""
+    """ "auto": CUDA when torch sees a GPU, else the CPU; "cuda" without a GPU is an error."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():

@@ -24,6 +24,7 @@ from edgeguard.filters import (
     device_secret,
     pipeline_capacity_bits,
 )
+from edgeguard.model_file import LoadedModel, load_model
 from edgeguard.safe_model import SafeModel, ViciousModelWarning, model_sha256
 from edgeguard.vetting import VetReport, vet
 
@@ -34,6 +35,8 @@ __all__ = [
     "SafeModel",
     "ViciousModelWarning",
     "model_sha256",
+    "load_model",
+    "LoadedModel",
     "OutputFilter",
     "FilterPipeline",
     "pipeline_capacity_bits",

@@ -122,19 +122,22 @@ then one report per model goes to --output-dir, a summary table (or JSON with
 stderr; --jobs N vets N models at a time, --ray auto|ADDRESS on a Ray cluster.
 
 \b
-Runs a static audit of the file (nothing in it runs before that), a black-box leakage
-audit (a client-side decoder fitted on the outputs vs the label-only baseline) and the
-paper's fine-tune cosine test (needs torch), and prints a verdict: honest, vicious or
-inconclusive. The --finetune-* / --leakage-* knobs default to the settings the
-thresholds were calibrated with (benchmarks/detection.py); the report says where
-the thresholds came from.
+Runs a static audit of the file (nothing in it runs before that), a consistency test
+(per-row outputs must not depend on the batch: batch 1 vs batched, shuffled, repeated
+rows) and a black-box leakage audit (a client-side decoder fitted on the outputs of
+augmented probe images vs the label-only baseline, invariant to temperature, per-class
+shifts and logits/softmax form), and prints a verdict: honest, vicious or inconclusive.
+--reference-model / --reference-data compare the leakage with honest models of the
+same architecture; --release SPEC audits what SafeModel releases with those filters.
+The paper's fine-tune test runs with --tests finetune. The --leakage-* knobs default to
+the settings the thresholds were calibrated with (benchmarks/detection.py).
 
 \b
 --probe-data PROBE is labelled data of the claimed task: a folder with one
 subfolder per class (named like the model's classes, or by index), an .npz with x
 and y, or a folder with an IDX pair. It is resized and scaled from the model's
-metadata (override with --input-shape / --pixel-range / --class-names). The
-default tests need 3000 probe images (2000 + 1000 for the leakage audit).
+metadata (override with --input-shape / --pixel-range / --class-names). 1000
+images (100 per class) are enough; the leakage audit needs at least 200.
 
 \b
 Exit codes:

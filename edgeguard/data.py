@@ -82,6 +82,16 @@ class Dataset:
                 f"expected one label per image, got {len(self.x)} images and {len(self.y)} labels; "
                 "check that the images and labels files belong together"
             )
+        if self.class_names and self.y.ndim == 1 and len(self.y) and self.y.dtype.kind in "iu":
+            if int(self.y.max()) >= len(self.class_names) or int(self.y.min()) < 0:
+                raise DataError(
+                    f"expected labels in [0, {len(self.class_names) - 1}] for the {len(self.class_names)} class names, "
+                    f"got labels in [{int(self.y.min())}, {int(self.y.max())}]; store one class name per class"
+                )
+        if self.class_names and self.y.ndim == 2 and self.y.shape[1] != len(self.class_names):
+            raise DataError(
+                f"expected {len(self.class_names)} attribute columns for the class names, got labels {self.y.shape}"
+            )
 
     @property
     def multilabel(self) -> bool:
@@ -304,7 +314,7 @@ def load_npz(path: str | os.PathLike) -> Dataset:
             names = tuple(str(n) for n in archive["class_names"].reshape(-1)) if "class_names" in keys else ()
     except DataError:
         raise
-    except (OSError, ValueError, EOFError, KeyError, MemoryError, zipfile.BadZipFile, zlib.error) as error:
+    except Exception as error:  # numpy's header parser alone raises ValueError, SyntaxError, TokenError ...
         raise DataError(
             f"expected a readable .npz file at {path}, got {type(error).__name__}: {str(error)[:200]}; "
             "save it again with np.savez(path, x=images, y=labels)"

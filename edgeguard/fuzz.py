@@ -77,11 +77,13 @@ def _tiny_models() -> dict[str, Any]:
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
+    with np.load(ASSETS / "fashion_mnist_test_subset.npz") as data:
+        names = [str(n) for n in data["class_names"]]  # the probe's classes, so the vet runs them through
     weight = rng.normal(0, 0.05, (784, 10)).astype(np.float32)
     bias = rng.normal(0, 0.1, 10).astype(np.float32)
     props = {
         "task_type": "multiclass",
-        "class_names": json.dumps([f"c{i}" for i in range(10)]),
+        "class_names": json.dumps(names),
         "input_shape": "[1, 28, 28]",
         "pixel_range": "[0.0, 1.0]",
         "output_kind": "logits",
@@ -547,7 +549,25 @@ def m_tensor_data(proto: Any, rng: random.Random, setup: _Setup) -> str:
     return f"float_data appended to {tensor.name}"
 
 
+def m_weights(proto: Any, rng: random.Random, setup: _Setup) -> str:
+    """NaN, inf or huge weight values: the model runs, and the release must still fail closed."""
+    from onnx import numpy_helper
+
+    tensors = [t for t in proto.graph.initializer if t.data_type == 1 and t.raw_data]
+    if not tensors:
+        return "no float tensor"
+    tensor = rng.choice(tensors)
+    values = numpy_helper.to_array(tensor).copy()
+    flat = values.reshape(-1)
+    bad = rng.choice([np.nan, np.inf, -np.inf, 3e38, -3e38, 1e-45])
+    count = rng.choice([1, max(1, flat.size // 10), flat.size])
+    flat[rng.sample(range(flat.size), min(count, flat.size))] = bad
+    tensor.raw_data = values.tobytes()
+    return f"{count} weight(s) of {tensor.name} set to {bad}"
+
+
 MODEL_MUTATORS: dict[str, Callable[[Any, random.Random, _Setup], str]] = {
+    "weights": m_weights,
     "dims": m_dims,
     "attribute": m_attribute,
     "external-data": m_external,
@@ -934,6 +954,7 @@ def _child(mutant: Mutant, model: Path, probe: Path, cwd: Path, cli: bool, leaka
         if safe is not None:
             rng = random.Random(mutant.index)
             _step(outcome, "hostile-input", lambda: _expect_refusal(safe, _hostile_input(rng, safe.info.input_shape)))
+            _step(outcome, "filter-spec", lambda: _filter_spec_run(model, safe, rng))
     knobs: dict[str, Any] = {"tests": ()}
     if leakage:
         knobs = {
@@ -991,9 +1012,10 @@ def _child(mutant: Mutant, model: Path, probe: Path, cwd: Path, cli: bool, leaka
 
 
 def _selftest_memory(cwd: Path) -> None:
-    blocks = []
-    while True:
-        blocks.append(bytearray(256 << 20))
+    # 4 GiB of address space: refused at once under the RLIMIT_AS (it is larger than the margin), while
+    # without the limit it would succeed lazily (overcommit) and the selftest would report "not seen"
+    block = np.empty(4 << 30, dtype=np.uint8)
+    block[:: 1 << 20] = 1
 
 
 _SELFTESTS: dict[str, Callable[[Path], Any]] = {
@@ -1033,11 +1055,71 @@ def _hostile_input(rng: random.Random, shape: tuple[int, ...]) -> Any:
     return rng.choice(choices)()
 
 
+_SPEC_PARTS = (
+    "softmax",
+    "sigmoid",
+    "round:2",
+    "round:-1",
+    "round:99",
+    "truncate:3",
+    "top_k:0",
+    "top_k:3",
+    "top_k:1e9",
+    "argmax",
+    "gaussian:0",
+    "gaussian:nan",
+    "laplace:1",
+    "label_preserving:3",
+    "clipped_laplace:c=5,eps=1",
+    "clipped_laplace:c=-1,eps=inf",
+    "rounded",
+    "high_confidence",
+    "reverse_sigmoid",
+    "class_labels",
+    "label_confidence:4",
+    "none",
+    "",
+    ">",
+    "bogus:1",
+    "round:",
+    "softmax>softmax",
+    "round:2:3",
+    "top_k:3,k=4",
+)
+
+
+def _filter_spec_run(model: Path, safe: Any, rng: random.Random) -> None:
+    """A random filter-spec string: parse it, build SafeModel with it, predict (or a clean refusal)."""
+    from edgeguard import SafeModel
+    from edgeguard.filters import default_filter_specs, parse_filter_spec
+
+    if rng.random() < 0.5:  # a spec the bench uses (valid), so the release path itself runs
+        text = rng.choice([spec.text for spec in default_filter_specs(safe.info.output_kind)])
+    else:
+        text = ">".join(rng.choice(_SPEC_PARTS) for _ in range(rng.randint(1, 3)))
+    if rng.random() < 0.15:
+        text, _ = _byte_mutate(text.encode(), rng)
+        text = text.decode("latin-1")
+    spec = parse_filter_spec(text)
+    if spec.is_raw:
+        return
+    filtered = SafeModel(model, filters=spec.build(), providers=["CPUExecutionProvider"], threads=1)
+    low, high = filtered.info.pixel_range
+    released = filtered.predict(
+        np.random.default_rng(1).uniform(low, high, (2, *filtered.info.input_shape)).astype(np.float32)
+    )
+    if isinstance(released, np.ndarray) and released.dtype.kind == "f" and not np.isfinite(released).all():
+        raise _CliDefect("released-invalid-input", f"filters {text!r} released non-finite values")
+
+
 def _expect_refusal(safe: Any, x: Any) -> None:
+    """The refusal (InvalidInputError) is the expected outcome ("ok"); a release is a defect."""
+    from edgeguard.errors import InvalidInputError
+
     try:
         safe.predict(x)
-    except Exception:
-        raise
+    except InvalidInputError:
+        return
     raise _CliDefect("released-invalid-input", f"predict accepted a hostile input ({type(x).__name__})")
 
 

@@ -131,6 +131,8 @@ def load_model(
     references = _check_tensors(tensors, max_tensor_bytes, max_total_bytes)
     _check_value_shapes(proto, max_tensor_bytes)
     problems = unbounded_ops(proto, max_tensor_bytes)
+    if not problems:  # sizes fixed by the file: infer them all (a Conv padded by 2^14 is refused here)
+        _check_inferred_shapes(proto, max_tensor_bytes)
     if problems and not allow_dynamic_ops:
         raise UnsafeModelError(
             f"expected a feed-forward graph whose sizes are fixed before it runs, got {problems[0]}"
@@ -216,6 +218,16 @@ def _check_regular(info: os.stat_result, path: Path, what: str, single_link: boo
 
 
 def _read_all(fd: int, size: int, path: Path) -> bytes:
+    try:
+        return _read_chunks(fd, size, path)
+    except MemoryError:
+        raise ModelTooLargeError(
+            f"expected enough memory to read {size} bytes from {path}, got a MemoryError; "
+            "the model is too large for this device"
+        ) from None
+
+
+def _read_chunks(fd: int, size: int, path: Path) -> bytes:
     chunks = []
     remaining = size
     while remaining > 0:
@@ -489,6 +501,8 @@ def _load_external(references: list[_Reference], folder: Path, digest: Any, max_
         view = memoryview(data)
         for reference in by_location[location]:
             tensor = reference.tensor
+            for name in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data"):
+                tensor.ClearField(name)
             tensor.raw_data = bytes(view[reference.offset : reference.offset + (reference.length or 0)])
             del tensor.external_data[:]
             tensor.data_location = 0
@@ -517,6 +531,39 @@ def _check_value_shapes(model: Any, max_tensor_bytes: int) -> None:
             raise ModelTooLargeError(
                 f"expected graph values of at most {max_tensor_bytes} bytes, got {count * itemsize} declared for "
                 f"{value.name!r}; the file's declared shapes are not those of an on-device classifier"
+            )
+
+
+def _check_inferred_shapes(model: Any, max_tensor_bytes: int) -> None:
+    """Bound every intermediate value whose size onnx's shape inference can tell (batch dims count as 1).
+
+    Large float weights are left out of the copy that is inferred (only their dims matter).
+    A model that onnx cannot infer is left to onnxruntime, which checks it again.
+    """
+    import onnx
+
+    light = onnx.ModelProto()
+    light.CopyFrom(model)
+    for tensor in light.graph.initializer:
+        if tensor.data_type in (1, 10, 11, 16) and len(tensor.raw_data) > 4096:
+            tensor.ClearField("raw_data")
+    try:
+        inferred = onnx.shape_inference.infer_shapes(light, check_type=False, strict_mode=False, data_prop=True)
+    except Exception:  # onnx's inference fails on models onnxruntime may still accept
+        return
+    for value in list(inferred.graph.value_info) + list(inferred.graph.output):
+        tensor_type = value.type.tensor_type
+        if not tensor_type.HasField("shape"):
+            continue
+        count = 1
+        for dim in tensor_type.shape.dim:
+            if dim.HasField("dim_value") and dim.dim_value > 0:
+                count *= dim.dim_value
+        size = count * (_itemsize(tensor_type.elem_type) or 1)
+        if size > max_tensor_bytes:
+            raise ModelTooLargeError(
+                f"expected intermediate values of at most {max_tensor_bytes} bytes per sample, got {size} bytes "
+                f"inferred for {value.name[:80]!r}; the graph would allocate that much on every call"
             )
 
 

@@ -200,10 +200,3 @@ def load_onnx(path: str | os.PathLike, *, load_external_data: bool = True) -> An
     from edgeguard.model_file import load_model
 
     return load_model(path, allow_dynamic_ops=True, require_info=False).proto
-
-
-def _all_tensors(model: Any) -> list[Any]:
-    """Every TensorProto in the model (see :func:`edgeguard.model_file.iter_tensors`)."""
-    from edgeguard.model_file import iter_tensors
-
-    return list(iter_tensors(model))

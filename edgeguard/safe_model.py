@@ -5,9 +5,17 @@ The model is read, checked and hashed once by :func:`edgeguard.model_file.load_m
 their outputs at run time are refused unless ``allow_dynamic_ops``), inputs are validated against what the model
 declares, and every release goes through a type-checked :class:`FilterPipeline`. It
 fails closed: if inference or any filter fails, an error is raised and nothing is
-released; errors never quote output values. Raw outputs are available only from
+released; errors never quote output values, nor anything onnxruntime wrote (its
+messages can hold values computed from the input; onnxruntime's logging is set to
+FATAL so it prints nothing either). Raw outputs are available only from
 :meth:`SafeModel.predict_unfiltered_unsafe` on a model built with
 ``allow_unsafe_raw_outputs=True``.
+
+The pipeline's leading deterministic and noise stages are appended to the graph
+(:mod:`edgeguard.filters.fusion`), together with the input's range check and the
+release's checks, so one onnxruntime run returns the release: for such pipelines raw
+outputs never reach Python memory. Stages that do not map onto ONNX ops run in numpy
+afterwards, as before.
 """
 
 from __future__ import annotations
@@ -44,6 +52,8 @@ __all__ = ["SafeModel", "ViciousModelWarning", "model_sha256", "GPU_PROVIDERS", 
 logger = logging.getLogger(__name__)
 
 _FLOAT32 = np.dtype(np.float32)
+_UINT32 = np.dtype(np.uint32)
+_UMAX = np.maximum.reduce  # the ufunc's reduce, without ndarray.max's Python wrapper
 
 #: Providers that ``providers="auto"`` prefers, in order, when onnxruntime offers them.
 #: (TensorRT is left out: it builds engines at start-up; ask for it explicitly.)
@@ -54,6 +64,7 @@ GPU_PROVIDERS = (
     "DmlExecutionProvider",
 )
 VERDICTS = ("honest", "vicious", "inconclusive")
+VET_POLICIES = ("refuse", "argmax", "warn", None)
 
 #: onnxruntime log severity for SafeModel's session and runs: FATAL only (nothing on stderr when a node fails).
 _ORT_SILENT = 4
@@ -87,7 +98,6 @@ def _quiet_run_options() -> Any:
     options = ort.RunOptions()
     options.log_severity_level = _ORT_SILENT
     return options
-VET_POLICIES = ("refuse", "argmax", "warn", None)
 
 
 class ViciousModelWarning(UserWarning):
@@ -220,7 +230,9 @@ class SafeModel:
     providers: "auto" (a GPU provider when onnxruntime offers one, else CPU) or a list of
         onnxruntime provider names; ``.providers`` reports what the session really uses.
     threads: onnxruntime intra-op threads (None = onnxruntime's default); sets
-        ``intra_op_num_threads`` on ``session_options`` (an ``onnxruntime.SessionOptions``).
+        ``intra_op_num_threads`` on ``session_options`` (an ``onnxruntime.SessionOptions``;
+        SafeModel also sets its ``log_severity_level`` to 4, FATAL, so that a failing node's
+        message, which can quote values computed from the input, is never printed).
     verdict: a vetting verdict for this file: an object with ``.model_sha256`` and
         ``.verdict`` ("honest" | "vicious" | "inconclusive"), a mapping with those keys,
         or a path to a JSON report. It must name this file's :func:`model_sha256`.
@@ -317,6 +329,8 @@ class SafeModel:
             output_kind=self.info.output_kind,
             task_type=self.info.task_type,
             keep_raw=bool(allow_unsafe_raw_outputs),
+            input_name=self.info.input_name,
+            pixel_range=tuple(float(v) for v in self.info.pixel_range),
         )
         model_bytes = loaded.serialized if self._fusion is None else self._fusion.proto.SerializeToString()
         if self._fusion is not None:
@@ -358,7 +372,10 @@ class SafeModel:
         self._raw_names = [fusion.raw_name] if fusion is not None else self._output_names
         self._noise = fusion.noise if fusion is not None else ()
         self._rest = fusion.rest if fusion is not None else None
-        self._release_terminal = fusion is not None and fusion.terminal
+        # what the fused release is: 1 = float (N, K), NaN everywhere when a check in the graph failed;
+        # 2 = label indices, -1 everywhere when a check failed
+        self._release_kind = 2 if fusion is not None and fusion.terminal else 1
+        self._graph_checks_input = fusion is not None and fusion.checks_input
         logger.info(
             "loaded %s (sha256 %s) on %s; release: %s",
             self.path.name,
@@ -575,7 +592,8 @@ class SafeModel:
         """Raw outputs of a validated batch (used by predict_unfiltered_unsafe)."""
         feed = {self._input_name: batch}
         for noise in self._noise:  # the raw output does not depend on them
-            feed[noise.name] = np.zeros((len(batch), self.num_classes), np.float32 if noise.kind == "normal" else np.float64)
+            dtype = np.float32 if noise.kind == "normal" else np.float64
+            feed[noise.name] = np.zeros((len(batch), self.num_classes), dtype)
         failure = None
         try:
             raw = self._run_session(self._raw_names, feed, self._run_options)[0]
@@ -614,23 +632,30 @@ class SafeModel:
             + "; the file's metadata does not match its graph, nothing was released"
         )
 
-    def _check_release(self, out: Any, rows: int) -> Exception | None:
+    def _check_release(self, out: Any, rows: int, batch: np.ndarray) -> Exception | None:
         """The fused graph's output: the release's shape, finite values, and the graph's simplex verdict."""
-        if self._release_terminal:  # int64 label indices; -1 everywhere when the simplex check failed
-            if type(out) is np.ndarray and out.shape == (rows,) and out[0] >= 0:
+        # The graph checked the input's range, the release's finiteness and (if declared) the raw
+        # probabilities; a failed check turned the whole release into NaN (indices: -1).
+        if self._release_kind == 2:
+            if type(out) is np.ndarray and out.shape == (rows,) and out.item(0) >= 0:
                 return None
             expected: tuple[int, ...] = (rows,)
-        else:  # float32 (N, K); NaN everywhere when the simplex check failed
-            if type(out) is np.ndarray and out.shape == (rows, self.num_classes) and math.isfinite(
-                np.add.reduce(out, axis=None)
-            ):
-                return None
+        else:
+            if type(out) is np.ndarray and out.shape == (rows, self.num_classes):
+                first = out.item(0)
+                if first == first:
+                    return None
             expected = (rows, self.num_classes)
         if not isinstance(out, np.ndarray) or out.shape != expected:
             return InferenceError(
                 f"expected model outputs of shape ({rows}, {self.num_classes}) (a release of shape {expected}), got "
                 f"a release of shape {getattr(out, 'shape', None)}; nothing was released"
             )
+        if self._graph_checks_input:
+            try:  # the input check in Python writes the error (and says what is wrong with the input)
+                self._validate(batch)
+            except InvalidInputError as error:
+                return error.with_traceback(None)
         if self._check_simplex:
             return InferenceError(self._simplex_message(fused=True))
         return FilterError(
@@ -668,8 +693,13 @@ class SafeModel:
         try:
             out = self._run_session(self._release_names, feed, self._run_options)[0]
         except Exception as error:
+            if self._graph_checks_input:  # the input was not checked in Python: say first if it was invalid
+                try:
+                    self._validate(batch)
+                except InvalidInputError as invalid:
+                    return None, invalid.with_traceback(None)
             return None, self._inference_error(error, rows)
-        failure = self._check_release(out, rows)
+        failure = self._check_release(out, rows, batch)
         if failure is not None:
             return None, failure
         rest = self._rest
@@ -704,9 +734,11 @@ class SafeModel:
             and shape[1:] == self._sample_shape
             and shape[0] > 0
             and (self._fixed_batch is None or shape[0] == self._fixed_batch)
-            and self._max_bits is not None
             and x.flags.c_contiguous
-            and x.view(np.uint32).max() <= self._max_bits
+            and (
+                self._graph_checks_input  # the fused graph checks the pixel range itself (one check, in onnxruntime)
+                or (self._max_bits is not None and _UMAX(x.view(_UINT32), axis=None) <= self._max_bits)
+            )
         ):
             batch, single = x, False
         else:

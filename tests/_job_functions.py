@@ -31,3 +31,10 @@ def die_once(params: dict[str, Any], artifacts: Path) -> dict[str, Any]:
 
 def fail(params: dict[str, Any], artifacts: Path) -> dict[str, Any]:
     raise RuntimeError(f"job failed on purpose: {json.dumps(params)}")
+
+
+def sleep_and_report_pid(params: dict[str, Any], artifacts: Path) -> dict[str, Any]:
+    """Write this worker's pid to ``params["pid_dir"]``, then sleep ``params["sleep"]`` seconds."""
+    Path(params["pid_dir"], f"{os.getpid()}.pid").write_text(str(os.getpid()))
+    time.sleep(params["sleep"])
+    return {"slept": params["sleep"]}

@@ -14,8 +14,8 @@ from edgeguard.safe_model import model_sha256
 from edgeguard.vetting import VetReport
 
 SMALL = [
-    "--leakage-fit-samples", "300",
-    "--leakage-eval-samples", "200",
+    "--leakage-decoder", "ridge",
+    "--augment-seed", "5",
     "--finetune-train-samples", "64",
     "--finetune-eval-samples", "200",
     "--finetune-batch-size", "32",
@@ -65,7 +65,10 @@ def test_version_and_help():
 )
 def test_exit_codes_0_and_1_with_json_numbers(tmp_path, model, probe, leakage_threshold, code, verdict):
     path = thresholds(tmp_path, leakage_threshold)
-    result = run("vet", model, "-p", probe, "--format", "json", "--thresholds", path, "-q", *SMALL)
+    result = run(
+        "vet", model, "-p", probe, "--format", "json", "--thresholds", path, "-q", *SMALL,
+        "--tests", "consistency", "--tests", "leakage", "--tests", "finetune",
+    )
     assert result.exit_code == code, result.output
     data = json.loads(result.stdout)
     assert data["verdict"] == verdict and data["exit_code"] == code
@@ -75,18 +78,33 @@ def test_exit_codes_0_and_1_with_json_numbers(tmp_path, model, probe, leakage_th
     assert leakage["flagged"] is (code == 1)
     details = leakage["details"]
     assert details["psnr_decoder_db"] - details["psnr_label_only_db"] == pytest.approx(leakage["score"])
-    assert details["fit_samples"] == 300 and details["eval_samples"] == 200
+    assert details["decoder"] == "ridge" and details["augment_seed"] == 5 and details["samples"] == 600
+    assert data["tests"]["consistency"]["details"]["consistent"] is True
+    assert data["checked"]["batch_sizes"][0] == 1 and len(data["thresholds_sha256"]) == 64
     finetune = data["tests"]["finetune"]
     assert finetune["status"] == "ran" and -1.0 <= finetune["score"] <= 1.0
     assert finetune["details"]["train_samples"] == 64
     assert data["capacity_bits"] == "unbounded"
     assert data["probe"]["samples"] == 600 and data["probe"]["accuracy"] > 0.9
-    assert (data["likelihood"] >= 0.5) is (code == 1)
+    assert (data["likelihood"] > 0.5) is (code == 1)
+
+
+def test_release_and_reference_options(tmp_path, model, probe):
+    result = run(
+        "vet", model, "-p", probe, "--format", "json", "-q", "--thresholds", thresholds(tmp_path, 100.0),
+        "--release", "argmax", "--reference-model", model, *SMALL,
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["release"]["spec"] == "argmax" and data["release"]["gain_db"] == 0.0
+    assert data["tests"]["leakage"]["details"]["excess_gain_db"] == 0.0
+    bad = run("vet", model, "-p", probe, "--release", "round:-1", "-q")
+    assert bad.exit_code in (2, 4) and "round" in bad.output
 
 
 def test_text_report_on_stdout_progress_on_stderr(tmp_path, model, probe):
     result = run("vet", model, "-p", probe, "--thresholds", thresholds(tmp_path, 100.0), *SMALL)
-    assert result.exit_code == 0
+    assert result.exit_code == 0, result.output
     assert "--- Summary" in result.stdout and "HONEST" in result.stdout
     assert "Scores vs thresholds" in result.stdout and "[vet]" not in result.stdout
     assert "[vet] static audit" in result.stderr
@@ -127,7 +145,7 @@ def test_exit_code_2_for_errors(tmp_path, model, probe, case):
 @pytest.mark.parametrize("case", ["too-small", "missing-class"], ids=lambda c: c)
 def test_exit_code_3_inconclusive(tmp_path, model, case):
     if case == "too-small":
-        probe = write_probe(tmp_path / "p.npz", 120)  # default sizes need thousands of samples
+        probe = write_probe(tmp_path / "p.npz", 120)  # the leakage audit needs at least 200 images
         extra: list[str] = []
     else:
         probe = write_probe(tmp_path / "p.npz", 600, classes=2)

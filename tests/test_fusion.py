@@ -53,7 +53,14 @@ def _linear_model(path: Path, *, kind: str, task: str = "multiclass", classes: i
         helper.make_node("Add", ["product", "bias"], ["logits" if kind == "probabilities" else "scores"]),
     ]
     if kind == "probabilities":
-        nodes.append(helper.make_node("Softmax" if task == "multiclass" else "Sigmoid", ["logits"], ["scores"], **({"axis": 1} if task == "multiclass" else {})))
+        nodes.append(
+            helper.make_node(
+                "Softmax" if task == "multiclass" else "Sigmoid",
+                ["logits"],
+                ["scores"],
+                **({"axis": 1} if task == "multiclass" else {}),
+            )
+        )
     graph = helper.make_graph(
         nodes,
         "linear",
@@ -77,7 +84,9 @@ def models(tmp_path_factory) -> dict[str, Path]:
         "probabilities": _linear_model(folder / "probs18.onnx", kind="probabilities", opset=18),
         "probabilities-opset13": _linear_model(folder / "probs13.onnx", kind="probabilities", opset=13),
         "multilabel": _linear_model(folder / "multilabel.onnx", kind="probabilities", task="multilabel", classes=5),
-        "multilabel-logits": _linear_model(folder / "multilabel_logits.onnx", kind="logits", task="multilabel", classes=5),
+        "multilabel-logits": _linear_model(
+            folder / "multilabel_logits.onnx", kind="logits", task="multilabel", classes=5
+        ),
     }
 
 
@@ -220,7 +229,9 @@ def test_fusion_leaves_the_model_proto_unchanged_and_refuses_old_opsets(models, 
     assert fused is not None and len(fused.fused) == 2 and proto.SerializeToString() == before
     onnx.checker.check_model(fused.proto)
     old = _linear_model(tmp_path / "old.onnx", kind="logits", opset=12)
-    assert fuse_pipeline(onnx.load(str(old)), pipeline, output_name="scores", num_classes=K, output_kind="logits") is None
+    assert (
+        fuse_pipeline(onnx.load(str(old)), pipeline, output_name="scores", num_classes=K, output_kind="logits") is None
+    )
     assert SafeModel(old, filters=[Softmax(), Round(2)]).fused_stages == 0
 
 
@@ -240,7 +251,9 @@ def test_fused_probability_check_fails_closed(tmp_path):
     """A file declaring probabilities whose graph emits logits: refused inside the graph, as in numpy."""
     path = _linear_model(tmp_path / "liar.onnx", kind="logits")
     model = onnx.load(str(path))
-    info = ModelInfo("image", "scores", SHAPE, tuple(f"c{i}" for i in range(K)), "multiclass", (0.0, 1.0), "probabilities", True)
+    info = ModelInfo(
+        "image", "scores", SHAPE, tuple(f"c{i}" for i in range(K)), "multiclass", (0.0, 1.0), "probabilities", True
+    )
     del model.metadata_props[:]
     helper.set_model_props(model, info.to_metadata_props())
     onnx.save(model, str(path))

@@ -36,7 +36,8 @@ def test_ci_sized_campaign_finds_no_defect(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     data = json.loads((tmp_path / "ci.json").read_text())
     assert data["tried"] == 100 and data["ran_fine"] + data["clean_errors"] + data["mutants_with_defects"] == 100
-    assert data["ran_fine"] > 0 and data["clean_errors"] > 0  # the mutants reach both outcomes
+    assert data["by_step"]["safemodel"].get("ok", 0) > 0 and data["clean_errors"] > 0  # both outcomes are reached
+    assert all(data["selftest_detected"].values()), data["selftest_detected"]  # every detector sees its defect
     assert data["read_outside_detection"] == "inotify"
     assert data["defect_total"] == 0, json.dumps(data["examples"], indent=1)[:4000]
     assert set(data["defects"]) == set(DEFECT_TYPES)

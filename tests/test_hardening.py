@@ -291,7 +291,29 @@ def _duplicate_output():
     return _linear(outputs=[out, out])
 
 
+def _padded_conv():
+    """A consistent graph (onnxruntime would run it) whose Conv output is 3 x 32772^2 floats per sample."""
+    weight = numpy_helper.from_array(np.ones((3, 1, 1, 1), np.float32), "K")
+    nodes = [
+        helper.make_node("Conv", ["image", "K"], ["c"], pads=[1 << 14] * 4),
+        helper.make_node("GlobalAveragePool", ["c"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["scores"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", *SHAPE])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 3])],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, _props())
+    return model
+
+
 BAD_DECLARATIONS = {
+    "conv-padded-2^14": _padded_conv,
     "output-dim-2^31": lambda: _linear(out_dim=1 << 31, props={}),
     "output-dim-0": lambda: _linear(out_dim=0, props={}),
     "input-shape-short": lambda: _linear(props=_props(input_shape="[1, 4]")),
@@ -475,12 +497,29 @@ def _truncate(path: Path, size: int) -> Path:
     return path
 
 
+def _unclosed_npy_header(path: Path) -> Path:
+    """An .npz whose x.npy header never closes its shape tuple (numpy raises tokenize.TokenError)."""
+    import zipfile
+
+    header = b"{'descr': '|u1', 'fortran_order': False, 'shape': (2, 4, \n"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x.npy", b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + b"\0" * 32)
+        archive.writestr("y.npy", b"")
+    return path
+
+
 BAD_NPZ = {
     "empty": lambda p: _truncate(_npz(p, x=np.zeros(1)), 0),
     "truncated": lambda p: _truncate(_npz(p, x=np.zeros((10, 4, 4), np.uint8), y=np.zeros(10, int)), 300),
     "string-labels": lambda p: _npz(p, x=np.zeros((2, 4, 4), np.uint8), y=np.array(["cat", "dog"])),
     "float-labels": lambda p: _npz(p, x=np.zeros((2, 4, 4), np.uint8), y=np.array([0.0, 2.5])),
     "nan-pixels": lambda p: _npz(p, x=np.full((2, 4, 4), np.nan, np.float32), y=np.array([0, 1])),
+    # found by benchmarks/fuzz.py: a corrupt npy header (numpy raised tokenize.TokenError)
+    "npy-header-unclosed": _unclosed_npy_header,
+    # found by benchmarks/fuzz.py: labels beyond the class names gave an IndexError in the vet
+    "class-names-short": lambda p: _npz(
+        p, x=np.zeros((2, 4, 4), np.uint8), y=np.array([0, 9]), class_names=np.array(["a"])
+    ),
 }
 
 

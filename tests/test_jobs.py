@@ -8,7 +8,10 @@ through a release filter), comparing every result with the local executor's.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -46,6 +49,8 @@ def test_key_is_canonical_and_params_must_be_json():
     with pytest.raises(ValueError, match="package.module:function"):
         Job("no_colon", {})
     assert Job(SQUARE, {"device": "cuda:0"}).num_gpus == 1 and Job(SQUARE, {"device": "cpu"}).num_gpus == 0
+    assert Job(SQUARE, {"spec": {"device": "cuda"}}).num_gpus == 1 and Job(SQUARE, {}, gpus=0.5).num_gpus == 0.5
+    assert Job(SQUARE, {"x": 1}, gpus=1).key == Job(SQUARE, {"x": 1}).key  # where it runs is not its result
     assert executor_options(2, "auto") == {"executor": "ray", "workers": 2, "ray_address": "auto"}
     assert executor_options(3)["executor"] == "local"
 
@@ -94,6 +99,40 @@ def test_a_killed_worker_leaves_no_corrupt_entry_and_a_rerun_finishes_it(tmp_pat
     assert done[1].result == {"finished": True} and not done[1].cached
     assert (done[1].artifacts / "partial.bin").read_bytes() == b"whole"
     assert list((cache / ".tmp").iterdir()) == []  # the dead worker's temp dir was swept
+
+
+def test_workers_end_when_the_driver_is_killed(tmp_path):
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    driver = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from edgeguard.jobs import Job, run_jobs; "
+        "run_jobs([Job('_job_functions:sleep_and_report_pid', {'pid_dir': sys.argv[2], 'sleep': 60, 'i': i}) "
+        "for i in range(2)], cache_dir=sys.argv[3], workers=2, progress=False)"
+    )
+    tests = str(Path(__file__).parent)
+    process = subprocess.Popen([sys.executable, "-c", driver, tests, str(pids), str(tmp_path / "cache")])
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(pids.iterdir())) < 2 and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.1)
+        workers = [int(p.stem) for p in pids.iterdir()]
+        assert len(workers) == 2, "the workers did not start"
+    finally:
+        process.kill()  # SIGKILL: no clean-up code runs in the driver
+        process.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers), "orphaned workers kept running after the driver died"
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped, does not count)."""
+    try:
+        os.kill(pid, 0)
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (ProcessLookupError, FileNotFoundError):
+        return False
 
 
 def test_ray_missing_gives_a_clear_error(tmp_path, monkeypatch):

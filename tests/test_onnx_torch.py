@@ -391,6 +391,30 @@ HAND_CASES = [
     case("constant-value-floats", "Constant", {}, {"value_floats": [1.0, -2.0]}),
     case("constant-value-int", "Constant", {}, {"value_int": 4}),
     case("constant-value-ints", "Constant", {}, {"value_ints": [3, -1]}),
+    # layers both torch exporters emit (nn.Unflatten's Mod, activations, norms, upsampling)
+    case("mod-int", "Mod", {"a": i64(-7, 7, 5, 9)}, None, {"b": i64(3, -3, 5, 4)}),
+    case("mod-fmod-float", "Mod", {"a": X4}, {"fmod": 1}, {"b": np.float32(0.7)}),
+    case("greater", "Greater", {"a": X4, "b": r(6)}),
+    case("less", "Less", {"a": X4, "b": r(6)}),
+    case("greaterorequal", "GreaterOrEqual", {"a": i64(1, 2, 3)}, None, {"b": i64(2, 2, 2)}),
+    case("lessorequal", "LessOrEqual", {"a": i64(1, 2, 3)}, None, {"b": i64(2, 2, 2)}),
+    case("elu", "Elu", {"x": X4}, {"alpha": 0.7}),
+    case("hardsigmoid", "HardSigmoid", {"x": X4 * 4}, {"alpha": 1 / 6, "beta": 0.5}),
+    case("hardswish", "HardSwish", {"x": X4 * 4}),
+    case("softplus", "Softplus", {"x": X4}),
+    case("mish", "Mish", {"x": X4}, opset=18),
+    case("layernorm-last", "LayerNormalization", {"x": r(2, 3, 6)}, {"epsilon": 1e-3}, {"s": r(6), "b": r(6)}),
+    case("layernorm-axis1", "LayerNormalization", {"x": r(2, 3, 6)}, {"axis": 1}, {"s": r(3, 6)}),
+    case("instancenorm", "InstanceNormalization", {"x": X4}, {"epsilon": 1e-3}, {"s": r(3), "b": r(3)}),
+    case("depthtospace-crd", "DepthToSpace", {"x": r(2, 8, 3, 4)}, {"blocksize": 2, "mode": "CRD"}),
+    case("depthtospace-dcr", "DepthToSpace", {"x": r(2, 8, 3, 4)}, {"blocksize": 2}),
+    case("resize-nearest-asymmetric", "Resize", {"x": X4},
+         {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"},
+         {"roi": np.zeros(0, np.float32), "sc": np.array([1, 1, 2, 2], np.float32)}, ["x", "", "sc"]),  # fmt: skip
+    case("resize-linear-half-pixel", "Resize", {"x": X4}, {"mode": "linear"},
+         {"sc": np.array([1, 1, 2, 1.5], np.float32)}, ["x", "", "sc"]),  # fmt: skip
+    case("resize-linear-sizes", "Resize", {"x": X4}, {"mode": "linear", "coordinate_transformation_mode": "align_corners"},
+         {"sz": i64(2, 3, 7, 9)}, ["x", "", "", "sz"]),  # fmt: skip
 ]  # fmt: skip
 
 

@@ -16,6 +16,7 @@ from edgeguard import (
     Argmax,
     GaussianNoise,
     InferenceError,
+    InvalidInputError,
     LabelPreservingNoise,
     OutputFilter,
     Round,
@@ -98,7 +99,9 @@ def test_the_vicious_graph_does_quote_the_value_to_onnxruntime(models):
 
 
 @pytest.mark.parametrize(
-    "filters", [[Argmax()], [Round(2), GaussianNoise(0.1)], [LabelPreservingNoise(0.5)]], ids=["argmax", "fused", "numpy"]
+    "filters",
+    [[Argmax()], [Round(2), GaussianNoise(0.1)], [LabelPreservingNoise(0.5)]],
+    ids=["argmax", "fused", "numpy"],
 )
 def test_inference_errors_carry_no_digits_and_onnxruntime_prints_nothing(models, filters, capfd):
     model = SafeModel(models["gather"], filters=filters)
@@ -125,7 +128,7 @@ class _Interrupt(OutputFilter):
     name = "interrupt"
 
     def apply(self, outputs, rng, *, user_id=None):
-        scratch = outputs.copy()  # a filter's own locals hold outputs too
+        scratch = outputs.copy()  # noqa: F841 (a filter's own locals hold outputs too)
         raise KeyboardInterrupt
 
 
@@ -154,7 +157,7 @@ def test_the_frame_walk_finds_raw_outputs_when_they_are_there(models):
     )
 
     def keeps(outputs):
-        held = outputs.copy()
+        held = outputs.copy()  # noqa: F841
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt) as caught:
@@ -163,7 +166,9 @@ def test_the_frame_walk_finds_raw_outputs_when_they_are_there(models):
 
 
 @pytest.mark.parametrize(
-    "filters", [[_Interrupt()], [Round(2), _Interrupt()], [Softmax(), _Interrupt()]], ids=["numpy", "fused-round", "fused-softmax"]
+    "filters",
+    [[_Interrupt()], [Round(2), _Interrupt()], [Softmax(), _Interrupt()]],
+    ids=["numpy", "fused-round", "fused-softmax"],
 )
 def test_keyboard_interrupt_in_a_filter_leaves_no_raw_outputs_in_the_traceback(models, filters):
     x = _images(3)
@@ -207,3 +212,28 @@ def test_public_session_runs_the_release(models):
     release = model.session.run([names[0]], {"image": x})[0]
     np.testing.assert_array_equal(release, model.predict(x))
     np.testing.assert_array_equal(model.session.run(["scores"], {"image": x})[0], model.predict_unfiltered_unsafe(x))
+
+
+# --- one input check: inside the fused graph --------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "filters", [[Argmax()], [Round(2)], [Softmax(), GaussianNoise(0.1)]], ids=["index", "values", "noise"]
+)
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (np.nan, "got 1 NaN value"),
+        (np.inf, "got 1 infinite value"),
+        (1.0 + 1e-7, "declared pixel_range"),
+        (-1e-10, "declared pixel_range"),
+    ],
+    ids=["nan", "inf", "above", "tiny-negative"],
+)
+def test_the_graph_input_check_refuses_what_numpy_refuses(models, filters, value, message):
+    model = SafeModel(models["linear"], filters=filters)
+    assert model.fused_stages == len(filters)
+    x = np.random.default_rng(0).random((3, *SHAPE), dtype=np.float32)
+    x[1, 0, 2, 3] = value
+    with pytest.raises(InvalidInputError, match=message):
+        model.predict(x)
+    x[1, 0, 2, 3] = -0.0  # equal to 0: accepted, as by the numpy check
+    assert model.predict(x).shape[0] == 3

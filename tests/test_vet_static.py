@@ -146,3 +146,57 @@ def test_findings_are_sorted_most_severe_first(tmp_path):
     ranks = [f.rank for f in findings]
     assert ranks == sorted(ranks, reverse=True)
     assert all(f.fix for f in findings if f.severity in ("high", "critical"))
+
+
+# -- value flow from the input's shape into the outputs (issue 10) ---------------------------------------
+
+
+def _batch_size_switch() -> onnx.ModelProto:
+    """Where(Equal(Shape(input)[0], 1), -logits, logits)."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    extra = [
+        helper.make_node("Shape", ["input"], ["shape"]),
+        helper.make_node("Constant", [], ["zero"], value=numpy_helper.from_array(np.array(0, np.int64))),
+        helper.make_node("Constant", [], ["one"], value=numpy_helper.from_array(np.array(1, np.int64))),
+        helper.make_node("Gather", ["shape", "zero"], ["n"], axis=0),
+        helper.make_node("Equal", ["n", "one"], ["single"]),
+        helper.make_node("Neg", ["logits"], ["flipped"]),
+        helper.make_node("Where", ["single", "flipped", "logits"], ["back"]),
+    ]
+    return linear_classifier(extra_nodes=extra, tail="back")
+
+
+def _switch_in_a_local_function() -> onnx.ModelProto:
+    """The same switch hidden in a model-local function ``evil.Switch(x, logits)``."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    body = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Constant", [], ["zero"], value=numpy_helper.from_array(np.array(0, np.int64))),
+        helper.make_node("Constant", [], ["one"], value=numpy_helper.from_array(np.array(1, np.int64))),
+        helper.make_node("Gather", ["shape", "zero"], ["n"], axis=0),
+        helper.make_node("Equal", ["n", "one"], ["single"]),
+        helper.make_node("Neg", ["logits"], ["flipped"]),
+        helper.make_node("Where", ["single", "flipped", "logits"], ["y"]),
+    ]
+    function = helper.make_function(
+        "evil", "Switch", ["x", "logits"], ["y"], body, [helper.make_opsetid("", 17)]
+    )
+    model = linear_classifier(extra_nodes=[helper.make_node("Switch", ["input", "logits"], ["back"], domain="evil")], tail="back")
+    model.functions.append(function)
+    model.opset_import.append(helper.make_opsetid("evil", 1))
+    return model
+
+
+@pytest.mark.parametrize("build", [_batch_size_switch, _switch_in_a_local_function], ids=["graph", "local-function"])
+def test_shape_value_flow_into_the_output_is_high(tmp_path, build):
+    findings = static_audit(save(build(), tmp_path / "m.onnx"))
+    assert codes(findings, "high").get("shape-value-flow") == "high"
+
+
+def test_shape_arguments_of_reshape_are_not_value_flow(tmp_path):
+    findings = static_audit(save(shape_cast_classifier(), tmp_path / "m.onnx"))
+    assert "shape-value-flow" not in codes(findings, "info")

@@ -2,8 +2,15 @@
 
     from edgeguard.bench import run_bench
     report = run_bench("classifier.onnx", "decoder.onnx", "/usr/share/datasets/fashion-mnist",
-                       filters="none;softmax>round:2;argmax", eval_size=1000, attack_size=4000)
-    report.rows[0].to_dict(); report.write("bench-out")   # CSV, Markdown, JSON, PNG plot, PNG grid
+                       filters="none;softmax>round:2;argmax", eval_size=1000, attack_size=4000,
+                       through=ThroughSettings(epochs=2, train_limit=10_000, cache_dir=".cache"))
+    report.rows[0].to_dict(); report.write("bench-out")   # CSV, Markdown, JSON, plots, grids
+
+Each filter is measured against the attacker ladder (rung 1: the server's decoder as
+trained; rung 2: refitted on filtered outputs; rung 3: a classifier + decoder trained
+through the filter, :mod:`edgeguard.bench.ladder`), and the worst case over the rungs is
+reported next to the capacity bound; noise filters also get the repeated-queries
+experiment (:mod:`edgeguard.bench.repeats`).
 
 See :mod:`edgeguard.bench.run` for what is measured, :mod:`edgeguard.filters.spec` for the
 filter-spec syntax and :mod:`edgeguard.bench.mapping` for how releases are fed to the
@@ -11,8 +18,18 @@ server's decoder. torch (optional) powers the adaptive attacker; matplotlib (the
 ``bench`` extra) the plot.
 """
 
+from edgeguard.bench.ladder import TRAINER_GROUP, ThroughSettings
 from edgeguard.bench.mapping import DecoderInputMap, one_hot
-from edgeguard.bench.report import CSV_COLUMNS, TARGET_ACCURACY_DROP, TARGET_RISK, BenchReport, BenchRow
+from edgeguard.bench.repeats import REPEAT_COUNTS, RepeatRow
+from edgeguard.bench.report import (
+    CSV_COLUMNS,
+    RUNG_NAMES,
+    TARGET_ACCURACY_DROP,
+    TARGET_GAIN_DB,
+    TARGET_RISK,
+    BenchReport,
+    BenchRow,
+)
 from edgeguard.bench.run import run_bench
 from edgeguard.filters.spec import FILTER_NAMES, FilterSpec, default_filter_specs, parse_filter_spec, parse_filter_specs
 
@@ -22,7 +39,13 @@ __all__ = [
     "BenchRow",
     "CSV_COLUMNS",
     "TARGET_ACCURACY_DROP",
+    "TARGET_GAIN_DB",
     "TARGET_RISK",
+    "RUNG_NAMES",
+    "ThroughSettings",
+    "TRAINER_GROUP",
+    "RepeatRow",
+    "REPEAT_COUNTS",
     "FilterSpec",
     "FILTER_NAMES",
     "parse_filter_spec",

@@ -10,7 +10,14 @@ measures, on a seeded split of the data into an *evaluation* part and a disjoint
 - leakage (PSNR, SSIM and the reconstruction risk R of :mod:`edgeguard.metrics`, with the
   Mahalanobis reference fitted on the attacker's images) of (a) the server's decoder as
   trained, run by onnxruntime on the mapped release (:mod:`edgeguard.bench.mapping`), and
-  (b) an adaptive attacker who knows the filter (:mod:`edgeguard.bench.attack`);
+  (b) an adaptive attacker who knows the filter (:mod:`edgeguard.bench.attack`), and
+  (c) a classifier + decoder trained through the filter (:mod:`edgeguard.bench.ladder`,
+  an attack trainer found by entry point, run as cached jobs), with the accuracy of that
+  model's release; the worst case over (a)-(c) is the row's measured leakage;
+- task utility: top-1 and top-3 accuracy, and how well the released confidence tells
+  right from wrong labels (AUROC);
+- for every noise filter, fresh and consistent, leakage when R releases of the same
+  input are averaged (:mod:`edgeguard.bench.repeats`);
 
 next to the label-only baseline (per-class mean attacker image of the predicted class).
 """
@@ -337,25 +344,12 @@ def run_bench(
     )
     bar.close()
 
-    # --- rung 3: attackers trained through each filter (jobs, cached) ---------------------------
+    # --- accuracy and leakage per configuration (rungs 1 and 2) -------------------------------
     x_train, x_validation = x_attack[train_part], x_attack[validation_part]
     y_train = y_attack[train_part]
-    through_settings = through if through is not None else ThroughSettings(enabled=False)
-    _log(f"rung 3 (trained through the filter): {through_settings.describe()}", progress and through_settings.enabled)
-    trained, trainer_message = run_through_filter(
-        specs,
-        through_settings,
-        attacker_images=x_attack,
-        attacker_labels=y_attack,
-        class_names=getattr(dataset, "class_names", None) or info.class_names,
-        seed=seed,
-        threads=threads,
-        progress=progress,
-    )
-
-    # --- accuracy and leakage per configuration ----------------------------------------------
     grid = min(grid_samples, eval_size)
     rows: list[BenchRow] = []
+    pending: list[tuple[BenchRow, dict[str, Any], FilterSpec, int]] = []
     raw_train, raw_validation = raw_attack[train_part], raw_attack[validation_part]
     native_train = mapping(raw_train, raw_domain)
     eval_model, train_model, validation_model = to_model(x_eval), to_model(x_train), to_model(x_validation)
@@ -413,17 +407,6 @@ def run_bench(
         server_psnr, server_ssim, server_risk = _leakage(x_eval, server, reference)
         adaptive_psnr, adaptive_ssim, _ = _leakage(x_eval, attack.reconstructions, None)
         adaptive_risk = _risk(x_eval, attack.projected, reference)
-        through_result = _through_rung(
-            trained[spec.text],
-            spec,
-            (x_eval, y_eval, eval_model),
-            (x_validation, validation_model),
-            projector,
-            reference,
-            settings,
-            threads,
-            spec_seed,
-        )
         stats = latency[spec.text]
         release_kind = (
             "labels (index)" if domain.terminal else ("labels (one-hot)" if domain.kind == "labels" else domain.kind)
@@ -432,59 +415,38 @@ def run_bench(
             "server": (server_psnr, server_ssim, server_risk, server[:grid]),
             "adaptive": (adaptive_psnr, adaptive_ssim, adaptive_risk, attack.reconstructions[:grid]),
         }
-        if through_result.ran:
-            rungs["through"] = (
-                through_result.psnr,
-                through_result.ssim,
-                through_result.risk,
-                through_result.reconstructions[:grid],
-            )
-        worst = max(rungs, key=lambda name: (_finite(rungs[name][0]), -list(rungs).index(name)))
-        worst_ssim = max(_finite(values[1]) for values in rungs.values())
-        worst_risk = max(_finite(values[2]) for values in rungs.values())
         top3, auroc = _utility(release, y_eval, domain)
-        rows.append(
-            BenchRow(
-                filter=spec.text,
-                stages=repr(list(safe.pipeline.filters)) if safe is not None else "[]",
-                release=release_kind,
-                decoder_input=mapping.rule(domain),
-                capacity_bits=float(safe.capacity_bits) if safe is not None else float("inf"),
-                random=is_random,
-                accuracy=accuracy,
-                accuracy_drop_points=100.0 * (raw_accuracy - accuracy),
-                latency_us=stats.safe_us,
-                raw_latency_us=stats.raw_us,
-                latency_ratio=stats.ratio,
-                server_psnr=server_psnr,
-                server_ssim=server_ssim,
-                server_risk=server_risk,
-                adaptive_psnr=adaptive_psnr,
-                adaptive_ssim=adaptive_ssim,
-                adaptive_risk=adaptive_risk,
-                adaptive_psnr_gain_db=adaptive_psnr - base_psnr,
-                adaptive_risk_vs_label_only=adaptive_risk / base_risk if base_risk else float("nan"),
-                attack_decoder=attack.decoder,
-                attack_best_epoch=attack.best_epoch,
-                projection_rank=attack.projection_rank,
-                through_status=through_result.status,
-                through_accuracy=through_result.accuracy,
-                through_psnr=through_result.psnr,
-                through_ssim=through_result.ssim,
-                through_risk=through_result.risk,
-                through_seconds=through_result.seconds,
-                worst_rung=worst,
-                worst_psnr_gain_db=rungs[worst][0] - base_psnr,
-                worst_ssim_gain=worst_ssim - base_ssim,
-                worst_risk_vs_label_only=worst_risk / base_risk if base_risk else float("nan"),
-                top3_accuracy=top3,
-                confidence_auroc=auroc,
-                server_examples=server[:grid],
-                adaptive_examples=attack.reconstructions[:grid],
-                through_examples=through_result.reconstructions[:grid] if through_result.ran else None,
-                worst_examples=rungs[worst][3],
-            )
+        row = BenchRow(
+            filter=spec.text,
+            stages=repr(list(safe.pipeline.filters)) if safe is not None else "[]",
+            release=release_kind,
+            decoder_input=mapping.rule(domain),
+            capacity_bits=float(safe.capacity_bits) if safe is not None else float("inf"),
+            random=is_random,
+            accuracy=accuracy,
+            accuracy_drop_points=100.0 * (raw_accuracy - accuracy),
+            latency_us=stats.safe_us,
+            raw_latency_us=stats.raw_us,
+            latency_ratio=stats.ratio,
+            server_psnr=server_psnr,
+            server_ssim=server_ssim,
+            server_risk=server_risk,
+            adaptive_psnr=adaptive_psnr,
+            adaptive_ssim=adaptive_ssim,
+            adaptive_risk=adaptive_risk,
+            adaptive_psnr_gain_db=adaptive_psnr - base_psnr,
+            adaptive_risk_vs_label_only=adaptive_risk / base_risk if base_risk else float("nan"),
+            attack_decoder=attack.decoder,
+            attack_best_epoch=attack.best_epoch,
+            projection_rank=attack.projection_rank,
+            top3_accuracy=top3,
+            confidence_auroc=auroc,
+            server_examples=server[:grid],
+            adaptive_examples=attack.reconstructions[:grid],
         )
+        _set_worst(row, rungs, (base_psnr, base_ssim, base_risk))
+        rows.append(row)
+        pending.append((row, rungs, spec, spec_seed))
         bar.update(1)
     bar.close()
 
@@ -513,6 +475,38 @@ def run_bench(
         threads=threads,
         progress=progress,
     )
+
+    # --- rung 3: attackers trained through each filter (cached jobs; run last, they take longest) ------
+    through_settings = through if through is not None else ThroughSettings(enabled=False)
+    _log(f"rung 3 (trained through the filter): {through_settings.describe()}", progress and through_settings.enabled)
+    trained, trainer_message = run_through_filter(
+        specs,
+        through_settings,
+        attacker_images=x_attack,
+        attacker_labels=y_attack,
+        class_names=getattr(dataset, "class_names", None) or info.class_names,
+        seed=seed,
+        threads=threads,
+        progress=progress,
+    )
+    for row, rungs, spec, spec_seed in pending:
+        result = _through_rung(
+            trained[spec.text],
+            spec,
+            (x_eval, y_eval, eval_model),
+            (x_validation, validation_model),
+            projector,
+            reference,
+            settings,
+            threads,
+            spec_seed,
+        )
+        row.through_status, row.through_accuracy, row.through_seconds = result.status, result.accuracy, result.seconds
+        row.through_psnr, row.through_ssim, row.through_risk = result.psnr, result.ssim, result.risk
+        if result.ran:
+            row.through_examples = result.reconstructions[:grid]
+            rungs["through"] = (result.psnr, result.ssim, result.risk, result.reconstructions[:grid])
+            _set_worst(row, rungs, (base_psnr, base_ssim, base_risk))
 
     candidates = (
         f"the server's decoder as trained, a k-NN decoder (k = {settings.neighbours}) on standardised mapped "
@@ -598,6 +592,18 @@ def run_bench(
 
 
 # --- helpers of the ladder, the utility columns and the repeats experiment --------------------------
+
+
+def _set_worst(row: BenchRow, rungs: dict[str, Any], base: tuple[float, float, float]) -> None:
+    """The row's worst case over ``rungs`` (name -> (psnr, ssim, risk, examples)) against the label-only baseline."""
+    base_psnr, base_ssim, base_risk = base
+    worst = max(rungs, key=lambda name: (_finite(rungs[name][0]), -list(rungs).index(name)))
+    row.worst_rung = worst
+    row.worst_psnr_gain_db = rungs[worst][0] - base_psnr
+    row.worst_ssim_gain = max(_finite(values[1]) for values in rungs.values()) - base_ssim
+    worst_risk = max(_finite(values[2]) for values in rungs.values())
+    row.worst_risk_vs_label_only = worst_risk / base_risk if base_risk else float("nan")
+    row.worst_examples = rungs[worst][3]
 
 
 def _finite(value: float) -> float:

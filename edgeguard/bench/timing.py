@@ -89,7 +89,9 @@ def measure_latency(
     slots = 2 + len(extra_names)
     for name in names:
         if len(calls[name]) != slots:
-            raise ValueError(f"expected {slots} calls for {name!r} (raw, safe, {', '.join(extra_names)}), got {len(calls[name])}")
+            raise ValueError(
+                f"expected {slots} calls for {name!r} (raw, safe, {', '.join(extra_names)}), got {len(calls[name])}"
+            )
     wall: dict[str, list[list[int]]] = {name: [[] for _ in range(slots)] for name in names}
     cpu: dict[str, list[list[int]]] = {name: [[] for _ in range(slots)] for name in names}
     order = random.Random(seed)

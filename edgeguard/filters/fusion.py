@@ -73,6 +73,7 @@ _SEED_DRAWS = 256  # values per fresh OS seed (edgeguard.filters.base.RESEED_AFT
 
 # --- noise inputs ------------------------------------------------------------------------------
 _BUFFERS = threading.local()
+_EMPTY = (np.empty((0, 1), np.float32), 0)
 
 
 def _draw(kind: str, scale: float, rng: np.random.Generator, size: int) -> np.ndarray:
@@ -100,20 +101,25 @@ class NoiseInput:
         they are sliced from blocks drawn 256 values per fresh OS seed (the rule of
         :func:`edgeguard.filters.secure_rng`); every value is used once.
         """
-        need = rows * self.num_classes
         if rng is not None:
-            return _draw(self.kind, self.scale, rng, need).reshape(rows, self.num_classes)
-        buffers = getattr(_BUFFERS, "by_key", None)
-        if buffers is None:
+            return _draw(self.kind, self.scale, rng, rows * self.num_classes).reshape(rows, self.num_classes)
+        try:
+            buffers = _BUFFERS.by_key
+        except AttributeError:
             buffers = _BUFFERS.by_key = {}
-        key = (self.kind, self.scale)
-        block, used = buffers.get(key, (None, 0))
-        if block is None or used + need > len(block):
-            size = max(_NOISE_BLOCK, -(-need // _SEED_DRAWS) * _SEED_DRAWS)
-            chunks = [_draw(self.kind, self.scale, secure_rng(_SEED_DRAWS), _SEED_DRAWS) for _ in range(size // _SEED_DRAWS)]
-            block, used = np.concatenate(chunks), 0
-        buffers[key] = (block, used + need)
-        return block[used : used + need].reshape(rows, self.num_classes)
+        key = (self.kind, self.scale, self.num_classes)
+        block, used = buffers.get(key, _EMPTY)
+        if used + rows > len(block):
+            need = rows * self.num_classes
+            size = max(_NOISE_BLOCK, need) + _SEED_DRAWS  # whole rows, whole 256-value seeds
+            size -= size % _SEED_DRAWS
+            chunks = [
+                _draw(self.kind, self.scale, secure_rng(_SEED_DRAWS), _SEED_DRAWS) for _ in range(size // _SEED_DRAWS)
+            ]
+            flat = np.concatenate(chunks)
+            block, used = flat[: len(flat) - len(flat) % self.num_classes].reshape(-1, self.num_classes), 0
+        buffers[key] = (block, used + rows)  # every value is used once
+        return block[used : used + rows]
 
 
 @dataclass
@@ -132,7 +138,10 @@ class FusedPipeline:
     raw_name: str | None
     noise: tuple[NoiseInput, ...]
     terminal: bool  # the release is one int64 label index per row
+    labels: bool  # the release holds 0/1 values only (one-hot or per-label decisions): finite by construction
     gated: bool  # the raw rows were checked to be probabilities (a NaN / -1 release: they were not)
+    checks_input: bool = False  # the graph checked the input's pixel range (NaN refused)
+    checks_release: bool = False  # a NaN / -1 first entry is the only sign of a failed check left to Python
     op_types: frozenset[str] = field(default_factory=frozenset)
 
     def to_dict(self) -> dict[str, Any]:
@@ -195,7 +204,7 @@ class _Builder:
         """ReduceSum/Max/Min over axis 1 (or all axes) for the model's opset."""
         if axis is None:
             return self.op(op_type, x, keepdims=0)
-        if op_type == "ReduceSum" or self.opset >= 18:
+        if op_type == "ReduceSum" or self.opset >= 18:  # (only ReduceSum takes axes as an input at opset 13-17)
             return self.op(op_type, x, self.axes1(), keepdims=keepdims)
         return self.op(op_type, x, axes=[axis], keepdims=keepdims)
 
@@ -225,7 +234,9 @@ def _largest_remainder(b: _Builder, x: str, stage: Round, num_classes: int) -> s
     steps = b.op("Floor", p)
     missing = b.op("Sub", scale, b.reduce("ReduceSum", steps, axis=1))
     # numpy: argsort(steps - p, stable) = largest remainder first, ties to the lower index (TopK's rule)
-    _, order = b.op("TopK", b.op("Sub", p, steps), b.const([num_classes], np.int64), outputs=2, axis=1, largest=1, sorted=1)
+    _, order = b.op(
+        "TopK", b.op("Sub", p, steps), b.const([num_classes], np.int64), outputs=2, axis=1, largest=1, sorted=1
+    )
     # the entry at sorted position j gets one more step when j < missing: scatter that back (add)
     extra = b.op("Cast", b.op("Less", b.const(np.arange(num_classes), np.float64), missing), to=b.TensorProto.DOUBLE)
     if b.opset >= 16:
@@ -361,18 +372,52 @@ def _default_opset(proto: Any) -> int:
     return max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
 
 
-def _simplex_gate(b: _Builder, raw: str, release: str, terminal: bool, task_type: str) -> str:
-    """The release, or NaN everywhere (labels: -1) unless the raw rows are probabilities as declared.
+def _gate(
+    b: _Builder,
+    raw: str,
+    release: str,
+    *,
+    kind: str,
+    task_type: str,
+    probabilities: bool,
+    input_name: str | None,
+    pixel_range: tuple[float, float] | None,
+) -> str:
+    """The release, or NaN everywhere (label indices: -1) unless every check SafeModel makes passes.
 
-    The same test as SafeModel's numpy check: every entry in [0, 1] and, for a multiclass
-    model, every row sum within SUM_TOLERANCE of 1 (NaN fails every comparison).
+    - the input (with ``input_name``): every pixel in ``pixel_range``, no NaN:
+      sum(|x - clip(x, low, high)|) == 0 (NaN and inf make it NaN or inf, an out-of-range
+      value makes it positive; onnxruntime's ReduceMax skips NaN, a sum does not);
+    - a float release (``kind == "values"``): finite (folded in as 0 * sum(release));
+    - for a model declaring probabilities, SafeModel's numpy test on the raw rows: every
+      entry in [0, 1] and, multiclass, every row sum within SUM_TOLERANCE of 1.
     """
-    ok = b.op("GreaterOrEqual", b.reduce("ReduceMin", raw, axis=None), b.f32(0.0))
-    ok = b.op("And", ok, b.op("LessOrEqual", b.reduce("ReduceMax", raw, axis=None), b.f32(1.0)))
-    if task_type == "multiclass":
-        deviation = b.op("Abs", b.op("Sub", b.reduce("ReduceSum", raw, axis=1), b.f32(1.0)))
-        ok = b.op("And", ok, b.op("LessOrEqual", b.reduce("ReduceMax", deviation, axis=None), b.f32(SUM_TOLERANCE)))
-    bad = b.const(-1, np.int64) if terminal else b.f32(math.nan)
+    ok = None
+    if input_name is not None and pixel_range is not None:
+        low, high = pixel_range
+        outside = b.op("Sub", input_name, b.op("Clip", input_name, b.f32(low), b.f32(high)))
+        total = b.reduce("ReduceL1", outside, axis=None)
+        if kind == "values":
+            total = b.op("Add", total, b.op("Mul", b.reduce("ReduceSum", release, axis=None), b.f32(0.0)))
+        ok = b.op("Equal", total, b.f32(0.0))
+    elif kind == "values":
+        total = b.reduce("ReduceSum", release, axis=None)
+        ok = b.op("Equal", b.op("Sub", total, total), b.f32(0.0))  # x - x is 0 exactly when x is finite
+    if probabilities:
+        checks = b.op("GreaterOrEqual", b.reduce("ReduceMin", raw, axis=None), b.f32(0.0))
+        checks = b.op("And", checks, b.op("LessOrEqual", b.reduce("ReduceMax", raw, axis=None), b.f32(1.0)))
+        if task_type == "multiclass":
+            deviation = b.op("Abs", b.op("Sub", b.reduce("ReduceSum", raw, axis=1), b.f32(1.0)))
+            checks = b.op(
+                "And", checks, b.op("LessOrEqual", b.reduce("ReduceMax", deviation, axis=None), b.f32(SUM_TOLERANCE))
+            )
+        # ReduceMin/Max skip NaN: a NaN raw entry fails the row-sum test (multiclass) or is caught by the sum
+        nan_free = b.op("Equal", b.op("Mul", b.reduce("ReduceSum", raw, axis=None), b.f32(0.0)), b.f32(0.0))
+        checks = b.op("And", checks, nan_free)
+        ok = checks if ok is None else b.op("And", ok, checks)
+    if ok is None:
+        return release
+    bad = b.const(-1, np.int64) if kind == "index" else b.f32(math.nan)
     return b.op("Where", ok, release, bad)
 
 
@@ -388,13 +433,17 @@ def fuse_pipeline(
     output_kind: str,
     task_type: str = "multiclass",
     keep_raw: bool = False,
+    input_name: str | None = None,
+    pixel_range: tuple[float, float] | None = None,
 ) -> FusedPipeline | None:
     """``proto`` (not modified) with the leading fusible stages of the bound ``pipeline`` appended.
 
     Returns None when nothing can be fused: no leading stage maps onto ONNX nodes, the
     raw output is not float32, or the model's default-domain opset is below
     :data:`MIN_OPSET`. The result's graph outputs only the release (and the raw output
-    with ``keep_raw``, for ``predict_unfiltered_unsafe``).
+    with ``keep_raw``, for ``predict_unfiltered_unsafe``). With ``input_name`` and
+    ``pixel_range`` the graph also checks the input's range (NaN refused): a release that
+    is NaN (label indices: -1) means some check failed, see :func:`_gate`.
     """
     import onnx
     from onnx import TensorProto, helper
@@ -422,7 +471,18 @@ def fuse_pipeline(
         x = _emit(stage, b, x, num_classes, noise)
     terminal = type(fused[-1]) is Argmax and fused[-1].output == "index"
     probabilities = output_kind == "probabilities"
-    release_name = _simplex_gate(b, raw, x, terminal, task_type) if probabilities else x
+    labels = not terminal and type(fused[-1]) in _LABEL_STAGES
+    kind = "index" if terminal else "labels" if labels else "values"
+    release_name = _gate(
+        b,
+        raw,
+        x,
+        kind=kind,
+        task_type=task_type,
+        probabilities=probabilities,
+        input_name=input_name,
+        pixel_range=pixel_range,
+    )
     graph.node.extend(b.nodes)
     graph.initializer.extend(b.initializers)
     graph.input.extend(b.inputs)
@@ -443,6 +503,9 @@ def fuse_pipeline(
         raw_name=output_name if keep_raw else None,
         noise=tuple(noise),
         terminal=terminal,
+        labels=labels,
+        checks_input=input_name is not None and pixel_range is not None,
+        checks_release=True,
         gated=probabilities,
         op_types=op_types,
     )

@@ -10,9 +10,9 @@ leaves no half-written entry::
 
     from edgeguard.jobs import Job, run_jobs
 
-    jobs = [Job("benchmarks.zoo:train_spec", {"name": n, "seed": s}) for n, s in specs]
-    for done in run_jobs(jobs, cache_dir="benchmarks/.cache/jobs", workers=2):
-        print(done.key[:12], done.cached, done.seconds, done.result)
+    jobs = [Job("converters.ladder:train_through_filter", {"filter": f, "epochs": 1}) for f in ("none", "argmax")]
+    for done in run_jobs(jobs, cache_dir="benchmarks/.cache/jobs", workers=2):  # or executor="ray"
+        print(done.key[:12], done.cached, done.seconds, done.result["psnr"], done.artifacts)
 
 Command lines add ``--jobs N`` / ``--ray auto|ADDRESS`` / ``--cache-dir`` with
 :func:`add_job_arguments` and pass :func:`executor_options` (``**``) to :func:`run_jobs`.

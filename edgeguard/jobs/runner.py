@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -60,11 +61,14 @@ class Job:
     relative to ``artifacts``: the folder moves into the cache when the job is committed).
     ``params`` must be JSON-serialisable; they and the function name are the cache key, so
     put everything the result depends on in them (a model's SHA-256, not only its path).
-    ``params["device"]`` starting with "cuda" makes the Ray executor request one GPU.
+    A "device" starting with "cuda" in ``params`` (or in a dict inside it, e.g.
+    ``params["spec"]["device"]``) makes the Ray executor request one GPU; ``gpus``
+    overrides that (it is not part of the key: it changes where a job runs, not its result).
     """
 
     function: str
     params: dict[str, Any] = field(default_factory=dict)
+    gpus: float | None = None
 
     def __post_init__(self) -> None:
         module, _, name = self.function.partition(":")
@@ -85,9 +89,12 @@ class Job:
         return _cache.job_key(self.function, self.params)
 
     @property
-    def num_gpus(self) -> int:
-        """GPUs the Ray executor requests: 1 when ``params["device"]`` is a CUDA device."""
-        return 1 if str(self.params.get("device", "")).startswith("cuda") else 0
+    def num_gpus(self) -> float:
+        """GPUs the Ray executor requests: ``gpus``, else 1 when the params name a CUDA device."""
+        if self.gpus is not None:
+            return self.gpus
+        nested = [self.params] + [v for v in self.params.values() if isinstance(v, dict)]
+        return 1 if any(str(d.get("device", "")).startswith("cuda") for d in nested) else 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"function": self.function, "params": self.params, "key": self.key}
@@ -133,8 +140,8 @@ def run_jobs(
 ) -> list[JobResult]:
     """Run ``jobs`` (reusing finished ones from ``cache_dir``) and return their results, in order.
 
-    ``executor="local"``: ``workers`` processes (forkserver/spawn; ``workers=1`` runs the
-    jobs one by one in this process). ``executor="ray"``: Ray tasks, one CPU each (plus one
+    ``executor="local"``: ``workers`` processes (forkserver/spawn; with ``workers=1``, or a
+    single job to run, the jobs run one by one in this process). ``executor="ray"``: Ray tasks, one CPU each (plus one
     GPU for jobs on a CUDA device) on the cluster at ``ray_address`` ("auto": the running
     cluster, else a local one with ``workers`` CPUs; None: an already initialised Ray, else
     a local one). With several Ray machines ``cache_dir`` must be on a filesystem they share.
@@ -195,7 +202,7 @@ def run_jobs(
     finally:
         bar.close()
     if failures:
-        first_key, first = next(iter(failures.items()))
+        first = next(iter(failures.values()))
         names = ", ".join(f"{todo[k].function} ({k[:12]})" for k in failures)
         raise JobError(
             f"expected every job to finish, got {len(failures)} failed of {len(todo)} run: {names}; "
@@ -274,8 +281,11 @@ def _worker_main(function: str, params: dict[str, Any], key: str, cache_dir: str
         return False, traceback.format_exc()
 
 
-def _init_worker(sys_path: list[str], threads: int) -> None:
-    """Pool/Ray worker set-up: the driver's import path and the thread count (before torch loads)."""
+def _init_worker(sys_path: list[str], threads: int, driver_pid: int | None = None) -> None:
+    """Worker set-up: the driver's import path, the thread count (before torch loads), and (pool
+    workers) a watchdog that ends the worker when the driver is gone, so a killed run leaves no orphans."""
+    if driver_pid is not None:
+        threading.Thread(target=_watch_driver, args=(driver_pid,), daemon=True, name="edgeguard-driver-watch").start()
     for entry in reversed(sys_path):
         if entry not in sys.path:
             sys.path.insert(0, entry)
@@ -283,6 +293,17 @@ def _init_worker(sys_path: list[str], threads: int) -> None:
         os.environ[variable] = str(threads)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
+
+
+def _watch_driver(pid: int, interval: float = 1.0) -> None:
+    while True:
+        time.sleep(interval)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            os._exit(1)  # the driver died (killed, timed out): nothing will collect this worker's result
+        except PermissionError:  # pragma: no cover - a pid reused by another user's process
+            os._exit(1)
 
 
 def _worker_with_setup(
@@ -339,7 +360,7 @@ def _run_pool(
         max_workers=min(workers, len(todo)),
         mp_context=_pool_context(),
         initializer=_init_worker,
-        initargs=(list(sys.path), threads),
+        initargs=(list(sys.path), threads, os.getpid()),
     ) as pool:
         futures: dict[Future, str] = {
             pool.submit(_worker_main, job.function, job.params, key, str(cache)): key for key, job in todo.items()

@@ -640,6 +640,140 @@ def _range(n, start, limit, delta):
     return torch.arange(start.item(), limit.item(), delta.item(), dtype=start.dtype, device=start.device)
 
 
+# ----------------------------------------- more layers both torch exporters emit (vet v2)
+
+
+@_op("Mod", attrs={"fmod": 0}, nondiff=(0, 1))
+def _mod(n, a, b):
+    if n.attrs["fmod"] or a.dtype.is_floating_point:
+        return torch.fmod(a, b) if n.attrs["fmod"] else torch.remainder(a, b)
+    return torch.remainder(a, b)  # integer Mod: the result has the sign of the divisor
+
+
+@_op("Greater", "Less", "GreaterOrEqual", "LessOrEqual", nondiff=(0, 1))
+def _compare(n, a, b):
+    return {"Greater": torch.gt, "Less": torch.lt, "GreaterOrEqual": torch.ge, "LessOrEqual": torch.le}[n.op](a, b)
+
+
+@_op("Elu", attrs={"alpha": 1.0})
+def _elu(n, x):
+    return F.elu(x, n.attrs["alpha"])
+
+
+@_op("HardSigmoid", attrs={"alpha": 0.2, "beta": 0.5})
+def _hard_sigmoid(n, x):
+    return torch.clamp(n.attrs["alpha"] * x + n.attrs["beta"], 0.0, 1.0)
+
+
+@_op("HardSwish")
+def _hard_swish(n, x):
+    return x * torch.clamp(x / 6.0 + 0.5, 0.0, 1.0)
+
+
+@_op("Softplus")
+def _softplus(n, x):
+    return F.softplus(x)
+
+
+@_op("Mish")
+def _mish(n, x):
+    return x * torch.tanh(F.softplus(x))
+
+
+def _check_layer_norm(n):
+    if n.attrs["stash_type"] != 1:
+        raise n.fail("LayerNormalization stash_type 1 (float)", repr(n.attrs["stash_type"]))
+
+
+@_op("LayerNormalization", attrs={"axis": -1, "epsilon": 1e-5, "stash_type": 1}, check=_check_layer_norm)
+def _layer_norm(n, x, scale, bias=None):
+    axis = _axis(n.attrs["axis"], x.dim())
+    dims = list(range(axis, x.dim()))
+    mean = x.mean(dim=dims, keepdim=True)
+    var = ((x - mean) ** 2).mean(dim=dims, keepdim=True)
+    y = (x - mean) / torch.sqrt(var + n.attrs["epsilon"]) * scale
+    return y + bias if bias is not None else y
+
+
+@_op("InstanceNormalization", attrs={"epsilon": 1e-5})
+def _instance_norm(n, x, scale, bias):
+    dims = list(range(2, x.dim()))
+    mean = x.mean(dim=dims, keepdim=True)
+    var = ((x - mean) ** 2).mean(dim=dims, keepdim=True)
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    return (x - mean) / torch.sqrt(var + n.attrs["epsilon"]) * scale.reshape(shape) + bias.reshape(shape)
+
+
+def _check_depth_to_space(n):
+    if n.attrs["mode"] not in ("DCR", "CRD"):
+        raise n.fail("DepthToSpace mode DCR or CRD", repr(n.attrs["mode"]))
+
+
+@_op("DepthToSpace", attrs={"blocksize": None, "mode": "DCR"}, check=_check_depth_to_space)
+def _depth_to_space(n, x):
+    b, c, h, w = x.shape
+    k = n.attrs["blocksize"]
+    if n.attrs["mode"] == "DCR":
+        y = x.reshape(b, k, k, c // (k * k), h, w).permute(0, 3, 4, 1, 5, 2)
+    else:
+        y = x.reshape(b, c // (k * k), k, k, h, w).permute(0, 1, 4, 2, 5, 3)
+    return y.reshape(b, c // (k * k), h * k, w * k)
+
+
+_RESIZE_SUPPORTED = {
+    ("nearest", "asymmetric", "floor"),
+    ("linear", "half_pixel", None),
+    ("linear", "pytorch_half_pixel", None),
+    ("linear", "align_corners", None),
+}
+
+
+def _check_resize(n):
+    mode, transform = n.attrs["mode"], n.attrs["coordinate_transformation_mode"]
+    key = (mode, transform, n.attrs["nearest_mode"] if mode == "nearest" else None)
+    if key not in _RESIZE_SUPPORTED or n.attrs["antialias"] or n.attrs["exclude_outside"]:
+        raise n.fail(
+            "Resize nearest (asymmetric, floor) or linear (half_pixel, pytorch_half_pixel, align_corners), "
+            "no antialias", f"mode {mode!r}, coordinate_transformation_mode {transform!r}"
+        )
+    if n.attrs["keep_aspect_ratio_policy"] != "stretch":
+        raise n.fail("Resize keep_aspect_ratio_policy 'stretch'", repr(n.attrs["keep_aspect_ratio_policy"]))
+
+
+@_op(
+    "Resize",
+    attrs={
+        "mode": "nearest", "coordinate_transformation_mode": "half_pixel", "nearest_mode": "round_prefer_floor",
+        "cubic_coeff_a": -0.75, "exclude_outside": 0, "extrapolation_value": 0.0, "antialias": 0, "axes": None,
+        "keep_aspect_ratio_policy": "stretch",
+    },
+    nondiff=(1, 2, 3),
+    check=_check_resize,
+)  # fmt: skip
+def _resize(n, x, roi=None, scales=None, sizes=None):
+    """Spatial Resize of an (N, C, ...) tensor, as nn.Upsample / F.interpolate export it."""
+    if n.attrs["axes"] is not None:
+        raise n.fail("Resize without the axes attribute", repr(n.attrs["axes"]))
+    spatial = x.dim() - 2
+    if sizes is not None and sizes.numel():
+        size = _ints(sizes)[-spatial:]
+        factors = None
+    else:
+        values = [float(v) for v in scales.reshape(-1).tolist()]
+        if values[:2] != [1.0, 1.0]:
+            raise n.fail("Resize scales of 1 on the batch and channel axes", repr(values[:2]))
+        size, factors = None, values[2:]
+    if n.attrs["mode"] == "nearest":
+        if factors is not None:
+            size = [int(math.floor(d * f)) for d, f in zip(x.shape[2:], factors)]
+        return F.interpolate(x, size=size, mode="nearest")
+    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[spatial]
+    align = n.attrs["coordinate_transformation_mode"] == "align_corners"
+    if factors is not None:
+        return F.interpolate(x, scale_factor=factors, mode=mode, align_corners=align, recompute_scale_factor=False)
+    return F.interpolate(x, size=size, mode=mode, align_corners=align)
+
+
 #: Operator types of the default ONNX domain that :func:`to_torch` supports.
 SUPPORTED_OPS: frozenset[str] = frozenset(_OPS)
 

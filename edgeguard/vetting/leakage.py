@@ -71,8 +71,8 @@ class LeakageSettings:
     neighbours: int = 10
     features: str = "log"
     folds: int = 2
-    augmentations: int = 3
-    max_fit: int = 2500
+    augmentations: int = 2
+    max_fit: int = 2000
     bootstrap: int = 300
     min_samples: int = 200
     fit_samples: int | None = None

@@ -181,6 +181,7 @@ def _audit(path: Path, max_tensor_bytes: int, max_total_bytes: int) -> tuple[lis
     findings += _checker_findings(model, path)
     findings += _node_findings(model)
     findings += _interface_findings(model)
+    findings += shape_flow_findings(model)
     for problem in unbounded_ops(model, max_tensor_bytes):
         findings.append(
             Finding(
@@ -551,3 +552,72 @@ def _interface_findings(model: Any) -> list[Finding]:
                 )
             )
     return findings
+
+
+# -- value flow from the input's shape into the outputs (issue 10, added by the vet v2 work) -------------
+
+#: Inputs of these ops (by position) are shape arguments: values flowing into them shape the
+#: result but never become its values (Reshape/Flatten-like ops, slicing, padding, broadcasting).
+_SHAPE_ARGUMENTS = {
+    "Reshape": {1},
+    "Expand": {1},
+    "Tile": {1},
+    "ConstantOfShape": {0},
+    "Slice": {1, 2, 3, 4},
+    "Pad": {1, 3},
+    "Squeeze": {1},
+    "Unsqueeze": {1},
+    "Resize": {1, 2, 3},
+    "ReduceSum": {1},
+    "ReduceMean": {1},
+    "ReduceMax": {1},
+    "ReduceMin": {1},
+    "Split": {1},
+}
+
+
+def _shape_tainted(nodes: Any, tainted: set[str], functions: dict[tuple[str, str], Any]) -> set[str]:
+    """Names whose *values* depend on a Shape/Size output, through ``nodes`` (topologically sorted)."""
+    tainted = set(tainted)
+    for node in nodes:
+        if node.op_type in _SHAPE_OPS and node.domain in ("", "ai.onnx"):
+            tainted.update(node.output)
+            continue
+        arguments = _SHAPE_ARGUMENTS.get(node.op_type, set()) if node.domain in ("", "ai.onnx") else set()
+        feeding = [i for i, name in enumerate(node.input) if name and name in tainted and i not in arguments]
+        function = functions.get((node.domain, node.op_type))
+        if function is not None:  # a model-local function: follow its body
+            inner_tainted = {function.input[i] for i in feeding if i < len(function.input)}
+            inner = _shape_tainted(function.node, inner_tainted, functions)
+            for outer, inner_name in zip(node.output, function.output):
+                if inner_name in inner:
+                    tainted.add(outer)
+        elif feeding:
+            tainted.update(name for name in node.output if name)
+    return tainted
+
+
+def shape_flow_findings(model: Any) -> list[Finding]:
+    """A high finding when a graph output's values depend on the input's Shape/Size.
+
+    Exported classifiers use shapes only as arguments of Reshape/Flatten-like ops; a value
+    computed from the batch size (``Where(Equal(Shape(x)[0], 1), a, b)``) lets a model
+    behave one way in the vet's batches and another in an app's single-image calls.
+    Model-local functions are followed. Reductions over the batch axis without any Shape
+    op are left to the vet's dynamic consistency test.
+    """
+    functions = {(f.domain, f.name): f for f in model.functions}
+    tainted = _shape_tainted(model.graph.node, set(), functions)
+    hit = [output.name for output in model.graph.output if output.name in tainted]
+    if not hit:
+        return []
+    return [
+        Finding(
+            "shape-value-flow",
+            "high",
+            f"the values of output(s) {hit} depend on the input's shape (Shape/Size), not only on its pixels: "
+            "the model can behave differently for different batch sizes",
+            "do not use this model; a classifier's per-image outputs never depend on the batch size",
+            ", ".join(hit),
+        )
+    ]
