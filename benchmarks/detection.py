@@ -102,7 +102,7 @@ def zoo(small: bool = False) -> list[dict[str, Any]]:
         ("calibration", "mlp", (0, 1), ("under", "conv")),
         ("test", "cnn", (2, 3), ("under", "conv")),
         ("test", "mlp", (2, 3), ("under", "conv")),
-        ("test", "wrn", (2, 3), ("under",)),  # the held-out architecture (CPU budget: undertrained only)
+        ("test", "wrn", (2, 3), ("under", "conv")),  # the held-out architecture
     ]
     for split, arch, seeds, labels in honest_grid:
         for seed in seeds:
@@ -371,7 +371,9 @@ def _main() -> int:
         entry["model"] = str(Path(entry["train"]["folder"]) / "classifier.onnx")
     everything = [e for e in entries if e["split"] != "reference"] + variants
     references = {e["arch"]: e["model"] for e in entries if e["split"] == "reference"}
-    honest_gain = {arch: float(np.mean([e["train"]["gain_db"] for e in entries if e["family"] == "honest" and e["arch"] == arch]))
+    # the honest post-hoc decoders trained as long as the attackers' decoders (converged honest models, references)
+    honest_gain = {arch: float(np.mean([e["train"]["gain_db"] for e in entries if e["family"] == "honest"
+                                        and e["arch"] == arch and e["spec"]["epochs"] == CONVERGED_EPOCHS]))
                    for arch in {e["arch"] for e in entries}}
     for entry in everything:
         entry["harmful"] = entry["family"] != "honest" and entry["train"]["gain_db"] - honest_gain[entry["arch"]] >= HARMFUL_MARGIN_DB
@@ -491,7 +493,8 @@ def render(summary: dict[str, Any]) -> str:
                  "disjoint test zoo (seeds 2-3, CNN + MLP + WRN: the WRN is absent from calibration). Probe: "
                  f"{summary['settings']['probe_size']} labelled FMNIST test images (100 per class), augmented queries. "
                  "Harmful = the server's decoder gains >= 1 dB more over label-only than the honest post-hoc decoders "
-                 "of that architecture.")
+                 "of that architecture (mean over the converged honest models, decoders trained as long as the "
+                 "attackers').")
     lines.append("")
     chosen = summary.get("chosen")
     for stat, entry in summary["statistics"].items():

@@ -54,6 +54,12 @@ def _markdown(data: dict) -> str:
         f"| {data['tried']} | {data['ran_fine']} | {data['clean_errors']} | {data['mutants_with_defects']} | "
         f"{data['hangs']} | {sum(data['signals'].values())} |",
         "",
+        "Detector self-test (one deliberate defect each, run before the mutants): "
+        + ", ".join(
+            f"{name} {'seen' if seen else 'NOT seen'}" for name, seen in data.get("selftest_detected", {}).items()
+        )
+        + ".",
+        "",
         "Defects by type (target: 0 each):",
         "",
         "| " + " | ".join(d) + " |",

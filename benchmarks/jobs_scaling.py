@@ -185,6 +185,28 @@ def _tiny_probe(folder: Path, size: int = 1000) -> Path:
     return path
 
 
+_FROZEN = "EDGEGUARD_JOBS_SCALING_FROZEN"
+
+
+def _rerun_frozen(results: Path) -> int:
+    """Run this script again from a frozen copy of edgeguard/, converters/ and benchmarks/.
+
+    The working tree is shared with other people editing it; both executors must run the
+    same code, so the comparison runs from a snapshot (first on PYTHONPATH, also for the
+    pool's and Ray's workers) and writes its results back to ``results``.
+    """
+    frozen = Path(tempfile.mkdtemp(prefix="edgeguard-jobs-frozen-"))
+    ignore = shutil.ignore_patterns("__pycache__", ".cache", "results")
+    for folder in ("edgeguard", "converters", "benchmarks"):
+        shutil.copytree(ROOT / folder, frozen / folder, ignore=ignore)
+    env = dict(os.environ, **{_FROZEN: "1", "PYTHONPATH": str(frozen)})
+    command = [sys.executable, str(frozen / "benchmarks" / "jobs_scaling.py"), *sys.argv[1:], "--results", str(results)]
+    try:
+        return subprocess.run(command, env=env).returncode
+    finally:
+        shutil.rmtree(frozen, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=2)
@@ -196,10 +218,14 @@ def main() -> int:
         "--zoo",
         choices=["detection", "tiny"],
         default="detection",
-        help="detection: detection.py --small; tiny: 6 one-epoch models + their vets, run here as jobs",
+        help="detection: detection.py --small; tiny: one-epoch models + their vets, run here as jobs",
     )
     parser.add_argument("--models", type=int, default=len(TINY_ZOO), help="--zoo tiny: train the first N models")
+    parser.add_argument("--results", type=Path, default=RESULTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not os.environ.get(_FROZEN):
+        return _rerun_frozen(args.results)
+    results_dir = args.results
     extra = args.detection_args.split()
     before = source_digest()
     if args.zoo == "tiny":
@@ -221,11 +247,12 @@ def main() -> int:
         "benchmark": (
             "benchmarks/detection.py --small (cold caches), local pool vs Ray"
             if args.zoo == "detection"
-            else "tiny zoo (6 one-epoch converters.ladder models + their vets, cold caches), local pool vs Ray"
+            else "tiny zoo (one-epoch converters.ladder models + their vets, cold caches), local pool vs Ray"
         ),
         "identical": not differences,
         "source_changed_between_runs": source_changed,
         "source_sha256": before,
+        "edgeguard_imported_from": str(Path(__import__("edgeguard").__file__).parent),  # the frozen copy
         "differences": differences[:50],
         "models": models,
         "runs": [{k: v for k, v in r.items() if k != "summary"} for r in runs],
@@ -242,8 +269,8 @@ def main() -> int:
         if args.zoo == "detection"
         else "every model's accuracy, decoder gain, classifier.onnx bytes, vet verdict, likelihood, leakage score"
     )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "jobs_scaling.json").write_text(json.dumps(result, indent=2) + "\n")
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / "jobs_scaling.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         "# Jobs: local process pool vs Ray",
         "",
@@ -284,7 +311,7 @@ def main() -> int:
         lines += ["", "Warning: the source changed between the two runs (shared working tree); rerun to confirm."]
     if differences:
         lines += ["", "First differences:", ""] + [f"- `{d}`" for d in differences[:10]]
-    (RESULTS / "jobs_scaling.md").write_text("\n".join(lines) + "\n")
+    (results_dir / "jobs_scaling.md").write_text("\n".join(lines) + "\n")
     fragment = [
         "| executor | wall time (s) | same numbers as the local pool |",
         "|---|---|---|",
@@ -298,7 +325,7 @@ def main() -> int:
         "`python benchmarks/jobs_scaling.py --zoo " + args.zoo + "`. No attacker is measured here: "
         "this checks that the executors agree.",
     ]
-    (RESULTS / "jobs_scaling_readme.md").write_text("\n".join(fragment) + "\n")
+    (results_dir / "jobs_scaling_readme.md").write_text("\n".join(fragment) + "\n")
     print("\n".join(lines))
     return 0 if not differences else 1
 

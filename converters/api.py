@@ -123,9 +123,10 @@ def _read_datasets(config: TrainConfig) -> tuple[Dataset, Dataset]:
     if path.is_dir() and not any(path.iterdir()):
         load_fashion_mnist("train", root=path)  # raises DataNotFoundError with the install hint
     channels = config.channels or 1
-    data = load_dataset(path, split="train", channels=channels)
+    size = (config.image_size, config.image_size) if config.image_size else None
+    data = load_dataset(path, split="train", channels=channels, image_size=size)
     if config.test_data is not None:
-        return data, load_dataset(Path(config.test_data), split="test", channels=channels)
+        return data, load_dataset(Path(config.test_data), split="test", channels=channels, image_size=size)
     order = np.random.default_rng(config.seed).permutation(len(data))
     test_count = max(1, len(data) // 6)
     return data.subset(np.sort(order[test_count:])), data.subset(np.sort(order[:test_count]))

@@ -17,7 +17,6 @@ import gzip
 import math
 import os
 import zipfile
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,7 +187,7 @@ def _read_idx(path: Path) -> np.ndarray:
             raw = _read_capped(handle, expected, path)
     except DataError:
         raise
-    except (OSError, EOFError, ValueError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
+    except Exception as error:  # gzip.BadGzipFile (an OSError), EOFError, zlib.error, MemoryError ...
         raise DataError(f"expected a readable IDX file at {path}, got an error: {error}") from None
     if len(raw) != expected:
         raise DataError(

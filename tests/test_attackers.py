@@ -117,7 +117,7 @@ def test_whole_chain_matches_edgeguard_up_to_one_grid_step(spec: str) -> None:
 
 def test_clipped_laplace_matches_edgeguard_in_distribution() -> None:
     """edgeguard samples it with OpenDP (not seedable): compare the grid, the clip and the noise scale."""
-    outputs = np.tile(np.linspace(-8, 8, 10, dtype=np.float32), (4000, 1))
+    outputs = np.tile(np.linspace(-8, 8, 10, dtype=np.float32), (1000, 1))
     through = build_through_filter("clipped_laplace:c=5,eps=50")
     stage = through.pipeline.filters[0]
     real = FilterPipeline(through.spec.build(), input_kind="logits")(outputs.copy())
@@ -128,8 +128,8 @@ def test_clipped_laplace_matches_edgeguard_in_distribution() -> None:
     clipped = np.clip(outputs, -5, 5)
     scale = stage.noise_scale(10)
     for released in (real, mine):
-        assert np.abs((released - clipped).mean(axis=0)).max() < 0.15 * scale
-        assert np.abs(released - clipped).mean() == pytest.approx(scale, rel=0.05)
+        assert np.abs((released - clipped).mean(axis=0)).max() < 0.25 * scale  # 5.5 sigma
+        assert np.abs(released - clipped).mean() == pytest.approx(scale, rel=0.1)  # 10 sigma
 
 
 def test_noise_is_fresh_at_every_call() -> None:
@@ -237,13 +237,23 @@ def test_output_temperature_is_one_div_node_in_the_released_graph(trained_family
 # --- data and scale ---------------------------------------------------------------------------
 
 
-def test_npz_rgb_data_is_split_and_resized_to_32(tmp_path) -> None:
+@pytest.mark.parametrize("form", ["npz", "image-folder"])
+def test_rgb_data_is_read_split_and_resized_to_32(tmp_path, form: str) -> None:
     rng = np.random.default_rng(0)
-    path = tmp_path / "rgb.npz"
-    np.savez(path, x=rng.integers(0, 256, (120, 3, 20, 20), dtype=np.uint8), y=rng.integers(0, 4, 120))
-    train, test = load_data(TrainConfig(data=str(path), image_size=32, alpha_ssim=1.0))
+    images, labels = rng.integers(0, 256, (60, 3, 20, 20), dtype=np.uint8), np.arange(60) % 3
+    if form == "npz":
+        path = tmp_path / "rgb.npz"
+        np.savez(path, x=images, y=labels)
+    else:
+        from PIL import Image
+
+        path = tmp_path / "folder"
+        for index, (image, label) in enumerate(zip(images, labels)):
+            (path / f"class{label}").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image.transpose(1, 2, 0)).save(path / f"class{label}" / f"{index}.png")
+    train, test = load_data(TrainConfig(data=str(path), image_size=32, channels=3))
     assert train.x.shape[1:] == (3, 32, 32) and test.x.shape[1:] == (3, 32, 32)
-    assert len(train) + len(test) == 120 and len(test) == 20
+    assert len(train) + len(test) == 60 and len(test) == 10 and train.num_classes == 3
     assert 0.0 <= train.x.min() and train.x.max() <= 1.0
 
 
@@ -255,12 +265,12 @@ def test_wide_resnet_with_the_paper_decoder_trains_at_32x32(tmp_path, fmnist_tra
         decoder_arch="paper",
         image_size=32,
         epochs=1,
-        batch_size=50,
+        batch_size=27,
         decoder_channels=8,
         threads=1,
         device="auto",
     )
-    report = train_and_export(config, tmp_path, fmnist_train_small.head(120), fmnist_test_small.head(40))
+    report = train_and_export(config, tmp_path, fmnist_train_small.head(60), fmnist_test_small.head(20))
     assert report.config["image_size"] == 32 and report.machine["device"] in ("cpu", "cuda:0", "cuda")
     assert run_onnx_batched(tmp_path / "decoder.onnx", np.zeros((2, 10), np.float32)).shape == (2, 1, 32, 32)
 

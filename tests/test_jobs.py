@@ -169,7 +169,7 @@ def _timeless(value):
 
 
 @pytest.fixture(scope="module")
-def three_jobs(tmp_path_factory, fmnist_train_small):  # the fixture skips without Fashion-MNIST
+def three_jobs(tmp_path_factory, fmnist_test_small):  # the fixture skips without Fashion-MNIST
     folder = tmp_path_factory.mktemp("ray-jobs")
     model = save(linear_classifier(), folder / "model.onnx")
     probe = write_probe(folder / "probe.npz", 600)

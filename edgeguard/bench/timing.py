@@ -2,8 +2,11 @@
 
 Used by ``edgeguard bench`` (:mod:`edgeguard.bench.run`) and ``benchmarks/latency.py``.
 Each repetition times every call of a configuration once -- the raw run, the SafeModel
-call, then any extra calls -- on the same batch, reversing the order every other
-repetition; ``images`` are cycled through in batches of ``batch``. Configurations are
+call, then any extra calls -- on the same batch; with two calls their order is reversed
+every other repetition, with four (raw, safe, an extra on the raw session, an extra on
+the SafeModel's) it is rotated by two, so that a call never follows one on its own session
+(which would find that session's weights warm in the CPU caches and favour it).
+``images`` are cycled through in batches of ``batch``. Configurations are
 visited in blocks (a warm-up, then the repetitions), in a new (seeded) random order each
 round, so slow phases of a shared machine hit them all alike. Wall time
 (``perf_counter_ns``) and thread CPU time (``thread_time_ns``, which other processes on
@@ -104,7 +107,10 @@ def measure_latency(
             order.shuffle(names)
             for name in names:
                 steps = list(enumerate(calls[name]))
-                backward = steps[::-1]
+                # two calls: alternate their order. More: alternate with a rotation by two, so that with
+                # calls (raw, safe, raw-session extra, safe-session extra) no session runs twice in a row
+                # (neither at a repetition boundary): every call starts with the other session in cache.
+                backward = steps[::-1] if len(steps) == 2 else steps[2:] + steps[:2]
                 by_wall, by_cpu = wall[name], cpu[name]
                 for repetition in range(warmup + block):
                     x = inputs[repetition % len(inputs)]
