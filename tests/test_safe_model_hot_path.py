@@ -237,3 +237,22 @@ def test_the_graph_input_check_refuses_what_numpy_refuses(models, filters, value
         model.predict(x)
     x[1, 0, 2, 3] = -0.0  # equal to 0: accepted, as by the numpy check
     assert model.predict(x).shape[0] == 3
+
+
+# --- the one timing loop -------------------------------------------------------------------------------------------
+def test_timing_loop_never_runs_one_session_twice_in_a_row():
+    from edgeguard.bench.timing import measure_latency
+
+    trace = []
+
+    def call(tag):
+        return lambda x: trace.append(tag)
+
+    calls = {name: (call("raw"), call("safe"), call("raw"), call("safe")) for name in ("a", "b")}
+    stats = measure_latency(
+        calls, np.zeros((4, *SHAPE), np.float32), repeats=6, warmup=1, rounds=2, batch=2, extra_names=("x", "y")
+    )
+    assert all(first != second for first, second in zip(trace, trace[1:]))
+    assert len(trace) == 2 * 4 * (6 + 2 * 1)  # two configurations, four calls, 6 repetitions + a warm-up per round
+    assert set(stats) == {"a", "b"} and stats["a"].repeats == 6 and stats["a"].batch == 2
+    assert set(stats["a"].extra) == {"x", "y"} and stats["a"].to_dict()["paired_ratio"] > 0
