@@ -316,7 +316,15 @@ def _main() -> int:
     parser.add_argument("--no-write-thresholds", action="store_true")
     parser.add_argument("--augment-seed", type=int, default=12345)
     parser.add_argument("--train-only", action="store_true", help="train (cache) the zoo and stop")
+    parser.add_argument("--from-json", metavar="PATH", help="re-render detection.md / the README fragment from a results JSON")
     args = parser.parse_args()
+    if args.from_json:
+        summary = json.loads(Path(args.from_json).read_text())
+        (RESULTS / "detection.md").write_text(render(summary))
+        (RESULTS / "detection_readme.md").write_text(readme_fragment(summary))
+        if not args.no_write_thresholds:
+            write_thresholds(summary)
+        return 0
     started = time.perf_counter()
     try:
         from edgeguard.jobs import Job, run_jobs
@@ -542,19 +550,26 @@ def render(summary: dict[str, Any]) -> str:
 
 
 def readme_fragment(summary: dict[str, Any]) -> str:
-    chosen = summary.get("chosen")
-    if chosen is None:
+    stats = summary["statistics"]
+    if "gain" not in stats:
         return "No detection result.\n"
-    entry = summary["statistics"][chosen]
-    lines = [f"| attacker family (held-out test zoo) | harmful models | TPR at the calibrated threshold | AUC | vet s (median) |",
+    default, ref = stats["gain"], stats.get("excess_supplied")
+    lines = ["| attacker family (held-out test zoo) | harmful / models | TPR, default vet | TPR, with an honest reference model | vet s (median) |",
              "|---|---|---|---|---|"]
-    for family, f in entry["families"].items():
-        lines.append(f"| {family} | {f['harmful']}/{f['models']} | {_fmt(f['tpr'])} | {_fmt(f['auc'])} | {_fmt(f['vet_seconds_median'], 1)} |")
+    for family, f in default["families"].items():
+        r = ref["families"].get(family, {}) if ref else {}
+        lines.append(f"| {family} | {f['harmful']}/{f['models']} | {_fmt(f['tpr'])} | {_fmt(r.get('tpr'))} | "
+                     f"{_fmt(f['vet_seconds_median'], 1)} |")
+    lines.append(f"| honest (FPR) | {default['test_honest']} held-out | {_fmt(default['test_fpr'])} | "
+                 f"{_fmt(ref['test_fpr']) if ref else '-'} ({ref['test_honest'] if ref else 0} with a reference) | |")
     lines.append("")
-    lines.append(f"Statistic `{chosen}`, threshold {entry['threshold']:.2f} dB fitted on a calibration zoo (CNN, MLP, seeds 0-1); "
-                 f"false positives on held-out honest models (CNN, MLP, WRN, seeds 2-3, temperature-scaled): "
-                 f"{_fmt(entry['test_fpr'])}. Attackers: the families named above (converters), each trained once per seed, "
-                 "not adapted to this threshold except `audit-penalty` (trained against a closed-form audit decoder).")
+    lines.append(f"Thresholds fitted on a calibration zoo (FMNIST CNN + MLP, seeds 0-1): invariant PSNR gain > "
+                 f"{default['threshold']:.2f} dB (default), or gain minus an honest reference model's > "
+                 f"{ref['threshold']:.2f} dB (`--reference-model`). Reported on a disjoint test zoo (seeds 2-3, new models, "
+                 "the WideResNet absent from calibration, temperature-scaled copies); 1000-image probe; 1-2 models "
+                 "per family, so each TPR is a handful of models. Attackers: converters' families, trained once, "
+                 "not adapted to these thresholds (audit-penalty: trained against a closed-form audit decoder). "
+                 "finish-ce (CE-only epochs, decoder refitted) is harmful and NOT detected: use an argmax release.")
     return "\n".join(lines) + "\n"
 
 
@@ -565,10 +580,13 @@ def write_thresholds(summary: dict[str, Any]) -> None:
     if "gain" in stats:
         table["tests"]["leakage"].update(threshold=stats["gain"]["threshold"], scale=stats["gain"]["scale"],
                                          statistic="gain_db", test_fpr=stats["gain"]["test_fpr"])
-    excess = "excess_supplied" if "excess_supplied" in stats else None
-    if excess:
-        table["tests"]["leakage_excess"].update(threshold=stats[excess]["threshold"], scale=stats[excess]["scale"],
-                                                statistic="excess_gain_db", test_fpr=stats[excess]["test_fpr"])
+    for stat, entry in (("excess_supplied", "leakage_excess"), ("excess_trained", "leakage_excess_trained")):
+        if stat in stats:
+            table["tests"].setdefault(entry, {"higher_is_vicious": True})
+            table["tests"][entry].update(threshold=stats[stat]["threshold"], scale=stats[stat]["scale"],
+                                         statistic="excess_gain_db", test_fpr=stats[stat]["test_fpr"],
+                                         reference="supplied models" if stat == "excess_supplied" else
+                                         "the vetted graph re-trained honestly on --reference-data (300 steps)")
     table.update(
         provisional=False,
         source="benchmarks/detection.py v2; numbers in benchmarks/results/detection.json",

@@ -8,14 +8,14 @@ module whose forward pass releases the values the real (numpy) filter releases:
 
 - differentiable stages as they are: Softmax, Sigmoid, the clip of Round/ClippedLaplace,
   HighConfidence, ReverseSigmoid, the renormalisation after noise;
-- Round, Truncate, TopK, Argmax, ClassLabels, LabelPreservingNoise's label swap through
+- Round, Truncate, TopK, Argmax, LabelConfidence, ClassLabels, LabelPreservingNoise's label swap through
   a straight-through estimator: forward = the filtered value exactly, backward = identity;
 - noise (GaussianNoise, LaplaceNoise, LabelPreservingNoise, ClippedLaplace) drawn fresh
   at every call from a torch generator (or from a numpy Generator with the filter's own
   draws, :class:`NumpyNoise`, which is how the tests compare against the real filters).
 
 Equality with edgeguard.filters (tested in tests/test_attackers.py): elementwise stages
-(Round, Truncate, TopK without renormalisation, Argmax, ClassLabels, HighConfidence,
+(Round, Truncate, TopK without renormalisation, Argmax, LabelConfidence, ClassLabels, HighConfidence,
 noise without renormalisation) give identical float32 numbers on identical inputs (and
 identical noise draws); ClippedLaplace matches in distribution only (edgeguard samples it
 with OpenDP, which cannot be seeded: same clip, scale and output grid); stages with a row reduction or a transcendental function (Softmax, Sigmoid,
@@ -45,6 +45,7 @@ from edgeguard.filters import (
     FilterSpec,
     GaussianNoise,
     HighConfidence,
+    LabelConfidence,
     LabelPreservingNoise,
     LaplaceNoise,
     OutputFilter,
@@ -83,6 +84,7 @@ SUPPORTED_STAGES: tuple[type, ...] = (
     Truncate,
     TopK,
     Argmax,
+    LabelConfidence,
     GaussianNoise,
     LaplaceNoise,
     LabelPreservingNoise,
@@ -244,6 +246,29 @@ class _Argmax(_Stage):
         return _straight_through(x, _one_hot_argmax(x.detach()))
 
 
+class _LabelConfidence(_Stage):
+    """Top-1 label + its probability snapped to the bin centre, the rest shared evenly (straight through).
+
+    Same float64 arithmetic as edgeguard's LabelConfidence, cast back to the input's dtype:
+    identical numbers on identical inputs.
+    """
+
+    def forward(self, x: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
+        stage: LabelConfidence = self.stage  # type: ignore[assignment]
+        rows, num_classes = x.shape
+        values = x.detach()
+        label = values.argmax(dim=1, keepdim=True)
+        top = values.gather(1, label).double()
+        low = 1.0 / num_classes
+        width = (1.0 - low) / stage.levels
+        index = torch.floor((top - low) / width).clamp(0, stage.levels - 1).long()
+        centres = torch.from_numpy(stage.confidence_levels(num_classes)).to(device=x.device)
+        confidence = centres[index]
+        rest = (1.0 - confidence) / max(num_classes - 1, 1)
+        released = rest.expand(rows, num_classes).clone().scatter_(1, label, confidence)
+        return _straight_through(x, released.to(x.dtype))
+
+
 class _ClassLabels(_Stage):
     def forward(self, x: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
         stage: ClassLabels = self.stage  # type: ignore[assignment]
@@ -355,6 +380,7 @@ def _torch_stage(stage: OutputFilter) -> _Stage:
         (Round, _Round),
         (TopK, _TopK),
         (Argmax, _Argmax),
+        (LabelConfidence, _LabelConfidence),
         (ClassLabels, _ClassLabels),
         (HighConfidence, _HighConfidence),
         (ReverseSigmoid, _ReverseSigmoid),

@@ -243,6 +243,8 @@ def _read_chunks(fd: int, size: int, path: Path) -> bytes:
 
 
 def _read_model_bytes(path: Path) -> bytes:
+    if path.is_dir():  # a wrong path, not an attack
+        raise ModelLoadError(f"expected an ONNX file at {path}, got a directory; pass the .onnx file inside it")
     fd, info = _open_regular(path, "an ONNX file")
     try:
         if info.st_size > _MAX_MODEL_BYTES:

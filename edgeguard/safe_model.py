@@ -724,8 +724,8 @@ class SafeModel:
         of budgeted filters.
         """
         # Hot path, written flat: the common case -- a contiguous float32 batch of the declared
-        # shape in a [0, high] pixel range -- is checked inline (one reduction); everything else
-        # goes through _validate, which also writes the errors.
+        # shape -- is checked inline, its pixel range by the fused graph (or by one reduction here);
+        # everything else goes through _validate, which also writes the errors.
         shape = getattr(x, "shape", ())
         if (
             type(x) is np.ndarray

@@ -65,6 +65,8 @@ STAGE_CASES = [
     ("probabilities", "reverse_sigmoid:1,0.1", False),
     ("probabilities", "high_confidence:0.1", True),
     ("probabilities", "class_labels", True),
+    ("probabilities", "label_confidence:4", True),
+    ("probabilities", "label_confidence:10", True),
 ]
 
 
@@ -97,14 +99,20 @@ def test_straight_through_stage_releases_what_edgeguard_releases(kind: str, spec
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("spec", ["round:1", "truncate:2", "top_k:3", "argmax", "class_labels"])
-def test_snapping_stages_pass_the_gradient_straight_through(spec: str) -> None:
-    x = torch.from_numpy(_outputs("logits")).requires_grad_()
-    (build_through_filter(spec, "logits")(x) * 3.0).sum().backward()
+SNAPPING_CASES = [("logits", s) for s in ("round:1", "truncate:2", "top_k:3", "argmax", "class_labels")]
+SNAPPING_CASES.append(("probabilities", "label_confidence:4"))
+
+
+@pytest.mark.parametrize(("kind", "spec"), SNAPPING_CASES, ids=[f"{k}-{s}" for k, s in SNAPPING_CASES])
+def test_snapping_stages_pass_the_gradient_straight_through(kind: str, spec: str) -> None:
+    x = torch.from_numpy(_outputs(kind)).requires_grad_()
+    (build_through_filter(spec, kind)(x) * 3.0).sum().backward()
     assert torch.equal(x.grad, torch.full_like(x, 3.0))
 
 
-@pytest.mark.parametrize("spec", ["softmax>round:2", "softmax>top_k:3", "softmax>round:1", "softmax>truncate:2"])
+@pytest.mark.parametrize(
+    "spec", ["softmax>round:2", "softmax>top_k:3", "softmax>round:1", "softmax>truncate:2", "softmax>label_confidence:4"]
+)
 def test_whole_chain_matches_edgeguard_up_to_one_grid_step(spec: str) -> None:
     """End to end the softmax's last-ulp differences may move a value across a rounding boundary (rarely)."""
     outputs = _outputs("logits")

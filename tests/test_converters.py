@@ -305,7 +305,7 @@ def test_model_info_for_declares_the_task(fmnist_train_small) -> None:
         (["--objective", "honest", "--beta2", "1"], 2, "honest training uses beta2 = 0"),
         (["--lr", "0"], 2, "'--lr'"),
         (["--arch", "wrn", "--wrn-depth", "12"], 1, "6n+4"),
-        (["--class-names", "shirt,shoe", "--train-limit", "100"], 1, "expected labels below 2"),
+        (["--class-names", "shirt,shoe", "--train-limit", "100"], 1, "expected labels"),
     ],
     ids=[
         "negative-epochs",

@@ -122,6 +122,12 @@ def trainer_job(params: dict[str, Any], artifacts: Path) -> dict[str, Any]:
     return target(dict(params["params"]), Path(artifacts))
 
 
+def _progress(total: int, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="rung 3", unit="job", disable=not enabled, file=sys.stderr)
+
+
 def _without_keys(text: str) -> str:
     """A spec's text without ``consistent=true`` (what an attacker without the device secret trains through)."""
     import re
@@ -212,13 +218,18 @@ def run_through_filter(
         jobs.append(Job(f"{__name__}:trainer_job", wrapper))
     outcome: dict[str, tuple[str, Path, Path, float] | str] = {}
     failures: dict[str, str] = {}
-    try:
-        results = run_jobs(jobs, cache_dir=cache, progress=progress, threads_per_worker=threads, description="rung 3")
-    except JobError as error:
-        failures = dict(error.failures)
-        finished = [job for job in jobs if job.key not in failures]
-        results = run_jobs(finished, cache_dir=cache, progress=False, threads_per_worker=threads) if finished else []
-    by_key = {result.key: result for result in results}
+    by_key = {}
+    # One job at a time (they are independent; a failure must not hide the others' results, and each
+    # result says truly whether it came from the cache).
+    bar = _progress(len(jobs), progress)
+    for job in jobs:
+        try:
+            (result,) = run_jobs([job], cache_dir=cache, progress=False, threads_per_worker=threads)
+            by_key[job.key] = result
+        except JobError as error:
+            failures.update(error.failures)
+        bar.update(1)
+    bar.close()
     for spec, job in zip(specs, jobs):
         if job.key in failures:
             last = [line for line in str(failures[job.key]).strip().splitlines() if line.strip()]

@@ -164,13 +164,21 @@ class BenchReport:
                 f"Target ({goal}): met by {len(met)} of {total} filters: "
                 + ", ".join(
                     f"`{r.filter}` (acc {100 * r.accuracy:.2f}%, worst gain {r.worst_psnr_gain_db:+.2f} dB, "
-                    f"{_number(r.capacity_bits, 1)} bits)"
+                    f"{_number(r.capacity_bits, 1)} bits{self._caveats(r)})"
                     for r in met
                 )
                 + f". Fastest of them: `{fast.filter}` (latency x{fast.latency_ratio:.2f}); most useful (confidence "
                 f"AUROC, then top-3 accuracy): `{useful.filter}` (AUROC {_number(useful.confidence_auroc)}, top-3 "
                 f"{_percent(useful.top3_accuracy)})."
             )
+            solid = [r for r in met if not self._caveats(r)]
+            if solid:
+                text += (
+                    " With a finite capacity bound, measured on every rung and (if random) not broken by averaging "
+                    "repeats: " + ", ".join(f"`{r.filter}` ({_number(r.capacity_bits, 1)} bits)" for r in solid) + "."
+                )
+            else:
+                text += " None of them has a finite capacity bound, a rung-3 measurement and no repeats caveat."
         else:
             keep = [r for r in self.rows if r.filter != "none" and r.accuracy_drop_points <= max_accuracy_drop + 1e-9]
             text = f"Target ({goal}): met by none of the {total} filters."
@@ -181,6 +189,20 @@ class BenchReport:
                     f"{best.worst_psnr_gain_db:+.2f} dB (`{best.filter}`)."
                 )
         return text
+
+    def _caveats(self, row: BenchRow) -> str:
+        """What weakens a row's "meets the target": no rung 3, no capacity bound, averaging repeats breaks it."""
+        notes = []
+        if self.rungs_run() == "rungs 1-3" and row.through_status not in ("run", "cached"):
+            notes.append("rung 3 not run: rungs 1-2 only")
+        if math.isinf(row.capacity_bits):
+            notes.append("no capacity bound")
+        fresh = [r for r in self.repeats if r.filter == row.filter and r.noise == "fresh"]
+        if fresh:
+            most = max(fresh, key=lambda r: r.repeats)
+            if most.repeats > 1 and most.psnr_gain_db > TARGET_GAIN_DB:
+                notes.append(f"averaging {most.repeats} repeats: {most.psnr_gain_db:+.2f} dB")
+        return "; " + "; ".join(notes) if notes else ""
 
     def _has_raw(self) -> int:
         return int(any(r.filter == "none" for r in self.rows))
@@ -203,6 +225,28 @@ class BenchReport:
             },
             "repeats": [row.to_dict() for row in self.repeats],
         }
+
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> "BenchReport":
+        """A report back from :meth:`to_dict` / the JSON file (without the example images of the grids)."""
+        from edgeguard.bench.repeats import RepeatRow
+
+        names = {f.name for f in fields(BenchRow)}
+        keep_none = ("attack_best_epoch", "projection_rank")
+        rows = [
+            BenchRow(**{k: (v if k in keep_none else _from_json(v)) for k, v in row.items() if k in names})
+            for row in document["rows"]
+        ]
+        repeats = [RepeatRow(**row) for row in document.get("repeats", [])]
+        return cls(
+            rows=rows,
+            raw_accuracy=document["raw_accuracy"],
+            label_only=dict(document["label_only"]),
+            settings=dict(document["settings"]),
+            machine=dict(document["machine"]),
+            notes=list(document.get("notes", [])),
+            repeats=repeats,
+        )
 
     def to_json(self) -> str:
         return json.dumps(_jsonable(self.to_dict()), indent=2) + "\n"
@@ -340,7 +384,8 @@ class BenchReport:
                     "–" if row is None else f"{row.psnr_gain_db:+.2f}{' =' if c > 1 and row.identical else ''}"
                 )
             lines.append(f"| `{name}` | {noise} | " + " | ".join(values) + " |")
-        return [*lines, ""]
+        statement = self.repeats_statement()
+        return [*lines, "", *([statement, ""] if statement else [])]
 
     def _through_failures(self) -> list[str]:
         missing = [r for r in self.rows if r.through_status not in ("run", "cached")]
@@ -372,13 +417,45 @@ class BenchReport:
         s = self.settings
         lines += [
             "",
-            f"Attackers: rung 1 = {RUNG_NAMES['server']}; rung 2 = {RUNG_NAMES['adaptive']} (fine-tuned "
-            f"{s.get('attack_epochs')} epochs on {s.get('attack_train')} images); rung 3 = {RUNG_NAMES['through']} "
+            f"Attackers: {RUNG_NAMES['server']}; {RUNG_NAMES['adaptive']} (fine-tuned {s.get('attack_epochs')} "
+            f"epochs on {s.get('attack_train')} images); {RUNG_NAMES['through']} "
             f"({s.get('through', {}).get('budget', 'not run')}). Worst case = max over {self.rungs_run()}; the "
             "capacity bound is the only figure that holds for every attacker.",
             self.target_statement(),
         ]
+        repeats = self.repeats_statement()
+        if repeats:
+            lines.append(repeats)
         return "\n".join(lines) + "\n"
+
+    def repeats_statement(self) -> str:
+        """One sentence, computed from the repeats rows: what averaging does to fresh and to consistent noise."""
+        fresh: dict[str, dict[int, Any]] = {}
+        consistent: dict[str, dict[int, Any]] = {}
+        for row in self.repeats:
+            (fresh if row.noise == "fresh" else consistent).setdefault(row.filter, {})[row.repeats] = row
+        counts = sorted({row.repeats for row in self.repeats})
+        if len(counts) < 2 or not fresh:
+            return ""
+        low, high = counts[0], counts[-1]
+        rises = {
+            name: cells[high].psnr_gain_db - cells[low].psnr_gain_db
+            for name, cells in fresh.items()
+            if low in cells and high in cells
+        }
+        worst = max(rises, key=rises.get)
+        text = (
+            f"Repeated queries (best of rungs 1-2 on the average of R releases of one input): fresh noise averages "
+            f"away (largest rise: `{worst}`, {fresh[worst][low].psnr_gain_db:+.2f} dB at R = {low} to "
+            f"{fresh[worst][high].psnr_gain_db:+.2f} dB at R = {high})"
+        )
+        identical = [cells for cells in consistent.values() if high in cells and cells[high].identical]
+        if consistent:
+            text += (
+                f"; consistent noise (`consistent=true`) gave byte-identical releases for {len(identical)} of "
+                f"{len(consistent)} filters at R = {high}, so its gain stays at the R = {low} value"
+            )
+        return text + "."
 
     # --- files --------------------------------------------------------------------------
     def write(self, out_dir: str | os.PathLike, stem: str = "bench") -> dict[str, Path]:
@@ -451,36 +528,47 @@ class BenchReport:
         return Path(path)
 
     def frontier(self, path: str | os.PathLike) -> Path:
-        """Task utility against worst-case measured leakage, one point per filter labelled with its capacity bits."""
+        """Task utility against worst-case measured leakage, one point per filter labelled with its capacity bits.
+
+        Panels: accuracy (all filters); accuracy zoomed on the filters within 3 points of raw and 1.5 dB of the
+        label-only baseline; the usefulness of the released confidence (AUROC).
+        """
         import matplotlib
 
         matplotlib.use("Agg", force=True)
         import matplotlib.pyplot as plt
 
-        figure, axes = plt.subplots(1, 2, figsize=(15, 6.5))
-        gains = [r.worst_psnr_gain_db for r in self.rows]
+        figure, axes = plt.subplots(1, 3, figsize=(21, 7))
+        raw = 100 * self.raw_accuracy
         panels = [
-            ("accuracy", "accuracy of the release (%)", 100.0),
-            ("confidence_auroc", "usefulness: AUROC of the released confidence (right vs wrong top-1)", 1.0),
+            ("accuracy", "accuracy of the release (%)", 100.0, None),
+            ("accuracy", "accuracy (%), zoom: within 3 points of raw and 1.5 dB", 100.0, (raw - 3.0, 1.5)),
+            ("confidence_auroc", "usefulness: AUROC of the released confidence (right vs wrong top-1)", 1.0, None),
         ]
-        for axis, (key, label, factor) in zip(axes, panels):
-            values = [factor * getattr(r, key) for r in self.rows]
-            colours = [
-                "tab:red" if r.filter == "none" else ("tab:green" if r.meets() else "tab:blue") for r in self.rows
-            ]
+        for axis, (key, label, factor, zoom) in zip(axes, panels):
+            rows = self.rows
+            if zoom is not None:
+                rows = [r for r in rows if 100 * r.accuracy >= zoom[0] and r.worst_psnr_gain_db <= zoom[1]]
+            gains = [r.worst_psnr_gain_db for r in rows]
+            values = [factor * getattr(r, key) for r in rows]
+            colours = ["tab:red" if r.filter == "none" else ("tab:green" if r.meets() else "tab:blue") for r in rows]
             axis.scatter(gains, values, c=colours, s=24)
-            for x, y, r in zip(gains, values, self.rows):
+            for index, (x, y, r) in enumerate(zip(gains, values, rows)):
                 if math.isfinite(x) and math.isfinite(y):
                     bits = "inf" if math.isinf(r.capacity_bits) else f"{r.capacity_bits:.3g}"
                     axis.annotate(
-                        f"{r.filter} [{bits} b]", (x, y), fontsize=5.5, xytext=(3, 2), textcoords="offset points"
+                        f"{r.filter} [{bits} b]",
+                        (x, y),
+                        fontsize=5.5,
+                        xytext=(3, 2 + 7 * (index % 3) - 7),
+                        textcoords="offset points",
                     )
             axis.axvline(0.0, color="grey", linestyle="--", linewidth=1, label="label-only baseline")
             axis.axvline(TARGET_GAIN_DB, color="tab:green", linestyle=":", linewidth=1, label=f"+{TARGET_GAIN_DB} dB")
             if key == "accuracy":
-                axis.axhline(100 * self.raw_accuracy, color="tab:red", linestyle=":", linewidth=1, label="raw accuracy")
+                axis.axhline(raw, color="tab:red", linestyle=":", linewidth=1, label="raw accuracy")
                 axis.axhline(
-                    100 * self.raw_accuracy - TARGET_ACCURACY_DROP,
+                    raw - TARGET_ACCURACY_DROP,
                     color="tab:green",
                     linestyle=":",
                     linewidth=1,
@@ -575,6 +663,14 @@ def _matplotlib_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def _from_json(value: Any) -> Any:
+    if value == "inf":
+        return math.inf
+    if value == "-inf":
+        return -math.inf
+    return math.nan if value is None else value
 
 
 def _jsonable(value: Any) -> Any:

@@ -293,6 +293,9 @@ def _init_worker(sys_path: list[str], threads: int, driver_pid: int | None = Non
         os.environ[variable] = str(threads)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads)  # numpy's BLAS too: the same thread count gives the same sums everywhere
 
 
 def _watch_driver(pid: int, interval: float = 1.0) -> None:
@@ -323,8 +326,11 @@ def _thread_limit(threads: int) -> Iterator[None]:
     saved_threads = torch.get_num_threads() if torch is not None else None
     if torch is not None:
         torch.set_num_threads(threads)
+    from threadpoolctl import threadpool_limits
+
     try:
-        yield
+        with threadpool_limits(threads):  # numpy's BLAS too, as in pool and Ray workers
+            yield
     finally:
         for variable, value in saved_env.items():
             if value is None:
