@@ -159,8 +159,8 @@ def vet_job(params: dict[str, Any], artifacts: Path) -> dict[str, Any]:
     torch.set_num_threads(1)
     from edgeguard.model_file import load_model
     from edgeguard.vetting import vet
-    from edgeguard.vetting._probe import load_probe
     from edgeguard.vetting.leakage import LeakageSettings, leakage_audit
+    from edgeguard.vetting.probe import load_probe
     from edgeguard.vetting.reference import ReferenceSettings, train_reference
 
     probe = _probe_set(params["probe_size"])
@@ -210,12 +210,12 @@ def vet_job(params: dict[str, Any], artifacts: Path) -> dict[str, Any]:
 
 
 def _leakage_settings() -> dict[str, Any]:
-    from edgeguard.vetting._thresholds import load_thresholds
+    from edgeguard.vetting.thresholds import load_thresholds
 
     return dict(load_thresholds()["tests"]["leakage"].get("settings", {}))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _reference_set() -> Any:
     """2000 labelled Fashion-MNIST training images (54000-55999) no zoo model was trained on."""
     from edgeguard.data import Dataset, load_fashion_mnist
@@ -224,7 +224,7 @@ def _reference_set() -> Any:
     return Dataset(train.x[54000:56000], train.y[54000:56000], train.class_names)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _probe_set(size: int) -> Any:
     """``size`` Fashion-MNIST test images, the same number per class, from test images 5000-9999."""
     from edgeguard.data import Dataset, load_fashion_mnist

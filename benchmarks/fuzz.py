@@ -22,16 +22,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _markdown(data: dict) -> str:
     d = data["defects"]
     lines = [
@@ -113,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="fuzz")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from edgeguard.bench.run import cpu_name
     from edgeguard.fuzz import fuzz
 
     result = fuzz(
@@ -127,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     data = result.to_dict()
     data["generated"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    data["machine"] = {"cpu": _cpu(), "cores": os.cpu_count(), "platform": platform.platform()}
+    data["machine"] = {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform()}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.name}.json").write_text(json.dumps(data, indent=2) + "\n")
     (args.out / f"{args.name}.md").write_text(_markdown(data))

@@ -317,9 +317,9 @@ def vet_command(
     reference_steps: int | None,
     quiet: bool,
 ) -> int:
-    from edgeguard.vetting._probe import parse_shape
     from edgeguard.vetting.api import DEFAULT_TESTS
     from edgeguard.vetting.many import run_vet_command
+    from edgeguard.vetting.probe import parse_shape
 
     shape = _parse_shape_option(input_shape, parse_shape)
     pixels = _parse_floats(pixel_range, 2, "--pixel-range")

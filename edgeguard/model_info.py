@@ -75,8 +75,8 @@ class ModelInfo:
         output_names = [v.name for v in graph.output]
         if len(set(output_names)) != len(output_names):
             raise ModelLoadError(f"expected distinct graph output names, got {output_names[:8]}; the file is malformed")
-        input_dims = _static_dims(inputs[0])
-        output_dims = _static_dims(graph.output[0])
+        input_dims = static_dims(inputs[0])
+        output_dims = static_dims(graph.output[0])
         declared = all(key in props for key in METADATA_KEYS)
         input_shape = _shape_from_metadata(props["input_shape"]) if "input_shape" in props else None
         class_names = _names_from_metadata(props["class_names"]) if "class_names" in props else None
@@ -122,7 +122,7 @@ class ModelInfo:
         )
 
 
-def _static_dims(value: Any) -> list[int | None]:
+def static_dims(value: Any) -> list[int | None]:
     dims = value.type.tensor_type.shape.dim
     return [d.dim_value if d.HasField("dim_value") else None for d in dims]
 

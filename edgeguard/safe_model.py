@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import re
+import sys
 import threading
 import traceback
 import warnings
@@ -287,6 +288,7 @@ class SafeModel:
         self.verdict: str | None = None
         self.vet_action: str | None = None
         self.vetted_batch_sizes: list[int] = []
+        self._max_rows = sys.maxsize  # with a vet report: the largest batch size the vet checked
         if filters is None:
             filters = _label_filters(self.info.task_type)
         if isinstance(filters, OutputFilter):
@@ -387,14 +389,14 @@ class SafeModel:
     # --- construction helpers --------------------------------------------------------------
     def _check_graph(self, model: Any) -> None:
         """The graph's static shapes must agree with the declared task (a vicious file could add outputs)."""
-        from edgeguard.model_info import _static_dims
+        from edgeguard.model_info import static_dims
 
         graph = model.graph
         initializers = {init.name for init in graph.initializer}
         graph_input = next(v for v in graph.input if v.name == self.info.input_name and v.name not in initializers)
-        input_dims = _static_dims(graph_input)
+        input_dims = static_dims(graph_input)
         output_value = next(v for v in graph.output if v.name == self.info.output_name)
-        output_dims = _static_dims(output_value)
+        output_dims = static_dims(output_value)
         declared = (None, *self.info.input_shape)
         if len(input_dims) != 4 or any(
             g is not None and d is not None and g != d for g, d in zip(input_dims, declared)
@@ -428,8 +430,10 @@ class SafeModel:
             )
         self.verdict = value
         self.vetted_batch_sizes = list(binding["checked"].get("batch_sizes") or [])
+        if self.vetted_batch_sizes:  # never run the model in a way the vet did not check
+            self._max_rows = max(self.vetted_batch_sizes)
         if binding["is_report"] and not accept_thresholds:
-            from edgeguard.vetting._thresholds import load_thresholds
+            from edgeguard.vetting.thresholds import load_thresholds
 
             mine = load_thresholds()["sha256"]
             if binding["thresholds_sha256"] != mine:
@@ -499,6 +503,11 @@ class SafeModel:
             raise InvalidInputError(
                 f"expected batches of exactly {self._fixed_batch} (the graph's fixed batch size), got {rows}; "
                 "split the batch, or re-export the model with a dynamic batch axis"
+            )
+        if rows > self._max_rows:
+            raise InvalidInputError(
+                f"expected batches of at most {self._max_rows} rows (the largest batch size the vet checked for "
+                f"consistency), got {rows}; split the batch into chunks of {self._max_rows}"
             )
         if self._max_bits is not None:
             # One reduction for a [0, high] range: read as unsigned integers, every float32 in [+0, high]
@@ -734,6 +743,7 @@ class SafeModel:
             and shape[1:] == self._sample_shape
             and shape[0] > 0
             and (self._fixed_batch is None or shape[0] == self._fixed_batch)
+            and shape[0] <= self._max_rows
             and x.flags.c_contiguous
             and (
                 self._graph_checks_input  # the fused graph checks the pixel range itself (one check, in onnxruntime)

@@ -29,8 +29,8 @@ from edgeguard.errors import DataError, ModelRefusedError
 from edgeguard.model_info import ModelInfo
 from edgeguard.safe_model import SafeModel, model_sha256
 from edgeguard.vetting import VetReport, vet
-from edgeguard.vetting._probe import load_probe
 from edgeguard.vetting.leakage import LeakageSettings, leakage_audit, output_features
+from edgeguard.vetting.probe import load_probe
 
 #: Cheap leakage settings for the hand-built models (one augmentation, small fits).
 SMALL = {"leakage_augmentations": 1, "leakage_max_fit": 600, "leakage_bootstrap": 50, "augment_seed": 1}

@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from _vet_models import CLASSES, linear_classifier, save, write_probe
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
-from edgeguard.errors import ModelRefusedError
+from edgeguard.errors import InvalidInputError, ModelRefusedError
 from edgeguard.safe_model import SafeModel, ViciousModelWarning
 from edgeguard.vetting import vet
 
@@ -183,6 +183,18 @@ def test_report_without_a_batch_1_check_is_not_a_pass(tmp_path, probe):
         SafeModel(path, verdict=report, accept_thresholds=True)
 
 
+def test_safe_model_runs_no_batch_larger_than_the_vet_checked(tmp_path, probe):
+    path = save(linear_classifier(), tmp_path / "m.onnx")
+    report = vet(path, probe, thresholds=table(), **FAST)
+    largest = max(report.checked["batch_sizes"])
+    model = SafeModel(path, verdict=report, on_vicious="argmax", accept_thresholds=True)
+    images = np.zeros((largest + 1, *model.info.input_shape), dtype=np.float32)
+    assert model.predict(images[:largest]).shape == (largest,)
+    with pytest.raises(InvalidInputError, match=f"at most {largest} rows"):
+        model.predict(images)
+    assert SafeModel(path).predict(images).shape == (largest + 1,)  # no report, no vetted sizes: no cap
+
+
 def test_thresholds_binding(tmp_path, probe):
     path = save(linear_classifier(), tmp_path / "m.onnx")
     packaged = vet(path, probe, **FAST)  # the packaged thresholds: SafeModel accepts the binding as is
@@ -205,7 +217,6 @@ def test_honest_mlp_is_not_flagged(tmp_path, fmnist_train_small):
     """Issue 10: honest MLPs were flagged vicious; with the packaged thresholds and a 1000-image probe they pass."""
     pytest.importorskip("torch")
     from converters import TrainConfig, train_and_export
-
     from edgeguard.data import Dataset, load_fashion_mnist
 
     test = load_fashion_mnist("test")

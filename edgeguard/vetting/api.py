@@ -14,15 +14,15 @@ import numpy as np
 
 from edgeguard.data import Dataset
 from edgeguard.errors import EdgeguardError, InferenceError, ModelLoadError, UnsupportedOpError
-from edgeguard.vetting._probe import Probe, coverage_problems, load_probe, model_info_with_overrides
-from edgeguard.vetting._thresholds import likelihood, load_thresholds, margin
 from edgeguard.vetting.augment import draw_seed
 from edgeguard.vetting.consistency import ConsistencySettings, consistency_test
 from edgeguard.vetting.finetune import STATISTICS, FinetuneSettings, finetune_test
 from edgeguard.vetting.leakage import LeakageResult, LeakageSettings, leakage_audit, paired_excess
+from edgeguard.vetting.probe import Probe, coverage_problems, load_probe, model_info_with_overrides
 from edgeguard.vetting.reference import ReferenceSettings, train_reference
 from edgeguard.vetting.report import Finding, TestResult, VetReport
 from edgeguard.vetting.static import DEFAULT_MAX_TENSOR_BYTES, DEFAULT_MAX_TOTAL_BYTES, _audit
+from edgeguard.vetting.thresholds import likelihood, load_thresholds, margin
 from edgeguard.vetting.verdict import decide
 
 __all__ = ["vet", "TESTS", "DEFAULT_TESTS", "DEFAULT_MIN_PER_CLASS"]

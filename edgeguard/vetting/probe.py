@@ -14,6 +14,8 @@ from edgeguard.data import Dataset, load_dataset
 from edgeguard.errors import DataError, ModelLoadError
 from edgeguard.model_info import ModelInfo
 
+__all__ = ["Probe", "load_probe", "coverage_problems", "model_info_with_overrides", "parse_shape"]
+
 _LUMINANCE = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 from edgeguard.errors import DataError, DataNotFoundError
 
+__all__ = ["load_thresholds", "thresholds_sha256", "likelihood", "margin", "THRESHOLDS_FILE"]
+
 THRESHOLDS_FILE = Path(__file__).with_name("thresholds.json")
 
 
