@@ -55,78 +55,18 @@ DATA = os.environ.get("EDGEGUARD_FMNIST", "/usr/share/datasets/fashion-mnist")
 HARMFUL_MARGIN_DB = 1.0
 VERSION = 2
 
-# -- the zoo ------------------------------------------------------------------------------------------
+# -- the zoo: defined once, in benchmarks/zoo.py ("the detection zoo") -----------------------------------
 
-_BASE = {"train_limit": 6000, "test_limit": 1000, "cnn_width": 8, "wrn_depth": 10, "wrn_width": 1,
-         "decoder_channels": 16, "threads": 1, "device": "cpu"}
-FAMILIES = {
-    "paper-logits": {"objective": "vicious", "output": "logits"},
-    "paper-softmax": {"objective": "vicious", "output": "softmax"},
-    "log-probabilities": {"objective": "vicious", "output": "softmax", "decoder_input": "log-probabilities"},
-    "temperature": {"objective": "vicious", "output": "logits", "output_temperature": 3.0},
-    "finish-ce": {"objective": "vicious", "output": "logits", "finish_ce_epochs": 1},
-    "through-filter": {"objective": "vicious", "output": "logits", "train_through": "softmax>round:2"},
-    "mimic": {"objective": "vicious", "output": "logits", "mimic_weight": 1.0},
-    "audit-penalty": {"objective": "vicious", "output": "logits", "audit_penalty": 1.0},
-}
-CALIBRATION_FAMILIES = ("paper-logits", "paper-softmax")
-MLP_TEST_FAMILIES = ("paper-logits", "paper-softmax", "log-probabilities", "temperature")
-VICIOUS_EPOCHS = 4
-CONVERGED_EPOCHS = 4
+from benchmarks import zoo as _zoo  # noqa: E402  (after the sys.path set-up above)
 
-
-def _spec(arch: str, seed: int, epochs: int, small: bool, **extra: Any) -> dict[str, Any]:
-    spec = dict(_BASE, arch=arch, seed=seed, epochs=epochs, data=DATA, **extra)
-    if small:
-        spec.update(train_limit=2000, test_limit=500, epochs=min(epochs, 2))
-    return spec
+_BASE = _zoo.DETECTION_BASE
+FAMILIES = _zoo.DETECTION_FAMILIES
+CONVERGED_EPOCHS = _zoo.DETECTION_CONVERGED_EPOCHS
 
 
 def zoo(small: bool = False) -> list[dict[str, Any]]:
-    """Every trained model: name, split, family ('honest' or an attacker), arch, spec."""
-    entries: list[dict[str, Any]] = []
-
-    def add(name: str, split: str, family: str, arch: str, seed: int, spec: dict[str, Any]) -> None:
-        entries.append({"name": name, "split": split, "family": family, "arch": arch, "seed": seed, "spec": spec})
-
-    if small:
-        for arch in ("cnn", "mlp"):
-            add(f"honest-{arch}-s0", "calibration", "honest", arch, 0, _spec(arch, 0, 2, True, objective="honest"))
-            add(f"honest-{arch}-s1", "test", "honest", arch, 1, _spec(arch, 1, 2, True, objective="honest"))
-            add(f"paper-logits-{arch}-s0", "calibration", "paper-logits", arch, 0, _spec(arch, 0, 2, True, **FAMILIES["paper-logits"]))
-            add(f"paper-logits-{arch}-s1", "test", "paper-logits", arch, 1, _spec(arch, 1, 2, True, **FAMILIES["paper-logits"]))
-            add(f"reference-{arch}", "reference", "honest", arch, 9, _spec(arch, 9, 2, True, objective="honest"))
-        return entries
-    honest_grid = [
-        ("calibration", "cnn", (0, 1), ("under", "conv")),
-        ("calibration", "mlp", (0, 1), ("under", "conv")),
-        ("test", "cnn", (2, 3), ("under", "conv")),
-        ("test", "mlp", (2, 3), ("under", "conv")),
-        ("test", "wrn", (2, 3), ("under", "conv")),  # the held-out architecture
-    ]
-    for split, arch, seeds, labels in honest_grid:
-        for seed in seeds:
-            for label in labels:
-                epochs = 1 if label == "under" else CONVERGED_EPOCHS
-                add(f"honest-{arch}-{label}-s{seed}", split, "honest", arch, seed,
-                    _spec(arch, seed, epochs, False, objective="honest"))
-    for arch in ("cnn", "mlp"):
-        add(f"reference-{arch}", "reference", "honest", arch, 9, _spec(arch, 9, CONVERGED_EPOCHS, False, objective="honest"))
-    for arch in ("cnn", "mlp"):
-        for family in CALIBRATION_FAMILIES:
-            add(f"{family}-{arch}-s0", "calibration", family, arch, 0, _family_spec(family, arch, 0))
-    for family in FAMILIES:
-        add(f"{family}-cnn-s2", "test", family, "cnn", 2, _family_spec(family, "cnn", 2))
-    for family in MLP_TEST_FAMILIES:
-        add(f"{family}-mlp-s2", "test", family, "mlp", 2, _family_spec(family, "mlp", 2))
-    return entries
-
-
-def _family_spec(family: str, arch: str, seed: int) -> dict[str, Any]:
-    extra = dict(FAMILIES[family])
-    if family == "mimic":
-        extra["mimic"] = "@teacher"  # replaced by the honest converged model of this arch and seed
-    return _spec(arch, seed, VICIOUS_EPOCHS, False, **extra)
+    """Every trained model of the detection zoo: name, split, family, arch, seed, spec."""
+    return _zoo.detection_zoo(small, data=DATA)
 
 
 # -- jobs -------------------------------------------------------------------------------------------------

@@ -22,6 +22,10 @@ Declarative specs (:class:`ZooSpec`, :func:`zoo_specs`, :func:`list_specs`)::
   :data:`HELD_OUT_ARCH`) and "held-out" (new seeds :data:`HELD_OUT_SEEDS`, plus every family
   on the architecture absent from calibration). Calibrate on one, report on the other.
 
+- the detection zoo (:func:`detection_zoo`, used by benchmarks/detection.py): honest CNN/MLP
+  (seeds 0-1) and paper attackers for calibration; new seeds, every attacker family and a
+  WideResNet (absent from calibration) for the held-out test zoo, on a smaller budget.
+
 The job function :func:`train_zoo_model` (``params`` = ``ZooSpec.to_dict()`` plus optional
 ``threads``/``zoo_root``) trains one spec and returns its report path and metrics, for
 ``edgeguard.jobs.run_jobs``.
@@ -400,3 +404,77 @@ def train_zoo_model(params: dict[str, Any], artifacts: Path) -> dict[str, Any]:
     artifacts.mkdir(parents=True, exist_ok=True)
     (artifacts / "model.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+# -- the detection zoo (benchmarks/detection.py: CNN+MLP calibration, WRN held out) -----------------------------------------------------------------------------------------
+
+DETECTION_BASE = {"train_limit": 6000, "test_limit": 1000, "cnn_width": 8, "wrn_depth": 10, "wrn_width": 1,
+         "decoder_channels": 16, "threads": 1, "device": "cpu"}
+DETECTION_FAMILIES = {
+    "paper-logits": {"objective": "vicious", "output": "logits"},
+    "paper-softmax": {"objective": "vicious", "output": "softmax"},
+    "log-probabilities": {"objective": "vicious", "output": "softmax", "decoder_input": "log-probabilities"},
+    "temperature": {"objective": "vicious", "output": "logits", "output_temperature": 3.0},
+    "finish-ce": {"objective": "vicious", "output": "logits", "finish_ce_epochs": 1},
+    "through-filter": {"objective": "vicious", "output": "logits", "train_through": "softmax>round:2"},
+    "mimic": {"objective": "vicious", "output": "logits", "mimic_weight": 1.0},
+    "audit-penalty": {"objective": "vicious", "output": "logits", "audit_penalty": 1.0},
+}
+DETECTION_CALIBRATION_FAMILIES = ("paper-logits", "paper-softmax")
+DETECTION_MLP_TEST_FAMILIES = ("paper-logits", "paper-softmax", "log-probabilities", "temperature")
+DETECTION_VICIOUS_EPOCHS = 4
+DETECTION_CONVERGED_EPOCHS = 4
+
+
+def _detection_spec(arch: str, seed: int, epochs: int, small: bool, data: str, **extra: Any) -> dict[str, Any]:
+    spec = dict(DETECTION_BASE, arch=arch, seed=seed, epochs=epochs, data=data, **extra)
+    if small:
+        spec.update(train_limit=2000, test_limit=500, epochs=min(epochs, 2))
+    return spec
+
+
+def detection_zoo(small: bool = False, *, data: str = "/usr/share/datasets/fashion-mnist") -> list[dict[str, Any]]:
+    """Every trained model: name, split, family ('honest' or an attacker), arch, spec."""
+    entries: list[dict[str, Any]] = []
+
+    def add(name: str, split: str, family: str, arch: str, seed: int, spec: dict[str, Any]) -> None:
+        entries.append({"name": name, "split": split, "family": family, "arch": arch, "seed": seed, "spec": spec})
+
+    if small:
+        for arch in ("cnn", "mlp"):
+            add(f"honest-{arch}-s0", "calibration", "honest", arch, 0, _detection_spec(arch, 0, 2, True, data, objective="honest"))
+            add(f"honest-{arch}-s1", "test", "honest", arch, 1, _detection_spec(arch, 1, 2, True, data, objective="honest"))
+            add(f"paper-logits-{arch}-s0", "calibration", "paper-logits", arch, 0, _detection_spec(arch, 0, 2, True, data, **DETECTION_FAMILIES["paper-logits"]))
+            add(f"paper-logits-{arch}-s1", "test", "paper-logits", arch, 1, _detection_spec(arch, 1, 2, True, data, **DETECTION_FAMILIES["paper-logits"]))
+            add(f"reference-{arch}", "reference", "honest", arch, 9, _detection_spec(arch, 9, 2, True, data, objective="honest"))
+        return entries
+    honest_grid = [
+        ("calibration", "cnn", (0, 1), ("under", "conv")),
+        ("calibration", "mlp", (0, 1), ("under", "conv")),
+        ("test", "cnn", (2, 3), ("under", "conv")),
+        ("test", "mlp", (2, 3), ("under", "conv")),
+        ("test", "wrn", (2, 3), ("under", "conv")),  # the held-out architecture
+    ]
+    for split, arch, seeds, labels in honest_grid:
+        for seed in seeds:
+            for label in labels:
+                epochs = 1 if label == "under" else DETECTION_CONVERGED_EPOCHS
+                add(f"honest-{arch}-{label}-s{seed}", split, "honest", arch, seed,
+                    _detection_spec(arch, seed, epochs, False, data, objective="honest"))
+    for arch in ("cnn", "mlp"):
+        add(f"reference-{arch}", "reference", "honest", arch, 9, _detection_spec(arch, 9, DETECTION_CONVERGED_EPOCHS, False, data, objective="honest"))
+    for arch in ("cnn", "mlp"):
+        for family in DETECTION_CALIBRATION_FAMILIES:
+            add(f"{family}-{arch}-s0", "calibration", family, arch, 0, _detection_family_spec(family, arch, 0, data))
+    for family in DETECTION_FAMILIES:
+        add(f"{family}-cnn-s2", "test", family, "cnn", 2, _detection_family_spec(family, "cnn", 2, data))
+    for family in DETECTION_MLP_TEST_FAMILIES:
+        add(f"{family}-mlp-s2", "test", family, "mlp", 2, _detection_family_spec(family, "mlp", 2, data))
+    return entries
+
+
+def _detection_family_spec(family: str, arch: str, seed: int, data: str) -> dict[str, Any]:
+    extra = dict(DETECTION_FAMILIES[family])
+    if family == "mimic":
+        extra["mimic"] = "@teacher"  # replaced by the honest converged model of this arch and seed
+    return _detection_spec(arch, seed, DETECTION_VICIOUS_EPOCHS, False, data, **extra)

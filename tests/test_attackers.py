@@ -111,7 +111,8 @@ def test_snapping_stages_pass_the_gradient_straight_through(kind: str, spec: str
 
 
 @pytest.mark.parametrize(
-    "spec", ["softmax>round:2", "softmax>top_k:3", "softmax>round:1", "softmax>truncate:2", "softmax>label_confidence:4"]
+    "spec",
+    ["softmax>round:2", "softmax>top_k:3", "softmax>round:1", "softmax>truncate:2", "softmax>label_confidence:4"],
 )
 def test_whole_chain_matches_edgeguard_up_to_one_grid_step(spec: str) -> None:
     """End to end the softmax's last-ulp differences may move a value across a rounding boundary (rarely)."""
