@@ -23,8 +23,9 @@ Declarative specs (:class:`ZooSpec`, :func:`zoo_specs`, :func:`list_specs`)::
   on the architecture absent from calibration). Calibrate on one, report on the other.
 
 - the detection zoo (:func:`detection_zoo`, used by benchmarks/detection.py): honest CNN/MLP
-  (seeds 0-1) and paper attackers for calibration; new seeds, every attacker family and a
-  WideResNet (absent from calibration) for the held-out test zoo, on a smaller budget.
+  (seeds 0-1) and paper attackers for calibration; new seeds, every attacker family, and a
+  ResNet-10 and a WideResNet-10-2 (both absent from calibration) for the held-out test zoo,
+  on a smaller budget.
 
 The job function :func:`train_zoo_model` (``params`` = ``ZooSpec.to_dict()`` plus optional
 ``threads``/``zoo_root``) trains one spec and returns its report path and metrics, for
@@ -419,6 +420,9 @@ DETECTION_FAMILIES = {
     "through-filter": {"objective": "vicious", "output": "logits", "train_through": "softmax>round:2"},
     "mimic": {"objective": "vicious", "output": "logits", "mimic_weight": 1.0},
     "audit-penalty": {"objective": "vicious", "output": "logits", "audit_penalty": 1.0},
+    "through-round1": {"objective": "vicious", "output": "logits", "train_through": "softmax>round:1"},
+    "through-topk3": {"objective": "vicious", "output": "logits", "train_through": "softmax>top_k:3"},
+    "through-gaussian1": {"objective": "vicious", "output": "logits", "train_through": "gaussian:1"},
 }
 DETECTION_CALIBRATION_FAMILIES = ("paper-logits", "paper-softmax")
 DETECTION_MLP_TEST_FAMILIES = ("paper-logits", "paper-softmax", "log-probabilities", "temperature")
@@ -427,7 +431,10 @@ DETECTION_CONVERGED_EPOCHS = 4
 
 
 def _detection_spec(arch: str, seed: int, epochs: int, small: bool, data: str, **extra: Any) -> dict[str, Any]:
+    # labels: "resnet" = WRN-10-1 (a pre-activation ResNet-10), "wrn" = WideResNet-10-2
+    widths = {"resnet": {"arch": "wrn", "wrn_width": 1}, "wrn": {"arch": "wrn", "wrn_width": 2}}
     spec = dict(DETECTION_BASE, arch=arch, seed=seed, epochs=epochs, data=data, **extra)
+    spec.update(widths.get(arch, {}))
     if small:
         spec.update(train_limit=2000, test_limit=500, epochs=min(epochs, 2))
     return spec
@@ -453,7 +460,8 @@ def detection_zoo(small: bool = False, *, data: str = "/usr/share/datasets/fashi
         ("calibration", "mlp", (0, 1), ("under", "conv")),
         ("test", "cnn", (2, 3), ("under", "conv")),
         ("test", "mlp", (2, 3), ("under", "conv")),
-        ("test", "wrn", (2, 3), ("under", "conv")),  # the held-out architecture
+        ("test", "resnet", (2, 3), ("under", "conv")),  # held-out architectures: ResNet-10 (WRN-10-1)
+        ("test", "wrn", (2, 3), ("under", "conv")),  # and WideResNet-10-2
     ]
     for split, arch, seeds, labels in honest_grid:
         for seed in seeds:
@@ -470,6 +478,8 @@ def detection_zoo(small: bool = False, *, data: str = "/usr/share/datasets/fashi
         add(f"{family}-cnn-s2", "test", family, "cnn", 2, _detection_family_spec(family, "cnn", 2, data))
     for family in DETECTION_MLP_TEST_FAMILIES:
         add(f"{family}-mlp-s2", "test", family, "mlp", 2, _detection_family_spec(family, "mlp", 2, data))
+    for arch in ("resnet", "wrn"):  # the paper's attacker on the architectures calibration never saw
+        add(f"paper-logits-{arch}-s2", "test", "paper-logits", arch, 2, _detection_family_spec("paper-logits", arch, 2, data))
     return entries
 
 
