@@ -39,7 +39,7 @@ def _timeless(value: Any) -> Any:
         return {
             k: _timeless(v)
             for k, v in value.items()
-            if k not in _TIMING and not k.endswith(("_s", "_seconds")) and k not in ("settings", "machine")
+            if k not in _TIMING and not k.endswith("_s") and "seconds" not in k and k not in ("settings", "machine")
         }
     if isinstance(value, list):
         return [_timeless(v) for v in value]
