@@ -260,7 +260,7 @@ def main() -> int:
             "python": platform.python_version(),
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
-            "note": "2 CPU cores shared with other agents' jobs: wall times are noisy",
+            "load_average": os.getloadavg(),  # measured, so a loaded machine shows in the results
         },
         "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -287,7 +287,9 @@ def main() -> int:
         f"Same numbers ({compared}): "
         f"**{'yes' if not differences else 'NO'}**" + ("" if not differences else f" ({len(differences)} differences)"),
         "",
-        "Machine: 2 CPU cores shared with other work (noisy); Ray's wall time includes starting a local instance.",
+        f"Machine: {result['machine']['cpus']} CPU cores, 1/5/15-minute load average at the end "
+        f"{', '.join(f'{v:.2f}' for v in result['machine']['load_average'])}; Ray's wall time includes starting "
+        "a local instance.",
     ]
     if args.zoo == "tiny":
         lines += [
@@ -321,7 +323,7 @@ def main() -> int:
             for r in runs
         ],
         "",
-        f"{result['benchmark']}, {models} models, 2 shared CPU cores (noisy wall times); "
+        f"{result['benchmark']}, {models} models, {result['machine']['cpus']} CPU cores, one run per executor; "
         "`python benchmarks/jobs_scaling.py --zoo " + args.zoo + "`. No attacker is measured here: "
         "this checks that the executors agree.",
     ]
