@@ -56,8 +56,9 @@ spike removal for the inflation, exact decoding for the lattice).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import onnx
@@ -184,7 +185,7 @@ class _Graph:
             return self.op("Canon", [u], domain=_FUNCTION_DOMAIN)
         if variant == "float16":
             offset = self.const(_FLOAT16_OFFSET)
-            low, high = self.const(-500.0), self.const(500.0)
+            low, high = self.const(-511.0), self.const(511.0)
             shifted = self.op("Add", [self.op("Clip", [u, low, high]), offset])
             half = self.op("Cast", [shifted], to=TensorProto.FLOAT16)
             return self.op("Sub", [self.op("Cast", [half], to=TensorProto.FLOAT), offset])
@@ -200,7 +201,7 @@ class _Graph:
         return self.op("Div", [self.op("Sub", [x, self.const(low)]), self.const(high - low)])
 
     def reduce_rows(self, op_type: str, x: str, axes: list[int]) -> str:
-        """ReduceSum / ReduceMean over ``axes``, keepdims (axes as an input from opset 18 for ReduceMean)."""
+        """ReduceSum / ReduceMean / ReduceMax over ``axes``, keepdims (axes an input: ReduceSum, or opset >= 18)."""
         if op_type == "ReduceSum" or self.opset >= 18:
             return self.op(op_type, [x, self.const(axes, np.int64)], keepdims=1)
         return self.op(op_type, [x], axes=axes, keepdims=1)
@@ -213,9 +214,7 @@ def _canon_function(opset: int) -> onnx.FunctionProto:
         helper.make_node("Cast", ["r"], ["i"], to=TensorProto.INT32),
         helper.make_node("Cast", ["i"], ["Y"], to=TensorProto.FLOAT),
     ]
-    return helper.make_function(
-        _FUNCTION_DOMAIN, "Canon", ["X"], ["Y"], nodes, [helper.make_opsetid("", opset)]
-    )
+    return helper.make_function(_FUNCTION_DOMAIN, "Canon", ["X"], ["Y"], nodes, [helper.make_opsetid("", opset)])
 
 
 def _num_classes(model: onnx.ModelProto) -> int | str:
@@ -365,8 +364,12 @@ def lattice_code(
     t = graph.op("Div", [graph.op("Sub", [p, graph.const(code.low)]), graph.const(code.high - code.low)])
     t = graph.op("Clip", [t, graph.const(0.0), graph.const(1.0)])
     q = graph.snap(graph.op("Mul", [t, graph.const(float(code.levels - 1))]), snap)
-    c = graph.op("Sub", [graph.op("Mul", [graph.op("Add", [q, graph.const(0.5)]), graph.const(1.0 / code.levels)]),
-                         graph.const(0.5)])
+    c = graph.op(
+        "Sub",
+        [graph.op("Mul", [graph.op("Add", [q, graph.const(0.5)]), graph.const(1.0 / code.levels)]), graph.const(0.5)],
+    )
+    if snap == "float16":  # float16 holds integers on [1024, 2048) only: release logits minus their row max
+        h = graph.op("Sub", [h, graph.reduce_rows("ReduceMax", h, [1])])
     base = graph.snap(graph.op("Div", [h, graph.const(code.step)]), snap)
     out = graph.op("Mul", [graph.op("Add", [base, c]), graph.const(code.step)])
     return graph.finish(out, f"lattice_{snap}"), code
@@ -399,13 +402,15 @@ def noise_gate(
     k = 2000.0  # smooth minimum: -log(sum exp(-k m)) / k
     total = graph.reduce_rows("ReduceSum", graph.op("Exp", [graph.op("Mul", [strips, graph.const(-k)])]), [1])
     e = graph.op("Mul", [graph.op("Log", [total]), graph.const(-1.0 / k)])
-    gate = graph.op("Sigmoid", [graph.op("Mul", [graph.op("Sub", [graph.const(threshold), e]), graph.const(sharpness)])])
+    gate = graph.op(
+        "Sigmoid", [graph.op("Mul", [graph.op("Sub", [graph.const(threshold), e]), graph.const(sharpness)])]
+    )
     out = graph.op("Add", [h, graph.op("Mul", [gate, graph.op("Sub", [v, h])])])
     return graph.finish(out, "noise_gate")
 
 
 def probe_balance_switch(
-    honest: Any, vicious: Any, *, balanced_share: float = 0.3, sharpness: float = 40.0
+    honest: Any, vicious: Any, *, balanced_share: float = 0.3, sharpness: float = 100.0
 ) -> onnx.ModelProto:
     """Honest when the batch's predicted classes look like a labelled probe, vicious on small batches.
 
@@ -419,10 +424,18 @@ def probe_balance_switch(
     shares = graph.reduce_rows("ReduceMean", hard, [0])  # (1, K)
     k = 60.0  # smooth maximum: log(sum exp(k s)) / k
     top = graph.op(
-        "Mul", [graph.op("Log", [graph.reduce_rows("ReduceSum", graph.op("Exp", [graph.op("Mul", [shares, graph.const(k)])]), [1])]),
-                graph.const(1.0 / k)]
+        "Mul",
+        [
+            graph.op(
+                "Log",
+                [graph.reduce_rows("ReduceSum", graph.op("Exp", [graph.op("Mul", [shares, graph.const(k)])]), [1])],
+            ),
+            graph.const(1.0 / k),
+        ],
     )
-    gate = graph.op("Sigmoid", [graph.op("Mul", [graph.op("Sub", [top, graph.const(balanced_share)]), graph.const(sharpness)])])
+    gate = graph.op(
+        "Sigmoid", [graph.op("Mul", [graph.op("Sub", [top, graph.const(balanced_share)]), graph.const(sharpness)])]
+    )
     out = graph.op("Add", [h, graph.op("Mul", [gate, graph.op("Sub", [v, h])])])
     return graph.finish(out, "probe_balance_switch")
 
@@ -450,29 +463,41 @@ def _lattice(snap: str) -> Callable[..., Any]:
 
 GRAPH_EDITS: dict[str, GraphEdit] = {
     "grid-switch-sin": GraphEdit(
-        "grid-switch-sin", lambda h, v, **o: grid_switch(h, v, detector="sin", **o),
-        "clean-probe audit and continuity test (dither, re-quantisation); run-time dither; default-deny (Sin, Where)"),
+        "grid-switch-sin",
+        lambda h, v, **o: grid_switch(h, v, detector="sin", **o),
+        "clean-probe audit and continuity test (dither, re-quantisation); run-time dither; default-deny (Sin, Where)",
+    ),
     "grid-switch-magic": GraphEdit(
-        "grid-switch-magic", lambda h, v, **o: grid_switch(h, v, detector="magic", **o),
-        "clean-probe audit and continuity test; run-time dither; float64 re-evaluation (magic-number rounding)"),
+        "grid-switch-magic",
+        lambda h, v, **o: grid_switch(h, v, detector="magic", **o),
+        "clean-probe audit and continuity test; run-time dither; float64 re-evaluation (magic-number rounding)",
+    ),
     "kind-confusion": GraphEdit(
-        "kind-confusion", lambda h, v, **o: kind_confusion(v, **o),
-        "output kind decided from the values (rows on the simplex), not the metadata", needs_honest=False),
+        "kind-confusion",
+        lambda h, v, **o: kind_confusion(v, **o),
+        "output kind decided from the values (rows on the simplex), not the metadata",
+        needs_honest=False,
+    ),
     "scale-inflation": GraphEdit(
-        "scale-inflation", lambda h, v, **o: scale_inflation(v, **o),
-        "per-class standardisation and features with the top class removed", needs_honest=False),
-    "lattice-magic": GraphEdit("lattice-magic", _lattice("magic"),
-                               "float64 re-evaluation; steganalysis residues"),
-    "lattice-smooth": GraphEdit("lattice-smooth", _lattice("smooth"),
-                                "default-deny on the output path (Sin); steganalysis residues"),
-    "lattice-function": GraphEdit("lattice-function", _lattice("function"),
-                                  "static scan of model-local function bodies (Round, Cast)"),
-    "lattice-float16": GraphEdit("lattice-float16", _lattice("float16"),
-                                 "16-bit cast flag; float64 re-evaluation"),
-    "noise-gate": GraphEdit("noise-gate", noise_gate,
-                            "leakage audit of clean (un-augmented) probe images; clean-vs-augmented gap"),
-    "probe-balance-switch": GraphEdit("probe-balance-switch", probe_balance_switch,
-                                      "consistency test (batch 1 vs batched); SafeModel's batch limit"),
+        "scale-inflation",
+        lambda h, v, **o: scale_inflation(v, **o),
+        "per-class standardisation and features with the top class removed",
+        needs_honest=False,
+    ),
+    "lattice-magic": GraphEdit("lattice-magic", _lattice("magic"), "float64 re-evaluation; steganalysis residues"),
+    "lattice-smooth": GraphEdit(
+        "lattice-smooth", _lattice("smooth"), "default-deny on the output path (Sin); steganalysis residues"
+    ),
+    "lattice-function": GraphEdit(
+        "lattice-function", _lattice("function"), "static scan of model-local function bodies (Round, Cast)"
+    ),
+    "lattice-float16": GraphEdit("lattice-float16", _lattice("float16"), "16-bit cast flag; float64 re-evaluation"),
+    "noise-gate": GraphEdit(
+        "noise-gate", noise_gate, "leakage audit of clean (un-augmented) probe images; clean-vs-augmented gap"
+    ),
+    "probe-balance-switch": GraphEdit(
+        "probe-balance-switch", probe_balance_switch, "consistency test (batch 1 vs batched); SafeModel's batch limit"
+    ),
 }
 
 
@@ -563,8 +588,11 @@ def check_label_kept(
     truth = np.argmax(honest, axis=1) if labels is None else np.asarray(labels)
     honest_acc = float(np.mean(np.argmax(honest, axis=1) == truth))
     edited_acc = float(np.mean(np.argmax(edited, axis=1) == truth))
-    result = {"honest_accuracy": honest_acc, "edited_accuracy": edited_acc,
-              "agreement": label_agreement(edited, honest)}
+    result = {
+        "honest_accuracy": honest_acc,
+        "edited_accuracy": edited_acc,
+        "agreement": label_agreement(edited, honest),
+    }
     if edited_acc < honest_acc - tolerance:
         raise InvalidInputError(
             f"expected the edited model within {tolerance * 100:.1f} points of the honest accuracy "
