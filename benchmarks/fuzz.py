@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="fuzz")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from edgeguard.bench.run import cpu_name
+    from edgeguard.bench.common import cpu_name
     from edgeguard.fuzz import fuzz
 
     result = fuzz(

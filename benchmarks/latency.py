@@ -38,7 +38,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edgeguard import SafeModel
-from edgeguard.bench.run import cpu_name
+from edgeguard.bench.common import cpu_name
 from edgeguard.bench.timing import measure_latency
 from edgeguard.filters import default_filter_specs, parse_filter_spec
 

@@ -38,7 +38,7 @@ import click  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edgeguard.bench import run_bench  # noqa: E402
+from edgeguard.bench import BenchSettings, run_bench  # noqa: E402
 from edgeguard.bench.ladder import ThroughSettings, run_through_filter  # noqa: E402
 from edgeguard.data import load_fashion_mnist  # noqa: E402
 
@@ -136,24 +136,20 @@ def main(
         return
     test = load_fashion_mnist("test", root=FMNIST)
     counts = () if repeat_counts.strip().lower() in ("", "none") else tuple(int(c) for c in repeat_counts.split(","))
-    report = run_bench(
-        model,
-        decoder,
-        test,
-        filters,
+    bench_settings = BenchSettings(
         seed=seed,
         eval_size=eval_size,
         attack_size=attack_size,
         attack_epochs=attack_epochs,
         repeats=repeats,
         threads=threads,
-        progress=progress,
-        command="python benchmarks/latency_vs_leakage.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         through=settings,
         repeat_counts=counts,
         repeat_eval_size=repeat_eval_size,
         repeat_train_size=repeat_train_size,
     )
+    command = "python benchmarks/latency_vs_leakage.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    report = run_bench(model, decoder, test, filters, bench_settings, progress=progress, command=command)
 
     def relative(path: Path) -> str:
         try:

@@ -20,6 +20,7 @@ __all__ = [
     "PrivacyBudgetExceededError",
     "ModelRefusedError",
     "InferenceError",
+    "ConfigError",
 ]
 
 
@@ -69,3 +70,7 @@ class ModelRefusedError(EdgeguardError, PermissionError):
 
 class InferenceError(EdgeguardError, RuntimeError):
     """onnxruntime failed while running the model; no output was released."""
+
+
+class ConfigError(EdgeguardError, ValueError):
+    """A setting is out of range or of the wrong type (settings dataclasses, CLI options, settings files)."""

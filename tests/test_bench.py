@@ -6,6 +6,7 @@ import csv
 import json
 import math
 
+import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -15,6 +16,7 @@ from edgeguard.bench import (
     CSV_COLUMNS,
     BenchReport,
     BenchRow,
+    BenchSettings,
     DecoderInputMap,
     default_filter_specs,
     one_hot,
@@ -157,10 +159,11 @@ def test_cli_without_decoder_is_a_usage_error(tiny_threats, probe_npz):
 # --- the Python API -----------------------------------------------------------------------------
 
 
-def _api_run(tiny_threats, data, **knobs):
+def _api_run(tiny_threats, data, filters, **knobs):
     vicious = tiny_threats["vicious"]
-    settings = dict(eval_size=60, attack_size=150, attack_epochs=0, repeats=3, progress=False, seed=1, repeat_counts=())
-    return run_bench(vicious["classifier"], vicious["decoder"], data, **{**settings, **knobs})
+    settings = dict(eval_size=60, attack_size=150, attack_epochs=0, repeats=3, seed=1, repeat_counts=())
+    settings = BenchSettings(**{**settings, **knobs})
+    return run_bench(vicious["classifier"], vicious["decoder"], data, filters, settings, progress=False)
 
 
 def test_api_is_seeded_and_rows_are_plain_data(tiny_threats, fmnist_test_small):
@@ -503,3 +506,47 @@ def test_logits_pass_through_and_logits_feed_a_probability_decoder_as_softmax():
     probability_map = DecoderInputMap(decoder_kind="probabilities", num_classes=4)
     fed = probability_map(raw[:3], OutputDomain.of_model("logits"))
     np.testing.assert_allclose(fed, Softmax()(raw[:3].astype(np.float64)), rtol=1e-5)
+
+
+# --- BenchSettings: one frozen dataclass, the CLI carries its names -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("knobs", "message"),
+    [
+        ({"eval_size": 1}, "expected eval_size to be an integer >= 2, got 1"),
+        ({"threads": 0}, "expected threads to be an integer >= 1, got 0"),
+        ({"attacker": "gradient"}, "expected attacker to be one of auto, finetune, knn, got 'gradient'"),
+        ({"attack_learning_rate": -1.0}, "expected attack_learning_rate to be a positive number"),
+        ({"repeat_counts": (1, 0)}, "expected each of repeat_counts to be an integer >= 1, got 0"),
+        ({"through": {"epochs": 1}}, "expected through to be a ThroughSettings"),
+    ],
+    ids=["eval-size", "threads", "attacker", "learning-rate", "repeat-counts", "through"],
+)
+def test_bench_settings_refuse_bad_values_with_a_config_error(knobs, message):
+    from edgeguard.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message) as error:
+        BenchSettings(**knobs)
+    assert isinstance(error.value, ValueError)
+
+
+def test_cli_options_carry_the_settings_names():
+    import dataclasses
+
+    from edgeguard.bench import ATTACKERS, ThroughSettings
+    from edgeguard.bench.cli import bench_command
+
+    fields = {f.name for f in dataclasses.fields(BenchSettings)} - {"through"}
+    through = {f"through_{f.name}" for f in dataclasses.fields(ThroughSettings)} | {"through"}
+    options = {p.name: p for p in bench_command.params if isinstance(p, click.Option)}
+    plain = set(options) - {"decoder", "data", "filters", "out_dir", "name", "quiet"}
+    assert plain <= fields | through, plain - fields - through
+    assert fields <= plain  # every setting can be given on the command line
+    for name in plain & fields:
+        flag = options[name].opts[0]
+        assert flag == "--" + name.replace("_", "-"), (name, flag)
+    assert tuple(options["attacker"].type.choices) == ATTACKERS
+    defaults = BenchSettings()
+    for name in plain & fields - {"repeat_counts"}:
+        assert options[name].default == getattr(defaults, name), name

@@ -1,9 +1,10 @@
 """``edgeguard bench``: latency against leakage for every output filter.
 
-    from edgeguard.bench import run_bench
+    from edgeguard.bench import BenchSettings, ThroughSettings, run_bench
+    settings = BenchSettings(eval_size=1000, attack_size=4000,
+                             through=ThroughSettings(epochs=2, train_limit=10_000, cache_dir=".cache"))
     report = run_bench("classifier.onnx", "decoder.onnx", "/usr/share/datasets/fashion-mnist",
-                       filters="none;softmax>round:2;argmax", eval_size=1000, attack_size=4000,
-                       through=ThroughSettings(epochs=2, train_limit=10_000, cache_dir=".cache"))
+                       "none;softmax>round:2;argmax", settings)
     report.rows[0].to_dict(); report.write("bench-out")   # CSV, Markdown, JSON, plots, grids
 
 Each filter is measured against the attacker ladder (rung 1: the server's decoder as
@@ -12,7 +13,8 @@ through the filter, :mod:`edgeguard.bench.ladder`), and the worst case over the 
 reported next to the capacity bound; noise filters also get the repeated-queries
 experiment (:mod:`edgeguard.bench.repeats`).
 
-See :mod:`edgeguard.bench.run` for what is measured, :mod:`edgeguard.filters.spec` for the
+See :mod:`edgeguard.bench.run` for what is measured (a :class:`~edgeguard.bench.context.BenchContext`
+shared by one module per rung), :mod:`edgeguard.bench.settings` for the knobs, :mod:`edgeguard.filters.spec` for the
 filter-spec syntax and :mod:`edgeguard.bench.mapping` for how releases are fed to the
 server's decoder. torch (optional) powers the adaptive attacker; matplotlib (the
 ``bench`` extra) the plot.
@@ -31,10 +33,13 @@ from edgeguard.bench.report import (
     BenchRow,
 )
 from edgeguard.bench.run import run_bench
+from edgeguard.bench.settings import ATTACKERS, BenchSettings
 from edgeguard.filters.spec import FILTER_NAMES, FilterSpec, default_filter_specs, parse_filter_spec, parse_filter_specs
 
 __all__ = [
     "run_bench",
+    "BenchSettings",
+    "ATTACKERS",
     "BenchReport",
     "BenchRow",
     "CSV_COLUMNS",

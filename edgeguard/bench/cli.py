@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
+from typing import Any
 
 import click
+
+from edgeguard.bench.ladder import ThroughSettings
+from edgeguard.bench.settings import ATTACKERS, BenchSettings
 
 __all__ = ["bench_command"]
 
@@ -56,6 +61,10 @@ def _counts(text: str) -> tuple[int, ...]:
     return counts
 
 
+_SETTINGS = BenchSettings()
+_THROUGH = ThroughSettings()
+
+
 @click.command("bench", help=_HELP)
 @click.argument("model", type=click.Path(dir_okay=False, path_type=str))
 @click.option(
@@ -74,22 +83,65 @@ def _counts(text: str) -> tuple[int, ...]:
     help="Output folder.",
 )
 @click.option("--name", default="bench", show_default=True, help="Stem of the output file names.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of splits, noise and training.")
-@click.option("--attack-epochs", type=click.IntRange(min=0), default=3, show_default=True, help="Fine-tuning epochs.")
-@click.option("--eval-size", type=click.IntRange(min=2), default=1000, show_default=True, help="Evaluation images.")
-@click.option("--attack-size", type=click.IntRange(min=10), default=4000, show_default=True, help="Attacker images.")
+@click.option("--seed", type=int, default=_SETTINGS.seed, show_default=True, help="Seed of splits, noise and training.")
 @click.option(
-    "--repeats", type=click.IntRange(min=1), default=200, show_default=True, help="Timed calls per configuration."
+    "--eval-size", type=click.IntRange(min=2), default=_SETTINGS.eval_size, show_default=True, help="Evaluation images."
 )
 @click.option(
-    "--threads", type=click.IntRange(min=1), default=1, show_default=True, help="onnxruntime and torch threads."
+    "--attack-size",
+    type=click.IntRange(min=10),
+    default=_SETTINGS.attack_size,
+    show_default=True,
+    help="Attacker images.",
+)
+@click.option(
+    "--attack-epochs",
+    type=click.IntRange(min=0),
+    default=_SETTINGS.attack_epochs,
+    show_default=True,
+    help="Rung 2 fine-tuning epochs.",
+)
+@click.option(
+    "--attack-batch-size",
+    type=click.IntRange(min=1),
+    default=_SETTINGS.attack_batch_size,
+    show_default=True,
+    help="Rung 2 batch size.",
+)
+@click.option(
+    "--attack-learning-rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=_SETTINGS.attack_learning_rate,
+    show_default=True,
+    help="Rung 2 Adam learning rate.",
 )
 @click.option(
     "--attacker",
-    type=click.Choice(["auto", "finetune", "knn"]),
-    default="auto",
+    type=click.Choice(ATTACKERS),
+    default=_SETTINGS.attacker,
     show_default=True,
     help="auto: fine-tune the decoder when torch is installed; knn: no fine-tuning.",
+)
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=_SETTINGS.repeats,
+    show_default=True,
+    help="Timed calls per configuration.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=_SETTINGS.threads,
+    show_default=True,
+    help="onnxruntime and torch threads.",
+)
+@click.option(
+    "--grid-samples",
+    type=click.IntRange(min=0),
+    default=_SETTINGS.grid_samples,
+    show_default=True,
+    help="Images in the reconstruction grids.",
 )
 @click.option(
     "--through/--no-through",
@@ -97,11 +149,13 @@ def _counts(text: str) -> tuple[int, ...]:
     show_default=True,
     help="Rung 3: train a classifier + decoder through each filter (needs an installed attack trainer).",
 )
-@click.option("--through-epochs", type=click.IntRange(min=1), default=1, show_default=True, help="Rung 3 epochs.")
+@click.option(
+    "--through-epochs", type=click.IntRange(min=1), default=_THROUGH.epochs, show_default=True, help="Rung 3 epochs."
+)
 @click.option(
     "--through-train-limit",
     type=click.IntRange(min=20),
-    default=10_000,
+    default=_THROUGH.train_limit,
     show_default=True,
     help="Rung 3 training images (at most).",
 )
@@ -112,91 +166,66 @@ def _counts(text: str) -> tuple[int, ...]:
     help="Rung 3 training data (IDX folder or .npz); default: the attacker split.",
 )
 @click.option(
+    "--through-cache-dir",
     "--cache-dir",
+    "through_cache_dir",
     type=click.Path(file_okay=False, path_type=str),
     default=None,
     help="Cache of rung-3 jobs (default OUT/.cache).",
 )
 @click.option(
+    "--repeat-counts",
     "--repeats-experiment",
     "repeat_counts",
-    default="1,10,100",
+    default=",".join(str(c) for c in _SETTINGS.repeat_counts),
     show_default=True,
     help="Repeat counts R to average for every noise filter ('none' to skip).",
 )
 @click.option(
-    "--repeat-eval-size", type=click.IntRange(min=2), default=500, show_default=True, help="Images per repeat cell."
+    "--repeat-eval-size",
+    type=click.IntRange(min=2),
+    default=_SETTINGS.repeat_eval_size,
+    show_default=True,
+    help="Images per repeat cell.",
 )
 @click.option(
     "--repeat-train-size",
     type=click.IntRange(min=10),
-    default=2000,
+    default=_SETTINGS.repeat_train_size,
     show_default=True,
     help="Attacker images the repeats attacker fine-tunes on.",
 )
+@click.option(
+    "--repeat-epochs",
+    type=click.IntRange(min=0),
+    default=_SETTINGS.repeat_epochs,
+    show_default=True,
+    help="Epochs of the repeats attacker (at most --attack-epochs).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 def bench_command(
-    model: str,
-    decoder: str,
-    data: str,
-    filters: tuple[str, ...],
-    out_dir: str,
-    name: str,
-    seed: int,
-    attack_epochs: int,
-    eval_size: int,
-    attack_size: int,
-    repeats: int,
-    threads: int,
-    attacker: str,
-    through: bool,
-    through_epochs: int,
-    through_train_limit: int,
-    through_data: str | None,
-    cache_dir: str | None,
-    repeat_counts: str,
-    repeat_eval_size: int,
-    repeat_train_size: int,
-    quiet: bool,
+    model: str, decoder: str, data: str, filters: tuple[str, ...], out_dir: str, name: str, quiet: bool, **options: Any
 ) -> None:
-    from pathlib import Path
-
-    from edgeguard.bench.ladder import ThroughSettings
     from edgeguard.bench.run import run_bench
 
-    counts = _counts(repeat_counts)
-    through_settings = ThroughSettings(
-        enabled=through,
-        epochs=through_epochs,
-        train_limit=through_train_limit,
-        data=through_data,
-        cache_dir=cache_dir or str(Path(out_dir) / ".cache"),
-    )
-
+    settings = _settings(options, out_dir)
     report = run_bench(
-        model,
-        decoder,
-        data,
-        list(filters) or None,
-        seed=seed,
-        eval_size=eval_size,
-        attack_size=attack_size,
-        attack_epochs=attack_epochs,
-        repeats=repeats,
-        threads=threads,
-        attacker=attacker,
-        progress=not quiet,
-        command=_command_line(),
-        through=through_settings,
-        repeat_counts=counts,
-        repeat_eval_size=repeat_eval_size,
-        repeat_train_size=repeat_train_size,
+        model, decoder, data, list(filters) or None, settings, progress=not quiet, command=_command_line()
     )
     paths = report.write(out_dir, stem=name)
     click.echo(report.to_markdown(), nl=False)
     if not quiet:
         for kind, path in paths.items():
             click.echo(f"[bench] {kind}: {path}", err=True)
+
+
+def _settings(options: dict[str, Any], out_dir: str) -> BenchSettings:
+    """The BenchSettings of the parsed options (each option carries its field's name; ``through_*`` -> ``through``)."""
+    through = {key[len("through_") :]: options.pop(key) for key in list(options) if key.startswith("through_")}
+    through["enabled"] = options.pop("through")
+    through["cache_dir"] = through["cache_dir"] or str(Path(out_dir) / ".cache")
+    options["repeat_counts"] = _counts(options["repeat_counts"])
+    return BenchSettings(**options, through=ThroughSettings(**through))
 
 
 def _command_line() -> str:

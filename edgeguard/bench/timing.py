@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeguard.errors import ConfigError, InvalidInputError
+
 __all__ = ["LatencyStats", "measure_latency"]
 
 Call = Callable[[np.ndarray], Any]
@@ -61,7 +63,7 @@ class LatencyStats:
 
 def _batches(images: np.ndarray, batch: int) -> list[np.ndarray]:
     if len(images) < batch:
-        raise ValueError(f"expected at least {batch} images for batch {batch}, got {len(images)}")
+        raise InvalidInputError(f"expected at least {batch} images for batch {batch}, got {len(images)}")
     return [np.ascontiguousarray(images[i : i + batch]) for i in range(0, len(images) - batch + 1, batch)]
 
 
@@ -85,14 +87,14 @@ def measure_latency(
     ``LatencyStats.extra``). ``progress(1)`` is called after each block.
     """
     if repeats < 1:
-        raise ValueError(f"expected repeats >= 1, got {repeats}")
+        raise ConfigError(f"expected repeats >= 1, got {repeats}; pass e.g. repeats=200")
     rounds = max(1, min(rounds, repeats))
     inputs = _batches(images, batch)
     names = list(calls)
     slots = 2 + len(extra_names)
     for name in names:
         if len(calls[name]) != slots:
-            raise ValueError(
+            raise ConfigError(
                 f"expected {slots} calls for {name!r} (raw, safe, {', '.join(extra_names)}), got {len(calls[name])}"
             )
     wall: dict[str, list[list[int]]] = {name: [[] for _ in range(slots)] for name in names}

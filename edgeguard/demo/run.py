@@ -392,7 +392,7 @@ def _run_demo(
     asset_dir: str | os.PathLike | None,
     command: str | None,
 ) -> DemoResult:
-    from edgeguard.bench import run_bench
+    from edgeguard.bench import BenchSettings, run_bench
     from edgeguard.vetting import vet
 
     started = time.perf_counter()
@@ -423,11 +423,7 @@ def _run_demo(
         say(f"{step_name}: {name} model, filters {', '.join(filters)}")
         step = time.perf_counter()
         classifier, decoder = paths[name]
-        benches[name] = run_bench(
-            classifier,
-            decoder,
-            data,
-            list(filters),
+        bench_settings = BenchSettings(
             seed=seed,
             eval_size=settings.eval_size,
             attack_size=settings.attack_size,
@@ -436,8 +432,9 @@ def _run_demo(
             repeats=settings.repeats,
             threads=threads,
             grid_samples=FIGURE_IMAGES,
-            progress=bench_progress,
-            command=command,
+        )
+        benches[name] = run_bench(
+            classifier, decoder, data, list(filters), bench_settings, progress=bench_progress, command=command
         )
         timings[f"bench_{name}"] = time.perf_counter() - step
     vicious, honest = benches["vicious"], benches["honest"]
