@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from edgeguard.errors import DataError
-from edgeguard.vetting.augment import AugmentSettings, augment
+from edgeguard.vetting.augment import AugmentSettings
+from edgeguard.vetting.targets import AuditTarget, audit_target, per_feature_r2
 
 __all__ = [
     "LeakageSettings",
@@ -307,6 +308,7 @@ def leakage_audit(
     augment_seed: int | None = None,
     augment_settings: AugmentSettings | None = None,
     labels: np.ndarray | None = None,
+    target: AuditTarget | None = None,
 ) -> LeakageResult:
     """Score how much better than the label-only baseline a client-side decoder reconstructs images.
 
@@ -316,7 +318,11 @@ def leakage_audit(
     filter). ``seed`` fixes the fold split, ``augment_seed`` the augmentations (the
     caller draws it from the OS by default); the same seeds give the same queried images,
     so audits of several models are paired. ``labels`` (N,) or (N, K) group the images for
-    the label-only baseline (augmented copies keep their image's label).
+    the label-only baseline (augmented copies keep their image's label). ``target``
+    (:mod:`edgeguard.vetting.targets`; default :func:`audit_target` of ``images``) says what
+    is regressed: pixels, a thumbnail of large images, or standardised features when
+    ``images`` are (N, F) / (N, T, F) vectors (then ``gain_db`` is the MSE gain over the
+    per-class mean and ``extra`` holds R^2 per feature).
     """
     started = time.perf_counter()
     settings = settings or LeakageSettings()
@@ -327,13 +333,20 @@ def leakage_audit(
     order = np.random.default_rng(seed).permutation(n)
     folds = np.array_split(order, settings.folds)
     rng = np.random.default_rng(augment_seed if augment_seed is not None else seed)
-    # copy 0 of every image is scored, copies 1.. plus the image itself are fitted on
-    copies = augment(images, settings.augmentations + 1, rng, augment_settings)
-    queried = np.concatenate([images[None], copies])  # (A + 2, N, C, H, W)
-    flat_inputs = queried.reshape((-1,) + images.shape[1:])
-    outputs = np.asarray(run(flat_inputs), dtype=np.float64)
-    if outputs.ndim != 2 or len(outputs) != len(flat_inputs):
-        raise DataError(f"expected outputs of shape ({len(flat_inputs)}, K), got {outputs.shape}")
+    target = target or audit_target(images)
+    # the image itself, then copies: copy 1 of every image is scored, the others are fitted on.
+    # One copy at a time (augmented, run, reduced to its target): memory stays at one copy.
+    chunks, targets = [], []
+    for copy in range(settings.augmentations + 2):
+        batch = images if copy == 0 else target.augment(images, 1, rng, augment_settings)[0]
+        chunk = np.asarray(run(batch), dtype=np.float64)
+        if chunk.ndim != 2 or len(chunk) != n:
+            raise DataError(f"expected outputs of shape ({n}, K), got {chunk.shape}")
+        chunks.append(chunk)
+        targets.append(target.encode(batch))
+        del batch
+    outputs = np.concatenate(chunks)
+    queried = np.stack(targets)  # (A + 2, N, target values)
     features = output_features(outputs, output_kind, task_type, settings.features).reshape(
         queried.shape[0], n, -1
     )
@@ -352,6 +365,7 @@ def leakage_audit(
         )
     fit_copies = [0] + list(range(2, queried.shape[0]))  # the original and the fitting augmentations
     decoder_errors, baseline_errors = [], []
+    scored_parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # vectors: for R^2 per feature
     fit_rows = 0
     for k, scored in enumerate(folds):
         if settings.eval_samples is not None:
@@ -373,10 +387,15 @@ def leakage_audit(
         decoded = _decode(settings, fit_x, fit_images.astype(np.float64), query_x)
         baseline = label_only_reconstruct(fit_groups, fit_images.astype(np.float64), groups[1, scored])
         axes = tuple(range(1, truth.ndim))
+        if target.is_vector:
+            scored_parts.append((decoded, baseline, truth))
         decoder_errors.append(((decoded - truth) ** 2).mean(axis=axes))
         baseline_errors.append(((baseline - truth) ** 2).mean(axis=axes))
     dec, base = np.concatenate(decoder_errors), np.concatenate(baseline_errors)
     low, high = bootstrap_interval(dec, base, np.random.default_rng([seed, 7]), settings.bootstrap)
+    extra: dict[str, Any] = {"target": target.name}
+    if scored_parts:
+        extra.update(per_feature_r2(*(np.concatenate(part) for part in zip(*scored_parts))))
     return LeakageResult(
         gain_db=_gain(dec, base),
         ci_low_db=low,
@@ -391,4 +410,5 @@ def leakage_audit(
         augment_seed=augment_seed,
         seconds=time.perf_counter() - started,
         errors=(dec, base),
+        extra=extra,
     )
