@@ -1,0 +1,241 @@
+"""How the vet's time and memory grow with the input size and the probe size.
+
+Untrained classifiers (hand-built ONNX graphs, seeded weights): a small strided CNN with
+baked mean/std normalisation for images (28x28 grey, 64x64 RGB, 224x224 RGB; sized so that
+the 224x224 one takes about 10 ms per image on one core) and an MLP for vectors (30 and 784
+features). Probe sets are seeded synthetic data (smooth random images / Gaussian features,
+10 balanced classes): only time and memory are measured here, no attacker.
+
+Each configuration runs ``edgeguard vet``'s default tests (consistency + leakage) in a fresh
+subprocess; its peak resident memory is that process's ``ru_maxrss``. The leakage audit
+regresses a fixed-size target (:mod:`edgeguard.vetting.targets`): the pixels up to 4096 values,
+a 32x32 thumbnail beyond (64x64 RGB and 224x224 RGB), standardised features for vectors.
+
+Run: ``OMP_NUM_THREADS=1 python benchmarks/vet_scaling.py`` (writes
+``benchmarks/results/vet_scaling.{md,json}``; ``--quick`` for a reduced grid).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CLASSES = 10
+#: (name, sample shape) of every input size measured.
+INPUTS = {
+    "28x28 grey": (1, 28, 28),
+    "64x64 RGB": (3, 64, 64),
+    "224x224 RGB": (3, 224, 224),
+    "30 features": (30,),
+    "784 features": (784,),
+}
+TARGET_SECONDS = 60.0  # 224x224 RGB, ~10 ms/image, 1000-image probe
+
+
+def build_model(shape: tuple[int, ...], path: Path, seed: int = 0) -> Path:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits, nodes = [], []
+
+    def const(name, value):
+        inits.append(numpy_helper.from_array(np.asarray(value, dtype=np.float32), name))
+        return name
+
+    if len(shape) == 1:
+        f = shape[0]
+        const("mean", np.zeros(f))
+        nodes += [helper.make_node("Sub", ["x", "mean"], ["h0"])]
+        size, last = f, "h0"
+        for i, units in enumerate((64, 64)):
+            const(f"w{i}", rng.normal(size=(size, units)) / np.sqrt(size))
+            nodes += [helper.make_node("MatMul", [last, f"w{i}"], [f"m{i}"]), helper.make_node("Relu", [f"m{i}"], [f"r{i}"])]
+            size, last = units, f"r{i}"
+        const("wo", rng.normal(size=(size, CLASSES)) / np.sqrt(size))
+        nodes.append(helper.make_node("MatMul", [last, "wo"], ["logits"]))
+        dims = ["N", f]
+    else:
+        c = shape[0]
+        const("mean", np.full((1, c, 1, 1), 0.45))
+        const("std", np.full((1, c, 1, 1), 0.25))
+        nodes += [helper.make_node("Sub", ["x", "mean"], ["c0"]), helper.make_node("Div", ["c0", "std"], ["h0"])]
+        channels, last = c, "h0"
+        widths = (32, 64, 128, 128)
+        for i, width in enumerate(widths):
+            const(f"k{i}", rng.normal(size=(width, channels, 3, 3)) / np.sqrt(9 * channels))
+            nodes += [
+                helper.make_node("Conv", [last, f"k{i}"], [f"v{i}"], strides=[2, 2], pads=[1, 1, 1, 1]),
+                helper.make_node("Relu", [f"v{i}"], [f"a{i}"]),
+            ]
+            channels, last = width, f"a{i}"
+        const("wo", rng.normal(size=(channels, CLASSES)) / np.sqrt(channels))
+        nodes += [
+            helper.make_node("GlobalAveragePool", [last], ["g"]),
+            helper.make_node("Flatten", ["g"], ["gf"]),
+            helper.make_node("MatMul", ["gf", "wo"], ["logits"]),
+        ]
+        dims = ["N", *shape]
+    graph = helper.make_graph(
+        nodes, "scaling", [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", CLASSES])], inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def build_probe(shape: tuple[int, ...], n: int, path: Path, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % CLASSES
+    if len(shape) == 1:
+        x = rng.normal(size=(n, shape[0])).astype(np.float32) + y[:, None].astype(np.float32) * 0.1
+    else:
+        c, h, w = shape
+        coarse = rng.uniform(size=(n, c, 8, 8)).astype(np.float32)
+        x = np.clip(np.kron(coarse, np.ones((1, 1, h // 8 + 1, w // 8 + 1), np.float32))[:, :, :h, :w], 0, 1)
+        x = (x * 255).astype(np.uint8)  # uint8 on disk: the loader scales to [0, 1]
+    np.savez(path, x=x, y=y)
+    return path
+
+
+def model_ms_per_image(path: Path, shape: tuple[int, ...]) -> float:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).uniform(size=(32, *shape)).astype(np.float32)
+    session.run(None, {"x": x[:4]})
+    started = time.perf_counter()
+    session.run(None, {"x": x})
+    return (time.perf_counter() - started) / len(x) * 1000
+
+
+def one(config: dict) -> dict:
+    """Run in a fresh process: build, vet, report time and peak memory."""
+    import edgeguard
+
+    shape = tuple(config["shape"])
+    with tempfile.TemporaryDirectory() as folder:
+        model = build_model(shape, Path(folder) / "model.onnx")
+        probe = build_probe(shape, config["probe"], Path(folder) / "probe.npz")
+        ms = model_ms_per_image(model, shape)
+        started = time.perf_counter()
+        report = edgeguard.vet(model, probe, seed=0, augment_seed=1)
+        seconds = time.perf_counter() - started
+    leakage = report.tests.get("leakage")
+    return {
+        **config,
+        "vet_seconds": round(seconds, 2),
+        "leakage_seconds": round(leakage.seconds, 2) if leakage is not None else None,
+        "leakage_target": (leakage.details or {}).get("target") if leakage is not None else None,
+        "verdict": report.verdict,
+        "model_ms_per_image_1_thread": round(ms, 3),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def grid(quick: bool) -> list[dict]:
+    configs = [{"input": name, "shape": list(shape), "probe": 1000} for name, shape in INPUTS.items()]
+    probes = (500, 2000) if quick else (500, 2000, 4000)
+    for name in ("28x28 grey", "30 features"):
+        configs += [{"input": name, "shape": list(INPUTS[name]), "probe": n} for n in probes]
+    configs += [{"input": "224x224 RGB", "shape": list(INPUTS["224x224 RGB"]), "probe": 500}]
+    if not quick:
+        configs += [{"input": "224x224 RGB", "shape": list(INPUTS["224x224 RGB"]), "probe": 2000}]
+    return configs
+
+
+def markdown(report: dict) -> str:
+    rows = sorted(report["runs"], key=lambda r: (list(INPUTS).index(r["input"]), r["probe"]))
+    target = next((r for r in rows if r["input"] == "224x224 RGB" and r["probe"] == 1000), None)
+    lines = [
+        "# Vet time and memory against input size and probe size",
+        "",
+        "Written by `benchmarks/vet_scaling.py`: `edgeguard.vet` with its default tests (consistency + leakage), "
+        "untrained seeded models, synthetic probes (time and memory only; no attacker is measured). Each row is a "
+        "fresh process; peak memory is its `ru_maxrss`.",
+        "",
+        f"Machine: {report['machine']['platform']}, {report['machine']['cpus']} CPUs (shared with other jobs); "
+        f"load average before {report['machine']['load_average_before']}, after "
+        f"{report['machine']['load_average_after']}. Grid: {report['grid']}.",
+        "",
+    ]
+    if target is not None:
+        met = target["vet_seconds"] <= TARGET_SECONDS
+        lines += [
+            f"Target (224x224 RGB model of ~10 ms/image, 1000-image probe, vetted in <= {TARGET_SECONDS:g} s): "
+            f"**{'met' if met else 'NOT met'}**: {target['vet_seconds']:.1f} s with a "
+            f"{target['model_ms_per_image_1_thread']:.1f} ms/image model (one thread, batch 32).",
+            "",
+        ]
+    lines += [
+        "| input | probe | leakage target | model ms/image | vet (s) | of which leakage (s) | peak memory (MiB) | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['input']} | {r['probe']} | {r['leakage_target']} | {r['model_ms_per_image_1_thread']:.2f} | "
+            f"{r['vet_seconds']:.1f} | {r['leakage_seconds'] if r['leakage_seconds'] is not None else '-'} | "
+            f"{r['peak_rss_mib']:.0f} | {r['verdict']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="a reduced grid")
+    parser.add_argument("--out", type=Path, default=RESULTS / "vet_scaling")
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one(json.loads(args.one))))
+        return
+    report = {
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "load_average_before": [round(v, 2) for v in os.getloadavg()],
+        },
+        "grid": "quick" if args.quick else "full",
+        "runs": [],
+    }
+    for config in grid(args.quick):
+        print(f"vet {config['input']} with {config['probe']} samples", file=sys.stderr, flush=True)
+        done = subprocess.run(
+            [sys.executable, __file__, "--one", json.dumps(config)], capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            report["runs"].append({**config, "error": done.stderr[-400:]})
+            print(done.stderr[-2000:], file=sys.stderr)
+            continue
+        report["runs"].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    report["machine"]["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
+    report["runs"] = [r for r in report["runs"] if "error" not in r] + [r for r in report["runs"] if "error" in r]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    ok = {**report, "runs": [r for r in report["runs"] if "error" not in r]}
+    text = markdown(ok)
+    failed = [r for r in report["runs"] if "error" in r]
+    if failed:
+        text += "\nFailed runs: " + "; ".join(f"{r['input']} / {r['probe']}" for r in failed) + "\n"
+    args.out.with_suffix(".md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
