@@ -27,7 +27,7 @@ listed apart. Statistics compared (all fitted on the calibration zoo only):
 
 Usage: ``python benchmarks/detection.py [--jobs N] [--ray ADDRESS] [--small] [--no-write-thresholds]``
 Results: benchmarks/results/detection{.md,.json,_readme.md}; thresholds refitted into
-edgeguard/vetting/thresholds.json (unless --small or --no-write-thresholds).
+edgeguard/verdicts/thresholds.json (unless --small or --no-write-thresholds).
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def vet_job(params: dict[str, Any], artifacts: Path) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    from edgeguard.model_file import load_model
+    from edgeguard.model import load_model
     from edgeguard.vetting import vet
     from edgeguard.vetting.leakage import LeakageSettings, leakage_audit
     from edgeguard.vetting.probe import load_probe
@@ -151,7 +151,7 @@ def vet_job(params: dict[str, Any], artifacts: Path) -> dict[str, Any]:
 
 
 def _leakage_settings() -> dict[str, Any]:
-    from edgeguard.vetting.thresholds import load_thresholds
+    from edgeguard.verdicts.thresholds import load_thresholds
 
     return dict(load_thresholds()["tests"]["leakage"].get("settings", {}))
 
@@ -520,7 +520,7 @@ def readme_fragment(summary: dict[str, Any]) -> str:
 
 
 def write_thresholds(summary: dict[str, Any]) -> None:
-    path = ROOT / "edgeguard" / "vetting" / "thresholds.json"
+    path = ROOT / "edgeguard" / "verdicts" / "thresholds.json"
     table = json.loads(path.read_text())
     stats = summary["statistics"]
     if "gain" in stats:

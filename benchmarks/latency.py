@@ -109,7 +109,7 @@ def wide_resnet(settings: dict) -> Path:
     from torch import nn
 
     from edgeguard.data import FASHION_MNIST_CLASSES
-    from edgeguard.model_info import ModelInfo
+    from edgeguard.model import ModelInfo
 
     torch.manual_seed(settings["seed"])
     torch.set_num_threads(1)

@@ -110,7 +110,7 @@ def teacher_log_probabilities(path: str | os.PathLike, images: np.ndarray, batch
     import onnx
     import onnxruntime
 
-    from edgeguard.model_info import ModelInfo
+    from edgeguard.model import ModelInfo
 
     path = Path(path)
     if not path.is_file():

@@ -27,7 +27,7 @@ from converters.through_filter import apply_release_filter
 from converters.train import TrainedModels, compute_outputs, filtered_view, resolve_device, train_models
 from edgeguard.data import Dataset, load_dataset, load_fashion_mnist, validation_split
 from edgeguard.errors import DataError
-from edgeguard.model_info import ModelInfo
+from edgeguard.model import ModelInfo
 
 __all__ = [
     "train_and_export",

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from edgeguard.errors import EdgeguardError
-from edgeguard.model_info import ModelInfo
+from edgeguard.model import ModelInfo
 
 __all__ = [
     "ExportCheckError",

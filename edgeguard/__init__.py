@@ -1,5 +1,6 @@
 """edgeguard: run a provider's classifier on the device, and share only safe outputs."""
 
+from edgeguard._version import __version__
 from edgeguard.errors import *  # noqa: F401,F403
 from edgeguard.errors import __all__ as _error_names
 from edgeguard.filters import (
@@ -24,19 +25,19 @@ from edgeguard.filters import (
     device_secret,
     pipeline_capacity_bits,
 )
-from edgeguard.model_file import LoadedModel, load_model
-from edgeguard.safe_model import SafeModel, ViciousModelWarning, model_sha256
+from edgeguard.model import LoadedModel, ModelInfo, load_model, model_sha256
+from edgeguard.safe_model import SafeModel, ViciousModelWarning
 from edgeguard.vetting import VetReport, vet
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "__version__",
     *_error_names,
     "SafeModel",
     "ViciousModelWarning",
     "model_sha256",
     "load_model",
     "LoadedModel",
+    "ModelInfo",
     "OutputFilter",
     "FilterPipeline",
     "pipeline_capacity_bits",

@@ -14,13 +14,13 @@ from typing import Any
 
 import click
 
-from edgeguard import __version__
+from edgeguard._version import __version__
 from edgeguard.errors import EdgeguardError
+from edgeguard.verdicts import EXIT_ERROR, EXIT_FLAGGED, EXIT_INCONCLUSIVE, EXIT_OK, EXIT_USAGE
 from edgeguard.vetting.finetune import STATISTICS
 
 __all__ = ["main", "EXIT_OK", "EXIT_FLAGGED", "EXIT_ERROR", "EXIT_INCONCLUSIVE", "EXIT_USAGE"]
 
-EXIT_OK, EXIT_FLAGGED, EXIT_ERROR, EXIT_INCONCLUSIVE, EXIT_USAGE = 0, 1, 2, 3, 4
 
 
 class _Group(click.Group):

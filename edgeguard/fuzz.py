@@ -159,7 +159,7 @@ class _Setup:
 
 
 def _tensors(proto: Any) -> list[Any]:
-    from edgeguard.model_file import iter_tensors
+    from edgeguard.model import iter_tensors
 
     try:
         return list(iter_tensors(proto))
@@ -343,7 +343,7 @@ _METADATA_VALUES = (
 
 
 def m_metadata(proto: Any, rng: random.Random, setup: _Setup) -> str:
-    from edgeguard.model_info import METADATA_KEYS
+    from edgeguard.model import METADATA_KEYS
 
     key = rng.choice(METADATA_KEYS)
     value = rng.choice(_METADATA_VALUES)

@@ -1,6 +1,6 @@
 """SafeModel: run a provider's ONNX classifier on the device and release only filtered outputs.
 
-The model is read, checked and hashed once by :func:`edgeguard.model_file.load_model`
+The model is read, checked and hashed once by :func:`edgeguard.model.load_model`
 (external data must be regular files inside the model's folder; ops that loop or size
 their outputs at run time are refused unless ``allow_dynamic_ops``), inputs are validated against what the model
 declares, and every release goes through a type-checked :class:`FilterPipeline`. It
@@ -46,9 +46,10 @@ from edgeguard.errors import (
 from edgeguard.filters import Argmax, ClassLabels, FilterPipeline, OutputFilter, make_rng
 from edgeguard.filters.base import SUM_TOLERANCE, describe_bits
 from edgeguard.filters.fusion import SHAPE_CHECK_NODE, fuse_pipeline
-from edgeguard.model_file import load_model
+from edgeguard.model import load_model
+from edgeguard.verdicts import VERDICTS
 
-__all__ = ["SafeModel", "ViciousModelWarning", "model_sha256", "GPU_PROVIDERS", "VERDICTS", "VET_POLICIES"]
+__all__ = ["SafeModel", "ViciousModelWarning", "GPU_PROVIDERS", "VET_POLICIES"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,8 @@ GPU_PROVIDERS = (
     "MIGraphXExecutionProvider",
     "DmlExecutionProvider",
 )
-VERDICTS = ("honest", "vicious", "inconclusive")
+
+#: What a "vicious" (or "inconclusive") verdict does, see SafeModel(on_vicious=...).
 VET_POLICIES = ("refuse", "argmax", "warn", None)
 
 #: onnxruntime log severity for SafeModel's session and runs: FATAL only (nothing on stderr when a node fails).
@@ -103,20 +105,6 @@ def _quiet_run_options() -> Any:
 
 class ViciousModelWarning(UserWarning):
     """A vetting verdict says the model is vicious (or could not tell) and the policy lets it run."""
-
-
-def model_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 (hex) that binds a vetting verdict to a model file.
-
-    For a single-file model it equals ``sha256sum model.onnx``. When the model stores
-    tensors in external data files, each file (sorted by location) is folded in as
-    ``NUL location NUL bytes``, so changing the weights changes the digest too. The file
-    is checked as :func:`edgeguard.model_file.load_model` does (external data outside the
-    folder, or not a regular file, raises before anything is read).
-    """
-    from edgeguard.model_file import model_sha256 as _digest
-
-    return _digest(path)
 
 
 def _label_filters(task_type: str) -> list[OutputFilter]:
@@ -389,7 +377,7 @@ class SafeModel:
     # --- construction helpers --------------------------------------------------------------
     def _check_graph(self, model: Any) -> None:
         """The graph's static shapes must agree with the declared task (a vicious file could add outputs)."""
-        from edgeguard.model_info import static_dims
+        from edgeguard.model import static_dims
 
         graph = model.graph
         initializers = {init.name for init in graph.initializer}
@@ -433,7 +421,7 @@ class SafeModel:
         if self.vetted_batch_sizes:  # never run the model in a way the vet did not check
             self._max_rows = max(self.vetted_batch_sizes)
         if binding["is_report"] and not accept_thresholds:
-            from edgeguard.vetting.thresholds import load_thresholds
+            from edgeguard.verdicts.thresholds import load_thresholds
 
             mine = load_thresholds()["sha256"]
             if binding["thresholds_sha256"] != mine:

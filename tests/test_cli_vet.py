@@ -8,9 +8,8 @@ import pytest
 from _vet_models import linear_classifier, save, write_probe
 from click.testing import CliRunner
 
-from edgeguard import __version__
+from edgeguard import __version__, model_sha256
 from edgeguard.cli import main
-from edgeguard.safe_model import model_sha256
 from edgeguard.vetting import VetReport
 
 SMALL = [

@@ -33,7 +33,7 @@ from converters.tasks import attribute_matrix, to_attribute_dataset  # noqa: E40
 from edgeguard.data import FASHION_MNIST_CLASSES, Dataset  # noqa: E402
 from edgeguard.errors import DataNotFoundError, EdgeguardError, InvalidInputError  # noqa: E402
 from edgeguard.metrics import psnr, ssim_per_image  # noqa: E402
-from edgeguard.model_info import METADATA_KEYS, ModelInfo, load_onnx  # noqa: E402
+from edgeguard.model import METADATA_KEYS, ModelInfo, load_proto  # noqa: E402
 
 #: Words that would reveal the training objective if they appeared anywhere in a classifier file.
 _TELLTALE_WORDS = ("vicious", "honest", "decoder", "beta", "objective", "reconstruct", "attack", "huber", "ssim")
@@ -147,7 +147,7 @@ def test_report_has_every_documented_field(tiny_threats: dict, objective: str) -
 
 @pytest.mark.parametrize("objective", ["honest", "vicious"])
 def test_classifier_metadata_is_declared_and_hides_the_objective(tiny_threats: dict, objective: str) -> None:
-    model = load_onnx(tiny_threats[objective]["classifier"])
+    model = load_proto(tiny_threats[objective]["classifier"])
     info = ModelInfo.from_model(model)
     assert info.declared
     assert (info.input_name, info.output_name) == ("input", "output")
@@ -162,7 +162,7 @@ def test_classifier_metadata_is_declared_and_hides_the_objective(tiny_threats: d
 
 
 def test_honest_and_vicious_files_look_alike(tiny_threats: dict) -> None:
-    honest, vicious = (load_onnx(tiny_threats[name]["classifier"]) for name in ("honest", "vicious"))
+    honest, vicious = (load_proto(tiny_threats[name]["classifier"]) for name in ("honest", "vicious"))
     assert {e.key: e.value for e in honest.metadata_props} == {e.key: e.value for e in vicious.metadata_props}
     assert [n.op_type for n in honest.graph.node] == [n.op_type for n in vicious.graph.node]
 
@@ -228,7 +228,7 @@ def test_export_refuses_to_write_a_graph_that_does_not_match(tmp_path, monkeypat
 def test_softmax_setting_releases_probabilities(tmp_path, fmnist_train_small, fmnist_test_small, task, last_op) -> None:
     config = _tiny_config(objective="vicious", output="softmax", task=task, arch="mlp", train_limit=800, test_limit=100)
     report = train_and_export(config, tmp_path, fmnist_train_small, fmnist_test_small)
-    model = load_onnx(tmp_path / "classifier.onnx")
+    model = load_proto(tmp_path / "classifier.onnx")
     assert model.graph.node[-1].op_type == last_op
     info = ModelInfo.from_model(model)
     assert info.output_kind == "probabilities"
@@ -273,7 +273,7 @@ def test_attribute_task_trains_and_reports_via_cli(tmp_path) -> None:
     summary = json.loads(result.stdout)
     assert summary["accuracy_kind"] == "mean_attribute_accuracy"
     assert summary["accuracy"] > 0.85  # predicting "absent" everywhere scores about 0.71
-    info = ModelInfo.from_model(load_onnx(tmp_path / "classifier.onnx"))
+    info = ModelInfo.from_model(load_proto(tmp_path / "classifier.onnx"))
     assert info.task_type == "multilabel" and info.class_names == tuple(FASHION_ATTRIBUTES)
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["task"] == "attributes" and set(report["baseline"]) == {"psnr", "ssim", "risk"}

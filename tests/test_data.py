@@ -22,7 +22,7 @@ from edgeguard.data import (
     validation_split,
 )
 from edgeguard.errors import DataError, DataNotFoundError, EdgeguardError, ModelLoadError, UnsafeModelError
-from edgeguard.model_info import ModelInfo, load_onnx
+from edgeguard.model import ModelInfo, load_proto
 
 
 def _write_idx(path, array: np.ndarray, compress: bool) -> None:
@@ -173,7 +173,7 @@ def _tiny_classifier(with_metadata: bool) -> onnx.ModelProto:
 def test_model_info_reads_metadata_or_falls_back_to_graph(tmp_path, with_metadata):
     path = tmp_path / "m.onnx"
     onnx.save(_tiny_classifier(with_metadata), path)
-    info = ModelInfo.from_model(load_onnx(path))
+    info = ModelInfo.from_model(load_proto(path))
     assert info.input_shape == (1, 28, 28) and info.num_classes == 3 and info.declared is with_metadata
     assert info.class_names == (("a", "b", "c") if with_metadata else ("0", "1", "2"))
     assert info.output_kind == ("probabilities" if with_metadata else "logits")
@@ -193,12 +193,12 @@ def test_load_onnx_refuses_external_data_outside_its_folder(tmp_path):
     folder.mkdir()
     onnx.save(model, folder / "m.onnx")
     with pytest.raises(UnsafeModelError, match="outside its folder"):
-        load_onnx(folder / "m.onnx")
+        load_proto(folder / "m.onnx")
 
 
 def test_load_onnx_bad_files(tmp_path):
     with pytest.raises(ModelLoadError, match="there is none"):
-        load_onnx(tmp_path / "missing.onnx")
+        load_proto(tmp_path / "missing.onnx")
     (tmp_path / "garbage.onnx").write_bytes(b"\xff\x00 not a protobuf \x12\x34" * 10)
     with pytest.raises(ModelLoadError, match="valid ONNX"):
-        load_onnx(tmp_path / "garbage.onnx")
+        load_proto(tmp_path / "garbage.onnx")

@@ -30,7 +30,7 @@ from edgeguard import (
     Truncate,
 )
 from edgeguard.filters.fusion import fuse_pipeline, fusible_prefix
-from edgeguard.model_info import ModelInfo
+from edgeguard.model import ModelInfo
 
 SHAPE = (1, 6, 6)
 K = 10

@@ -36,7 +36,7 @@ from edgeguard import (
 )
 from edgeguard.cli import main
 from edgeguard.data import load_idx, load_image_folder, load_npz
-from edgeguard.model_file import load_model
+from edgeguard.model import load_model
 from edgeguard.vetting import static_audit
 
 SHAPE = (1, 4, 4)
@@ -548,7 +548,7 @@ def test_cli_maps_a_crash_to_exit_2_with_one_line(tmp_path, monkeypatch, debug):
     def crash(*args, **kwargs):
         raise ZeroDivisionError("boom\nsecond line")
 
-    monkeypatch.setattr("edgeguard.model_file.load_model", crash)
+    monkeypatch.setattr("edgeguard.model.load_model", crash)
     model = _save(_linear(), tmp_path / "m.onnx")
     args = (["--debug"] if debug else []) + ["vet", str(model), "-p", str(_probe(tmp_path)), "-q"]
     result = CliRunner().invoke(main, args)

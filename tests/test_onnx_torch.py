@@ -632,7 +632,7 @@ def test_garbage_file_raises_model_load_error(tmp_path):
 def test_missing_file_and_wrong_type_raise_model_load_error(tmp_path):
     with pytest.raises(ModelLoadError, match="nope.onnx"):
         to_torch(tmp_path / "nope.onnx")
-    with pytest.raises((ModelLoadError, UnsafeModelError)):  # edgeguard.model_file refuses non-regular files
+    with pytest.raises((ModelLoadError, UnsafeModelError)):  # edgeguard.model refuses non-regular files
         to_torch(tmp_path)  # a folder
     with pytest.raises(ModelLoadError, match="got int"):
         to_torch(42)

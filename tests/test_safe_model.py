@@ -41,7 +41,7 @@ from edgeguard import (
     model_sha256,
     pipeline_capacity_bits,
 )
-from edgeguard.model_info import ModelInfo
+from edgeguard.model import ModelInfo
 from edgeguard.safe_model import GPU_PROVIDERS, _resolve_providers
 
 SHAPE = (1, 12, 12)

@@ -23,7 +23,7 @@ from edgeguard import (
     SafeModel,
     Softmax,
 )
-from edgeguard.model_info import ModelInfo
+from edgeguard.model import ModelInfo
 from edgeguard.safe_model import _resolve_providers
 
 SHAPE = (1, 6, 6)

@@ -24,10 +24,10 @@ from _vet_models import (
 )
 
 import edgeguard
+from edgeguard import SafeModel, model_sha256
 from edgeguard.data import Dataset
 from edgeguard.errors import DataError, ModelRefusedError
-from edgeguard.model_info import ModelInfo
-from edgeguard.safe_model import SafeModel, model_sha256
+from edgeguard.model import ModelInfo
 from edgeguard.vetting import VetReport, vet
 from edgeguard.vetting.leakage import LeakageSettings, leakage_audit, output_features
 from edgeguard.vetting.probe import load_probe

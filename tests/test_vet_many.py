@@ -10,7 +10,7 @@ from _vet_models import linear_classifier, rounding_classifier, save, write_prob
 from click.testing import CliRunner
 from test_cli_vet import SMALL
 
-import edgeguard.vetting
+import edgeguard.verdicts
 from edgeguard.cli import main
 from edgeguard.errors import DataNotFoundError
 from edgeguard.vetting.many import EXIT_PRIORITY, expand_model_paths, worst_exit_code
@@ -18,7 +18,7 @@ from edgeguard.vetting.many import EXIT_PRIORITY, expand_model_paths, worst_exit
 
 def thresholds(folder: Path, leakage: float) -> str:
     """The packaged thresholds with the leakage audit flagging above ``leakage`` dB."""
-    data = json.loads((Path(edgeguard.vetting.__file__).with_name("thresholds.json")).read_text())
+    data = json.loads((Path(edgeguard.verdicts.__file__).with_name("thresholds.json")).read_text())
     data["tests"]["leakage"]["threshold"] = leakage
     path = folder / f"thresholds-{leakage}.json"
     path.write_text(json.dumps(data))

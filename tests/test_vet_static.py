@@ -18,7 +18,7 @@ from _vet_models import (
 )
 
 from edgeguard.errors import ModelLoadError, UnsafeModelError
-from edgeguard.model_info import load_onnx
+from edgeguard.model import load_proto
 from edgeguard.vetting import static_audit, vet
 
 
@@ -65,7 +65,7 @@ def test_external_data_escaping_the_folder_is_refused(tmp_path, location):
     (tmp_path / "secret.bin").write_bytes(b"\x00" * 2000)
     path = external_data_classifier(folder, location)
     with pytest.raises(UnsafeModelError):
-        load_onnx(path)
+        load_proto(path)
     findings = static_audit(path)
     assert codes(findings) == {"external-data-escape": "critical"}
     report = vet(path, write_probe(tmp_path / "p.npz", 30))

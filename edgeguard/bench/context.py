@@ -25,8 +25,8 @@ from edgeguard.errors import DataError, FilterError, ModelLoadError
 from edgeguard.filters import FilterPipeline, OutputDomain
 from edgeguard.filters.spec import FilterSpec, default_filter_specs, parse_filter_specs
 from edgeguard.metrics import MahalanobisReference
-from edgeguard.model_file import load_model
-from edgeguard.model_info import ModelInfo
+from edgeguard.model import load_model
+from edgeguard.model import ModelInfo
 
 __all__ = ["BenchContext", "MAX_RISK_PIXELS"]
 

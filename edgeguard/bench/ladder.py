@@ -43,6 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeguard.model.hashing import tree_sha256
+
 __all__ = ["TRAINER_GROUP", "ThroughSettings", "RungResult", "find_trainer", "run_through_filter", "trainer_job"]
 
 #: The entry-point group attack trainers register under.
@@ -135,17 +137,6 @@ def _without_keys(text: str) -> str:
     return re.sub(r":consistent=true(?=>|$)", "", re.sub(r",consistent=true", "", text))
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    if path.is_dir():
-        for item in sorted(p for p in path.rglob("*") if p.is_file()):
-            digest.update(item.relative_to(path).as_posix().encode() + b"\0")
-            digest.update(hashlib.sha256(item.read_bytes()).digest())
-    else:
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
 def _split_npz(folder: Path, images: np.ndarray, labels: np.ndarray, class_names: Any) -> tuple[str, str]:
     """The attacker split as an .npz (uint8 pixels, as the IDX files store them): its path and sha256."""
     pixels = np.clip(np.rint(np.asarray(images) * 255.0), 0, 255).astype(np.uint8)
@@ -197,7 +188,7 @@ def run_through_filter(
 
     cache = Path(settings.cache_dir) if settings.cache_dir else Path(tempfile.mkdtemp(prefix="edgeguard-ladder-"))
     if settings.data:
-        data, data_sha = str(settings.data), _file_sha256(Path(settings.data))
+        data, data_sha = str(settings.data), tree_sha256(settings.data)
     else:
         data, data_sha = _split_npz(cache / "data", attacker_images, attacker_labels, class_names)
     jobs = []

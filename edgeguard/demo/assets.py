@@ -8,7 +8,6 @@ every file was made (``python -m converters demo-assets``) and its SHA-256.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 from edgeguard.data import FASHION_MNIST_ENV, Dataset, fashion_mnist_dir, load_fashion_mnist, load_npz
 from edgeguard.errors import DataError, DataNotFoundError
+from edgeguard.model.hashing import file_sha256
 
 __all__ = [
     "ASSET_DIR",
@@ -76,7 +76,7 @@ def verify_assets(directory: str | os.PathLike | None = None) -> dict[str, str]:
         path = folder / name
         if not path.is_file():
             raise DataNotFoundError(f"expected the demo asset {path}, but there is none; {_REGENERATE}")
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = file_sha256(path)
         if digest != entry.get("sha256"):
             raise DataError(
                 f"expected {name} to have sha256 {entry.get('sha256')} (manifest), got {digest}; the file was "

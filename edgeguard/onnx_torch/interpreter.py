@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from edgeguard.errors import EdgeguardError, ModelLoadError, UnsupportedOpError
-from edgeguard.model_info import load_onnx
+from edgeguard.model import load_proto
 
 __all__ = ["SUPPORTED_OPS", "OnnxModule", "to_torch"]
 
@@ -938,7 +938,7 @@ def _load(model: onnx.ModelProto | str | os.PathLike | bytes) -> onnx.ModelProto
     if not isinstance(model, (str, os.PathLike)):
         raise ModelLoadError(f"expected an onnx.ModelProto, a path or bytes, got {type(model).__name__}")
     try:  # the project's loader: refuses external data outside the model's folder
-        return load_onnx(model)
+        return load_proto(model)
     except EdgeguardError:
         raise
     except Exception as exc:

@@ -12,8 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from edgeguard._version import __version__
 from edgeguard.data import Dataset
 from edgeguard.errors import EdgeguardError, InferenceError, ModelLoadError, UnsupportedOpError
+from edgeguard.model.limits import DEFAULT_MAX_TENSOR_BYTES, DEFAULT_MAX_TOTAL_BYTES
+from edgeguard.verdicts.thresholds import likelihood, load_thresholds, margin
 from edgeguard.vetting.augment import draw_seed
 from edgeguard.vetting.consistency import ConsistencySettings, consistency_test
 from edgeguard.vetting.finetune import STATISTICS, FinetuneSettings, finetune_test
@@ -21,8 +24,7 @@ from edgeguard.vetting.leakage import LeakageResult, LeakageSettings, leakage_au
 from edgeguard.vetting.probe import Probe, coverage_problems, load_probe, model_info_with_overrides
 from edgeguard.vetting.reference import ReferenceSettings, train_reference
 from edgeguard.vetting.report import Finding, TestResult, VetReport
-from edgeguard.vetting.static import DEFAULT_MAX_TENSOR_BYTES, DEFAULT_MAX_TOTAL_BYTES, _audit
-from edgeguard.vetting.thresholds import likelihood, load_thresholds, margin
+from edgeguard.vetting.static import _audit
 from edgeguard.vetting.verdict import decide
 
 __all__ = ["vet", "TESTS", "DEFAULT_TESTS", "DEFAULT_MIN_PER_CLASS"]
@@ -123,7 +125,7 @@ def vet(
         verdict="inconclusive",
         thresholds=_threshold_record(table),
         settings=settings_record,
-        edgeguard_version=_version(),
+        edgeguard_version=__version__,
         thresholds_sha256=table["sha256"],
     )
 
@@ -200,8 +202,8 @@ def vet(
 
 
 def _load(path: Path, max_tensor_bytes: int, max_total_bytes: int) -> Any:
-    """Read, check and hash the file once (edgeguard.model_file.load_model)."""
-    from edgeguard.model_file import load_model
+    """Read, check and hash the file once (edgeguard.model.load_model)."""
+    from edgeguard.model import load_model
 
     return load_model(
         path,
@@ -213,10 +215,10 @@ def _load(path: Path, max_tensor_bytes: int, max_total_bytes: int) -> Any:
 
 
 def _file_digest(path: Path) -> str:
-    import hashlib
+    from edgeguard.model import file_sha256
 
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return file_sha256(path)
     except OSError:
         return "0" * 64
 
@@ -599,13 +601,6 @@ def _as_dict(settings: Any) -> dict[str, Any]:
     return {name: getattr(settings, name) for name in settings.__dataclass_fields__}
 
 
-def _version() -> str:
-    try:
-        from edgeguard import __version__
-
-        return __version__
-    except ImportError:  # pragma: no cover
-        return ""
 
 
 def _threshold_record(table: dict[str, Any]) -> dict[str, Any]:

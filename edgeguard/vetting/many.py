@@ -27,7 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeguard._version import __version__
 from edgeguard.errors import DataNotFoundError, EdgeguardError
+from edgeguard.model.hashing import file_sha256
+from edgeguard.verdicts import EXIT_PRIORITY, worst_exit_code
 
 __all__ = [
     "EXIT_PRIORITY",
@@ -40,20 +43,10 @@ __all__ = [
     "worst_exit_code",
 ]
 
-#: Exit codes from most to least severe: the batch exits with the first one any model has.
-EXIT_PRIORITY = (2, 1, 3, 0)
 #: Report file suffix per output format.
 REPORT_SUFFIXES = {"json": ".json", "text": ".txt", "sarif": ".sarif"}
 _REPORT_FILES = {"json": "report.json", "text": "report.txt", "sarif": "report.sarif"}
 _JOB_FUNCTION = "edgeguard.vetting.many:vet_job"
-
-
-def worst_exit_code(codes: Sequence[int]) -> int:
-    """The most severe of ``codes`` by :data:`EXIT_PRIORITY` (2 > 1 > 3 > 0); 0 for none."""
-    known = [code for code in codes if code in EXIT_PRIORITY]
-    if len(known) != len(codes):
-        return 2
-    return min(known, key=EXIT_PRIORITY.index) if known else 0
 
 
 def expand_model_paths(specs: Sequence[str | os.PathLike]) -> list[Path]:
@@ -251,7 +244,7 @@ def vet_many(
         "probe_fingerprint": _fingerprint(probe),
         "vet": knobs,  # files named in the knobs (thresholds, references) are keyed by their contents too:
         "inputs_fingerprint": {key: _fingerprints(value) for key, value in knobs.items() if _names_files(key)},
-        "edgeguard_version": _version(),
+        "edgeguard_version": __version__,
     }
     job_list = []
     folders: dict[Path, str] = {}  # external data lives next to the model: its folder is part of the key
@@ -352,12 +345,9 @@ def _fingerprints(value: Any) -> list[str]:
 
 def _fingerprint(path: Path) -> str:
     """sha256 of a file's bytes, or of a folder's (relative path, size, mtime) list; "missing" if absent."""
-    digest = hashlib.sha256()
     if path.is_file():
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
+        return file_sha256(path)
+    digest = hashlib.sha256()
     if path.is_dir():
         for item in sorted(path.rglob("*")):
             if item.is_file():
@@ -367,10 +357,6 @@ def _fingerprint(path: Path) -> str:
     return "missing"
 
 
-def _version() -> str:
-    from edgeguard import __version__
-
-    return __version__
 
 
 def run_vet_command(

@@ -12,7 +12,7 @@ import numpy as np
 
 from edgeguard.data import Dataset, load_dataset
 from edgeguard.errors import DataError, ModelLoadError
-from edgeguard.model_info import ModelInfo
+from edgeguard.model import ModelInfo
 
 __all__ = ["Probe", "load_probe", "coverage_problems", "model_info_with_overrides", "parse_shape"]
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeguard.errors import DataError
+from edgeguard.verdicts import EXIT_CODES, VERDICTS
 
 __all__ = [
     "SEVERITIES",
@@ -27,10 +28,6 @@ __all__ = [
 
 #: Finding severities, least to most severe.
 SEVERITIES = ("info", "low", "medium", "high", "critical")
-#: The three verdicts of the vet.
-VERDICTS = ("honest", "vicious", "inconclusive")
-#: Process exit codes of ``edgeguard vet`` (also ``VetReport.exit_code``).
-EXIT_CODES = {"honest": 0, "vicious": 1, "error": 2, "inconclusive": 3, "usage": 4}
 
 
 @dataclass(frozen=True)

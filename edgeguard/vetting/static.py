@@ -1,6 +1,6 @@
 """Static audit of an ONNX file: what can be learned before anything in it runs.
 
-The file is read once by :func:`edgeguard.model_file.load_model`, which checks every
+The file is read once by :func:`edgeguard.model.load_model`, which checks every
 external-data reference before opening it and every declared size before allocating, so
 a hostile file cannot make the vet open files outside the model's folder, block on a
 FIFO or allocate huge tensors. It reports:
@@ -26,7 +26,6 @@ FIFO or allocate huge tensors. It reports:
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from collections import deque
@@ -35,14 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from edgeguard.errors import ModelLoadError, ModelTooLargeError, UnsafeModelError
+from edgeguard.model.limits import DEFAULT_MAX_TENSOR_BYTES, DEFAULT_MAX_TOTAL_BYTES, itemsize_bound
 from edgeguard.vetting.report import Finding
 
-__all__ = ["static_audit", "file_sha256", "DEFAULT_MAX_TENSOR_BYTES", "NON_DIFFERENTIABLE_OPS"]
-
-#: Largest single tensor the vet accepts before refusing the file (1 GiB).
-DEFAULT_MAX_TENSOR_BYTES = 1 << 30
-#: Largest sum of initializer bytes the vet accepts (4 GiB).
-DEFAULT_MAX_TOTAL_BYTES = 4 << 30
+__all__ = ["static_audit", "NON_DIFFERENTIABLE_OPS"]
 
 _STANDARD_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training"}
 _ORT_DOMAINS = {"com.microsoft", "com.microsoft.nchwc", "com.microsoft.mlfeaturizers"}
@@ -85,15 +80,6 @@ _FLOAT_TYPES = {1, 10, 11, 16}  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
 _SHAPE_INPUT_OPS = {"ConstantOfShape": 0, "Expand": 1, "Tile": 1, "Reshape": 1}
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 hex digest of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def static_audit(
     path: str | os.PathLike,
     *,
@@ -110,14 +96,14 @@ def static_audit(
 
 
 def _audit(path: Path, max_tensor_bytes: int, max_total_bytes: int) -> tuple[list[Finding], Any]:
-    """Findings plus the :class:`~edgeguard.model_file.LoadedModel` (None when the file cannot be loaded).
+    """Findings plus the :class:`~edgeguard.model.LoadedModel` (None when the file cannot be loaded).
 
-    The file is read once by :func:`edgeguard.model_file.load_model`, which checks every
+    The file is read once by :func:`edgeguard.model.load_model`, which checks every
     external-data reference (inside the folder, regular file, offsets) before reading it;
     the checker then runs on the in-memory proto, so the result does not depend on the
     working directory.
     """
-    from edgeguard.model_file import load_model, unbounded_ops
+    from edgeguard.model import load_model, unbounded_ops
 
     if not path.is_file():
         raise ModelLoadError(f"expected an ONNX file at {path}, but there is none; check the path")
@@ -199,19 +185,10 @@ def _audit(path: Path, max_tensor_bytes: int, max_total_bytes: int) -> tuple[lis
 # -- sizes -------------------------------------------------------------------------------
 
 
-def _itemsize(data_type: int) -> int:
-    import onnx
-
-    try:
-        return max(1, onnx.helper.tensor_dtype_to_np_dtype(data_type).itemsize)
-    except Exception:  # unknown or string type
-        return 8
-
-
 def _tensor_bytes(tensor: Any) -> int:
     """Declared bytes of a TensorProto (its dims), or the external 'length' when larger."""
     count = math.prod(int(d) for d in tensor.dims) if len(tensor.dims) else 1
-    declared = count * _itemsize(tensor.data_type)
+    declared = count * itemsize_bound(tensor.data_type)
     external = 0
     for entry in tensor.external_data:
         if entry.key == "length" and entry.value.isdigit():
@@ -230,7 +207,7 @@ def _human(num_bytes: float) -> str:
 def _size_findings(
     model: Any, path: Path, max_tensor_bytes: int, max_total_bytes: int, external_files: int = 0
 ) -> list[Finding]:
-    from edgeguard.model_file import iter_tensors
+    from edgeguard.model import iter_tensors
 
     findings: list[Finding] = []
     tensors = list(iter_tensors(model))
@@ -268,7 +245,7 @@ def _size_findings(
         dims = [d.dim_value for d in tensor_type.shape.dim if d.HasField("dim_value")]
         if len(dims) != len(tensor_type.shape.dim) or not dims:
             continue
-        size = math.prod(dims) * _itemsize(tensor_type.elem_type)
+        size = math.prod(dims) * itemsize_bound(tensor_type.elem_type)
         if size > max_tensor_bytes:
             findings.append(
                 Finding(
@@ -510,7 +487,7 @@ def _ancestors(graph: Any) -> set[int]:
 
 
 def _interface_findings(model: Any) -> list[Finding]:
-    from edgeguard.model_info import METADATA_KEYS
+    from edgeguard.model import METADATA_KEYS
 
     findings: list[Finding] = []
     graph = model.graph

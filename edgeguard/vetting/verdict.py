@@ -18,8 +18,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from edgeguard.verdicts.thresholds import margin
 from edgeguard.vetting.report import VetReport
-from edgeguard.vetting.thresholds import margin
 
 __all__ = ["decide", "VICIOUS_FINDINGS"]
 

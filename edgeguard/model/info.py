@@ -11,23 +11,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from edgeguard.errors import ModelLoadError
+from edgeguard.model.limits import MAX_CLASSES, MAX_METADATA_CHARS, MAX_PIXELS, MAX_SIDE
 
-__all__ = ["ModelInfo", "load_onnx", "METADATA_KEYS", "TASK_TYPES", "OUTPUT_KINDS"]
+__all__ = ["ModelInfo", "static_dims", "METADATA_KEYS", "TASK_TYPES", "OUTPUT_KINDS"]
 
 TASK_TYPES = ("multiclass", "multilabel")
 OUTPUT_KINDS = ("logits", "probabilities")
 #: metadata_props keys edgeguard reads (all values are strings; lists are JSON).
 METADATA_KEYS = ("task_type", "class_names", "input_shape", "pixel_range", "output_kind")
-#: Most classes a model may declare, largest (C, H, W) side and pixel count, longest metadata value.
-MAX_CLASSES = 100_000
-MAX_SIDE = 1 << 14
-MAX_PIXELS = 1 << 26
-MAX_METADATA_CHARS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -190,13 +185,3 @@ def _range_from_metadata(text: str) -> tuple[float, ...]:
             "declare e.g. pixel_range=[0.0, 1.0]"
         )
     return tuple(float(v) for v in value)
-
-
-def load_onnx(path: str | os.PathLike, *, load_external_data: bool = True) -> Any:
-    """The checked ``onnx.ModelProto`` of a file (external data in memory), via
-    :func:`edgeguard.model_file.load_model`, which raises :class:`ModelLoadError` /
-    :class:`UnsafeModelError` for bad files. Kept for callers that only need the proto;
-    ``load_external_data`` is accepted for compatibility (data is always read safely)."""
-    from edgeguard.model_file import load_model
-
-    return load_model(path, allow_dynamic_ops=True, require_info=False).proto
