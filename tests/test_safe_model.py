@@ -42,7 +42,8 @@ from edgeguard import (
     pipeline_capacity_bits,
 )
 from edgeguard.model import ModelInfo
-from edgeguard.safe_model import GPU_PROVIDERS, _resolve_providers
+from edgeguard.safe_model import GPU_PROVIDERS
+from edgeguard.safe_model.session import resolve_providers as _resolve_providers
 
 SHAPE = (1, 12, 12)
 CLASSES = tuple(f"class{i}" for i in range(10))

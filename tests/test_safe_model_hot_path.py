@@ -24,7 +24,7 @@ from edgeguard import (
     Softmax,
 )
 from edgeguard.model import ModelInfo
-from edgeguard.safe_model import _resolve_providers
+from edgeguard.safe_model.session import resolve_providers as _resolve_providers
 
 SHAPE = (1, 6, 6)
 K = 10

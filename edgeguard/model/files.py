@@ -13,7 +13,6 @@ from edgeguard.model.limits import MAX_MODEL_BYTES
 __all__ = ["open_regular", "read_all", "read_model_bytes", "parse_model"]
 
 
-
 def open_regular(path: Path, what: str, *, single_link: bool = False) -> tuple[int, os.stat_result]:
     """Open ``path`` read-only once it is known to be a regular file (``stat`` first: a FIFO, a
     device or a hard link is refused without being opened), then check the open file again."""

@@ -9,6 +9,7 @@ from edgeguard.model.limits import itemsize
 
 __all__ = ["check_value_shapes", "check_inferred_shapes"]
 
+
 def check_value_shapes(model: Any, max_tensor_bytes: int) -> None:
     graph = model.graph
     for value in list(graph.input) + list(graph.output) + list(graph.value_info):

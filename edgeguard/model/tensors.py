@@ -11,6 +11,7 @@ from edgeguard.model.limits import elements, itemsize
 
 __all__ = ["iter_tensors", "check_tensors"]
 
+
 def iter_tensors(model: Any) -> Iterator[Any]:
     """Every TensorProto that can hold data: initializers, sparse initializers (values and
     indices), Constant/attribute tensors and sparse tensors, in the main graph, every

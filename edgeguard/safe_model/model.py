@@ -20,16 +20,12 @@ afterwards, as before.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import re
 import sys
-import threading
 import traceback
-import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,169 +39,28 @@ from edgeguard.errors import (
     ModelLoadError,
     ModelRefusedError,
 )
-from edgeguard.filters import Argmax, ClassLabels, FilterPipeline, OutputFilter, make_rng
+from edgeguard.filters import FilterPipeline, OutputFilter, make_rng
 from edgeguard.filters.base import SUM_TOLERANCE, describe_bits
-from edgeguard.filters.fusion import SHAPE_CHECK_NODE, fuse_pipeline
+from edgeguard.filters.fusion import fuse_pipeline
 from edgeguard.model import load_model
-from edgeguard.verdicts import VERDICTS
+from edgeguard.safe_model.policy import VET_POLICIES, apply_verdict, label_filters
+from edgeguard.safe_model.session import (
+    ORT_SILENT,
+    DeadlineRun,
+    quiet_run_options,
+    resolve_providers,
+    run_deadline,
+    scrub_inference_error,
+)
+from edgeguard.safe_model.validation import InputSpec
 
-__all__ = ["SafeModel", "ViciousModelWarning", "GPU_PROVIDERS", "VET_POLICIES"]
+__all__ = ["SafeModel"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("edgeguard.safe_model")
 
 _FLOAT32 = np.dtype(np.float32)
 _UINT32 = np.dtype(np.uint32)
 _UMAX = np.maximum.reduce  # the ufunc's reduce, without ndarray.max's Python wrapper
-
-#: Providers that ``providers="auto"`` prefers, in order, when onnxruntime offers them.
-#: (TensorRT is left out: it builds engines at start-up; ask for it explicitly.)
-GPU_PROVIDERS = (
-    "CUDAExecutionProvider",
-    "ROCMExecutionProvider",
-    "MIGraphXExecutionProvider",
-    "DmlExecutionProvider",
-)
-
-#: What a "vicious" (or "inconclusive") verdict does, see SafeModel(on_vicious=...).
-VET_POLICIES = ("refuse", "argmax", "warn", None)
-
-#: onnxruntime log severity for SafeModel's session and runs: FATAL only (nothing on stderr when a node fails).
-_ORT_SILENT = 4
-#: What an InferenceError may repeat from onnxruntime's message: the failing node's op type and the status name.
-_ORT_NODE = re.compile(r"running (\w+) node")
-_ORT_STATUS = re.compile(r"\[ONNXRuntimeError\] : \d+ : ([A-Z_]+) :")
-_ORT_STATUS_NAMES = frozenset(
-    {
-        "FAIL",
-        "INVALID_ARGUMENT",
-        "NO_SUCHFILE",
-        "NO_MODEL",
-        "ENGINE_ERROR",
-        "RUNTIME_EXCEPTION",
-        "INVALID_PROTOBUF",
-        "MODEL_LOADED",
-        "NOT_IMPLEMENTED",
-        "INVALID_GRAPH",
-        "EP_FAIL",
-        "MODEL_LOAD_CANCELED",
-        "MODEL_REQUIRES_COMPILATION",
-        "NOT_FOUND",
-    }
-)
-
-
-def _quiet_run_options() -> Any:
-    """An onnxruntime RunOptions that logs nothing below FATAL."""
-    import onnxruntime as ort
-
-    options = ort.RunOptions()
-    options.log_severity_level = _ORT_SILENT
-    return options
-
-
-class ViciousModelWarning(UserWarning):
-    """A vetting verdict says the model is vicious (or could not tell) and the policy lets it run."""
-
-
-def _label_filters(task_type: str) -> list[OutputFilter]:
-    """The label-only release: top-1 index (multiclass) or one 0/1 per label (multilabel)."""
-    return [ClassLabels()] if task_type == "multilabel" else [Argmax()]
-
-
-def _resolve_providers(providers: str | Sequence[Any], available: Sequence[str]) -> list[Any]:
-    if isinstance(providers, str) and providers == "auto":
-        gpu = [name for name in GPU_PROVIDERS if name in available]
-        return [gpu[0], "CPUExecutionProvider"] if gpu else ["CPUExecutionProvider"]
-    if isinstance(providers, str):
-        providers = [providers]
-    if not isinstance(providers, Iterable) or not providers:
-        raise ModelLoadError(f"expected providers='auto' or a non-empty list of provider names, got {providers!r}")
-    providers = list(providers)
-    names = [p[0] if isinstance(p, tuple) else p for p in providers]
-    unknown = [name for name in names if name not in available]
-    if unknown:
-        raise ModelLoadError(
-            f"expected execution providers that onnxruntime offers here ({', '.join(available)}), got {unknown}; "
-            "pick from that list or use providers='auto' (for CUDA install the onnxruntime-gpu package)"
-        )
-    return providers
-
-
-def _read_verdict(verdict: Any) -> tuple[str, str, dict[str, Any]]:
-    """(model_sha256, verdict, binding) from a report object, a mapping, or a path to a JSON report.
-
-    ``binding`` holds what a full vet report records besides the verdict (absent keys for
-    a hand-made verdict): ``is_report``, ``thresholds_sha256``, ``checked`` (how the vet
-    ran the model), ``edgeguard_version``.
-    """
-    if isinstance(verdict, str | os.PathLike):
-        try:
-            verdict = json.loads(Path(verdict).read_text())
-        except (OSError, ValueError) as error:
-            raise ModelRefusedError(
-                f"expected a readable JSON vetting report at {verdict}, got {type(error).__name__}: {error}; "
-                "refusing to run without the verdict that was asked for"
-            ) from None
-    if isinstance(verdict, Mapping):
-        get = verdict.get
-    else:
-
-        def get(key: str, default: Any = None) -> Any:
-            return getattr(verdict, key, default)
-
-    sha, value = get("model_sha256"), get("verdict")
-    value = getattr(value, "value", value)  # an Enum member
-    if not isinstance(sha, str) or len(sha) != 64:
-        raise ModelRefusedError(
-            f"expected a verdict with a 64-hex-digit model_sha256, got {sha!r}; refusing to run (fail closed)"
-        )
-    if value not in VERDICTS:
-        raise ModelRefusedError(f"expected a verdict in {VERDICTS}, got {value!r}; refusing to run (fail closed)")
-    thresholds = get("thresholds") or {}
-    binding = {
-        "is_report": get("thresholds") is not None or get("tests") is not None,
-        "thresholds_sha256": get("thresholds_sha256") or (thresholds.get("sha256") if isinstance(thresholds, Mapping) else None),
-        "checked": dict(get("checked") or {}),
-        "edgeguard_version": get("edgeguard_version"),
-    }
-    return sha.lower(), value, binding
-
-
-#: Per-call deadline used when allow_dynamic_ops let control flow or run-time sizes through.
-DEFAULT_RUN_DEADLINE_S = 10.0
-
-
-def _deadline(value: float | None, dynamic: bool) -> float | None:
-    if value is None:
-        return DEFAULT_RUN_DEADLINE_S if dynamic else None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e6:
-        raise ModelLoadError(f"expected run_deadline_s to be a positive number of seconds or None, got {value!r}")
-    return float(value)
-
-
-class _DeadlineRun:
-    """``run(outputs, feeds, options)`` that onnxruntime abandons after ``seconds`` (RunOptions.terminate)."""
-
-    def __init__(self, run: Any, seconds: float, run_options: Any) -> None:
-        self._run, self._seconds, self._run_options = run, seconds, run_options
-
-    def __call__(self, output_names: Any, feeds: Any, options: Any = None) -> Any:
-        options = options if options is not None else self._run_options()
-        timer = threading.Timer(self._seconds, setattr, (options, "terminate", True))
-        timer.daemon = True
-        timer.start()
-        try:
-            return self._run(output_names, feeds, options)
-        except Exception as error:
-            if options.terminate:
-                raise InferenceError(
-                    f"expected the model to finish within the {self._seconds:g} s deadline, got it stopped; "
-                    "nothing was released (raise run_deadline_s only for a provider you trust)"
-                ) from None
-            raise error
-        finally:
-            timer.cancel()
-
 
 class SafeModel:
     """An ONNX classifier whose outputs are released only through output filters.
@@ -278,7 +133,7 @@ class SafeModel:
         self.vetted_batch_sizes: list[int] = []
         self._max_rows = sys.maxsize  # with a vet report: the largest batch size the vet checked
         if filters is None:
-            filters = _label_filters(self.info.task_type)
+            filters = label_filters(self.info.task_type)
         if isinstance(filters, OutputFilter):
             filters = [filters]
         elif isinstance(filters, FilterPipeline):
@@ -290,7 +145,19 @@ class SafeModel:
                 "allow_unsafe_raw_outputs=True and predict_unfiltered_unsafe()"
             )
         if on_vicious is not None and verdict is not None:
-            filters = self._apply_verdict(verdict, on_vicious, filters, accept_thresholds)
+            outcome = apply_verdict(
+                verdict,
+                on_vicious,
+                filters,
+                model_sha256=self.model_sha256,
+                path=self.path,
+                task_type=self.info.task_type,
+                accept_thresholds=accept_thresholds,
+            )
+            filters, self.verdict, self.vet_action = outcome.filters, outcome.verdict, outcome.action
+            self.vetted_batch_sizes = outcome.vetted_batch_sizes
+            if self.vetted_batch_sizes:  # never run the model in a way the vet did not check
+                self._max_rows = max(self.vetted_batch_sizes)
         self.pipeline = FilterPipeline(filters, input_kind=self.info.output_kind, task_type=self.info.task_type)
         self.capacity_bits = self.pipeline.capacity_bits(self.num_classes)
         if max_capacity_bits is not None and not self.capacity_bits <= max_capacity_bits:
@@ -300,7 +167,7 @@ class SafeModel:
             )
 
         available = ort.get_available_providers()
-        resolved = _resolve_providers(providers, available)
+        resolved = resolve_providers(providers, available)
         options = session_options if session_options is not None else ort.SessionOptions()
         if threads is not None:
             if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
@@ -308,7 +175,7 @@ class SafeModel:
             options.intra_op_num_threads = threads
         # onnxruntime prints failing nodes' messages (which can quote values computed from the input)
         # to stderr at ERROR severity: keep it silent (FATAL only), for the session and every run.
-        options.log_severity_level = _ORT_SILENT
+        options.log_severity_level = ORT_SILENT
         # The leading deterministic / noise stages run inside the graph (edgeguard.filters.fusion):
         # one run returns the release and raw outputs never reach Python for such pipelines.
         self._fusion = fuse_pipeline(
@@ -340,22 +207,26 @@ class SafeModel:
         # the wrapper's per-call name checks are skipped (a few microseconds at batch 1).
         binding = getattr(self._session, "_sess", None)
         self._run_session = binding.run if callable(getattr(binding, "run", None)) else self._session.run
-        self._run_options: Any = _quiet_run_options()
-        self.run_deadline_s = _deadline(run_deadline_s, allow_dynamic_ops and bool(loaded.dynamic_ops))
+        self._run_options: Any = quiet_run_options()
+        self.run_deadline_s = run_deadline(run_deadline_s, allow_dynamic_ops and bool(loaded.dynamic_ops))
         if self.run_deadline_s is not None:  # every call runs under a RunOptions.terminate timer
-            self._run_session = _DeadlineRun(self._run_session, self.run_deadline_s, _quiet_run_options)
+            self._run_session = DeadlineRun(self._run_session, self.run_deadline_s, quiet_run_options)
             self._run_options = None  # a fresh RunOptions per call (terminate is per call)
         self._input_name = self.info.input_name
         self._output_names = [self.info.output_name]
         self._sample_shape = tuple(self.info.input_shape)
         self._low, self._high = (float(v) for v in self.info.pixel_range)
-        self._max_bits = (
-            int(np.array(self._high, dtype=np.float32).view(np.uint32))
-            if self._low == 0.0 and self._high > 0 and float(np.float32(self._high)) == self._high
-            else None
+        self._inputs = InputSpec(
+            self._sample_shape,
+            self._low,
+            self._high,
+            fixed_batch=self._fixed_batch,
+            max_rows=self._max_rows,
+            allow_float64=bool(allow_float64),
         )
+        self._validate = self._inputs.validate
+        self._max_bits = self._inputs.max_bits
         self._check_simplex = self.info.output_kind == "probabilities"
-        self._allow_float64 = bool(allow_float64)
         self._allow_raw = bool(allow_unsafe_raw_outputs)
         fusion = self._fusion
         self._release_names = [fusion.release_name] if fusion is not None else self._output_names
@@ -400,191 +271,7 @@ class SafeModel:
             )
         self._fixed_batch = input_dims[0]
 
-    def _apply_verdict(
-        self, verdict: Any, policy: str, filters: list[OutputFilter], accept_thresholds: bool = False
-    ) -> list[OutputFilter]:
-        """Honour a vet verdict: bound to this file, these thresholds, and checked the way SafeModel runs it.
-
-        ``inconclusive`` is no pass: it is refused under "refuse", label-only under "argmax".
-        A full vet report made with other thresholds than this edgeguard's is refused unless
-        ``accept_thresholds``; an "honest" report whose consistency test did not vouch for the
-        batch sizes SafeModel uses counts as inconclusive.
-        """
-        sha, value, binding = _read_verdict(verdict)
-        if sha != self.model_sha256:
-            raise ModelRefusedError(
-                f"expected a verdict for this file (sha256 {self.model_sha256}), got one for sha256 {sha}: the "
-                "verdict was issued for another file (the model changed since it was vetted); vet this file again"
-            )
-        self.verdict = value
-        self.vetted_batch_sizes = list(binding["checked"].get("batch_sizes") or [])
-        if self.vetted_batch_sizes:  # never run the model in a way the vet did not check
-            self._max_rows = max(self.vetted_batch_sizes)
-        if binding["is_report"] and not accept_thresholds:
-            from edgeguard.verdicts.thresholds import load_thresholds
-
-            mine = load_thresholds()["sha256"]
-            if binding["thresholds_sha256"] != mine:
-                raise ModelRefusedError(
-                    f"expected a vet report made with this edgeguard's thresholds (sha256 {mine[:12]}), got one made "
-                    f"with {str(binding['thresholds_sha256'])[:12] or 'unrecorded thresholds'} (edgeguard "
-                    f"{binding['edgeguard_version'] or '?'}); vet the file again, or pass accept_thresholds=True"
-                )
-        if value == "honest" and binding["is_report"] and 1 not in self.vetted_batch_sizes:
-            value = "inconclusive"  # the vet never checked the model the way an app calls it
-            logger.warning("the vet report for %s did not check batch-size consistency", self.path.name)
-        if value == "honest":
-            logger.info("vetting verdict for %s: honest", self.path.name)
-            return filters
-        what = "inconclusive" if value == "inconclusive" else "vicious"
-        if policy == "refuse":
-            raise ModelRefusedError(
-                f"expected a model that vetting passed, got an {what} verdict for {self.path.name}; refusing "
-                "to run it (on_vicious='refuse'). Use on_vicious='argmax' to release labels only"
-                if what == "inconclusive"
-                else f"expected a model that vetting did not flag, got a vicious verdict for {self.path.name}; refusing "
-                "to run it (on_vicious='refuse'). Use on_vicious='argmax' to release labels only"
-            )
-        if policy == "argmax":
-            logger.warning("vetting verdict for %s is %s: releasing labels only", self.path.name, what)
-            self.vet_action = "argmax"
-            return _label_filters(self.info.task_type)
-        message = (
-            f"the vetting verdict for {self.path.name} is inconclusive; running with the filters given"
-            if what == "inconclusive"
-            else f"vetting flagged {self.path.name} as vicious; running it anyway with the filters given"
-        )
-        logger.warning(message)
-        warnings.warn(message, ViciousModelWarning, stacklevel=3)
-        self.vet_action = "warned"
-        return filters
-
-    # --- inputs ----------------------------------------------------------------------------
-    def _validate(self, x: Any) -> tuple[np.ndarray, bool]:
-        if type(x) is not np.ndarray and not isinstance(x, np.ndarray):
-            raise InvalidInputError(
-                f"expected a numpy array, got {type(x).__name__}; convert with np.asarray(x, dtype=np.float32)"
-            )
-        if type(x) is not np.ndarray:
-            if isinstance(x, np.ma.MaskedArray):
-                raise InvalidInputError(
-                    "expected a plain numpy array, got a masked array (masked values would skip the input checks); "
-                    "fill it first with x.filled(0.0)"
-                )
-            x = x.view(np.ndarray)  # a subclass's own min/max/astype must not take part in the checks
-        if x.dtype is not _FLOAT32 and x.dtype != _FLOAT32:
-            if x.dtype == np.float64 and self._allow_float64:
-                x = x.astype(np.float32)
-            else:
-                raise InvalidInputError(self._dtype_message(x.dtype))
-        shape = x.shape
-        if len(shape) == 4 and shape[1:] == self._sample_shape:
-            single = False
-        elif shape == self._sample_shape:
-            x, single = x[None], True
-        else:
-            raise InvalidInputError(self._shape_message(shape))
-        rows = x.shape[0]
-        if rows == 0:
-            raise InvalidInputError("expected at least one sample, got an empty batch (N = 0)")
-        if self._fixed_batch is not None and rows != self._fixed_batch:
-            raise InvalidInputError(
-                f"expected batches of exactly {self._fixed_batch} (the graph's fixed batch size), got {rows}; "
-                "split the batch, or re-export the model with a dynamic batch axis"
-            )
-        if rows > self._max_rows:
-            raise InvalidInputError(
-                f"expected batches of at most {self._max_rows} rows (the largest batch size the vet checked for "
-                f"consistency), got {rows}; split the batch into chunks of {self._max_rows}"
-            )
-        if self._max_bits is not None:
-            # One reduction for a [0, high] range: read as unsigned integers, every float32 in [+0, high]
-            # is <= high's bit pattern, while negatives (sign bit), NaN and inf are all above it.
-            # (-0.0 fails here and passes the exact check below.)
-            in_range = x.view(np.uint32).max() <= self._max_bits or (self._low <= x.min() and x.max() <= self._high)
-        else:
-            in_range = self._low <= x.min() and x.max() <= self._high  # False for NaN as well
-        if not in_range:
-            raise InvalidInputError(self._range_message(x))
-        if not x.flags.c_contiguous:
-            x = np.ascontiguousarray(x)
-        return x, single
-
-    def _dtype_message(self, dtype: np.dtype) -> str:
-        low, high = self._low, self._high
-        if dtype.kind in "iub":
-            hint = f"convert with x.astype(np.float32) / 255 for 8-bit images (the model expects [{low:g}, {high:g}])"
-        elif dtype == np.float64:
-            hint = "convert with x.astype(np.float32), or build SafeModel(..., allow_float64=True)"
-        else:
-            hint = "convert with x.astype(np.float32)"
-        return f"expected float32 pixels, got {dtype}; {hint}"
-
-    def _shape_message(self, shape: tuple[int, ...]) -> str:
-        sample = self._sample_shape
-        expected = f"a batch (N, {', '.join(map(str, sample))}) or one sample {sample}"
-        channels = sample[0]
-        if tuple(shape) == sample[1:]:
-            hint = "add the channel axis with x[None] (one sample)"
-        elif len(shape) == 3 and tuple(shape[1:]) == sample[1:] and channels == 1:
-            hint = "add the channel axis with x[:, None] (a batch of single-channel images)"
-        elif len(shape) == 4 and shape[-1] == channels and tuple(shape[1:3]) == sample[1:]:
-            hint = "the channels look last: use x.transpose(0, 3, 1, 2)"
-        elif len(shape) == 3 and shape[-1] == channels and tuple(shape[:2]) == sample[1:]:
-            hint = "the channels look last: use x.transpose(2, 0, 1)"
-        else:
-            hint = f"resize the images to {sample[1]}x{sample[2]} with {channels} channel(s)"
-        return f"expected {expected}, got shape {tuple(shape)}; {hint}"
-
-    def _range_message(self, x: np.ndarray) -> str:
-        nan = int(np.isnan(x).sum())
-        if nan:
-            return f"expected finite pixel values, got {nan} NaN value(s); replace or drop them before predict"
-        inf = int(np.isinf(x).sum())
-        if inf:
-            return f"expected finite pixel values, got {inf} infinite value(s); replace or drop them before predict"
-        low, high = self._low, self._high
-        got_low, got_high = float(x.min()), float(x.max())
-        hint = (
-            "scale 8-bit images with x / 255"
-            if got_low >= 0 and 1 < got_high <= 255 and (low, high) == (0.0, 1.0)
-            else f"rescale the images to [{low:g}, {high:g}]"
-        )
-        return (
-            f"expected pixel values in [{low:g}, {high:g}] (the model's declared pixel_range), got values in "
-            f"[{got_low:g}, {got_high:g}]; {hint}"
-        )
-
     # --- inference -------------------------------------------------------------------------
-    def _inference_error(self, error: Exception, rows: int) -> InferenceError:
-        """An InferenceError that quotes nothing onnxruntime wrote (its messages can hold values).
-
-        Only fixed vocabulary passes: the exception class, onnxruntime's status name, and the
-        failing node's op type when it is one of this graph's op types.
-        """
-        if isinstance(error, InferenceError):  # ours (the run deadline): already free of values
-            return error
-        text = str(error)
-        if SHAPE_CHECK_NODE in text:
-            return InferenceError(
-                f"expected model outputs of shape ({rows}, {self.num_classes}) and a float dtype, got another "
-                "shape (they do not reshape to K columns); the file's metadata does not match its graph, nothing "
-                "was released"
-            )
-        node = _ORT_NODE.search(text)
-        op_type = node.group(1) if node and node.group(1) in self._op_types else None
-        status = _ORT_STATUS.search(text)
-        code = status.group(1) if status and status.group(1) in _ORT_STATUS_NAMES else None
-        kind = type(error).__name__
-        kind = kind if kind.isidentifier() and len(kind) <= 40 else "an onnxruntime error"
-        return InferenceError(
-            f"expected onnxruntime to run the model, got {kind}"
-            + (f" ({code})" if code else "")
-            + (f" in a {op_type} node" if op_type else "")
-            + "; nothing was released. onnxruntime's message is withheld (it can quote values computed from "
-            "the input): run the model with onnxruntime on synthetic inputs to see it"
-        )
-
     def _run(self, batch: np.ndarray) -> np.ndarray:
         """Raw outputs of a validated batch (used by predict_unfiltered_unsafe)."""
         feed = {self._input_name: batch}
@@ -595,7 +282,7 @@ class SafeModel:
         try:
             raw = self._run_session(self._raw_names, feed, self._run_options)[0]
         except Exception as error:  # onnxruntime raises its own exception types
-            failure = self._inference_error(error, len(batch))
+            failure = scrub_inference_error(error, len(batch), self.num_classes, self._op_types)
         if failure is not None:
             raise failure
         failure = self._check_raw(raw, len(batch))
@@ -669,7 +356,7 @@ class SafeModel:
             try:
                 raw = self._run_session(self._output_names, {self._input_name: batch}, self._run_options)[0]
             except Exception as error:  # onnxruntime raises its own exception types
-                return None, self._inference_error(error, rows)
+                return None, scrub_inference_error(error, rows, self.num_classes, self._op_types)
             if self._check_simplex or not (
                 type(raw) is np.ndarray and raw.shape == (rows, self.num_classes) and raw.dtype.kind == "f"
             ):
@@ -695,7 +382,7 @@ class SafeModel:
                     self._validate(batch)
                 except InvalidInputError as invalid:
                     return None, invalid.with_traceback(None)
-            return None, self._inference_error(error, rows)
+            return None, scrub_inference_error(error, rows, self.num_classes, self._op_types)
         failure = self._check_release(out, rows, batch)
         if failure is not None:
             return None, failure
