@@ -10,7 +10,7 @@ with the lowest MSE on a held-out part of the split is kept.
 
 The attacker then keeps, by MSE on the held-out part, the best of: the fine-tuned
 decoder; the server's decoder as trained; a numpy k-NN decoder on standardised mapped
-outputs (:func:`edgeguard.vetting.leakage.knn_reconstruct`); and the label-only guess (the
+outputs (:func:`edgeguard.metrics.baselines.knn_reconstruct`); and the label-only guess (the
 mean attacker image of the released top-1 class). Without torch the fine-tuned
 candidate is missing and the others remain. So the adaptive attacker never does worse,
 on held-out data, than the decoder as trained or than the label alone.
@@ -280,7 +280,7 @@ def adaptive_attack(
     ``decoder_model`` is the decoder's ONNX (path or ModelProto); ``reference`` the
     :class:`~edgeguard.metrics.MahalanobisReference` the projection rank is chosen with.
     """
-    from edgeguard.vetting.leakage import knn_reconstruct, label_only_reconstruct
+    from edgeguard.metrics.baselines import knn_reconstruct, label_only_reconstruct
 
     candidates: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # name -> (validation, eval) reconstructions
     best_epoch: int | None = None

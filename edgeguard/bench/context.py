@@ -25,8 +25,7 @@ from edgeguard.errors import DataError, FilterError, ModelLoadError
 from edgeguard.filters import FilterPipeline, OutputDomain
 from edgeguard.filters.spec import FilterSpec, default_filter_specs, parse_filter_specs
 from edgeguard.metrics import MahalanobisReference
-from edgeguard.model import load_model
-from edgeguard.model import ModelInfo
+from edgeguard.model import ModelInfo, load_model
 
 __all__ = ["BenchContext", "MAX_RISK_PIXELS"]
 
@@ -199,7 +198,7 @@ class BenchContext:
         else:
             reference = projector = None
             notes.append(f"R was not computed: images have {pixels} pixels (> {MAX_RISK_PIXELS}).")
-        from edgeguard.vetting.leakage import label_only_reconstruct
+        from edgeguard.metrics.baselines import label_only_reconstruct
 
         raw_labels = evaluation.raw.argmax(axis=1)
         label_only = label_only_reconstruct(attack.y, attack.x, raw_labels)

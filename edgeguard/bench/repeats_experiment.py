@@ -40,7 +40,7 @@ def run_repeats(context: BenchContext) -> list[RepeatRow]:
     train = context.train.head(size["train_size"])
     native_train = context.native_train[: size["train_size"]]
     validation = context.validation.head(max(2, min(len(context.validation.x), _MAX_VALIDATION)))
-    from edgeguard.vetting.leakage import label_only_reconstruct
+    from edgeguard.metrics.baselines import label_only_reconstruct
 
     label_only = label_only_reconstruct(context.train.y, context.train.x, evaluation.raw.argmax(axis=1))
     base = psnr(evaluation.x, label_only)  # the label-only baseline on this subset

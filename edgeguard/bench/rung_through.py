@@ -16,8 +16,7 @@ from edgeguard.bench.common import decoder_rows, labels_of, leakage, risk, run_b
 from edgeguard.bench.context import BenchContext
 from edgeguard.bench.ladder import RungResult, run_through_filter
 from edgeguard.filters import FilterPipeline
-from edgeguard.model import load_model
-from edgeguard.model import ModelInfo
+from edgeguard.model import ModelInfo, load_model
 
 __all__ = ["NAME", "measure_all", "DESCRIPTION"]
 

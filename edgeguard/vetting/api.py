@@ -635,12 +635,9 @@ def _output_findings(outputs: np.ndarray, info: Any) -> list[Finding]:
 
 def _capacity(info: Any) -> float | str:
     """Bits one raw output row can carry: unbounded for raw floats."""
-    try:
-        from edgeguard.metrics import capacity_bits
+    from edgeguard.filters import pipeline_capacity_bits
 
-        bits = capacity_bits([], info.num_classes)
-    except ImportError:
-        return "unbounded"
+    bits = pipeline_capacity_bits([], info.num_classes)
     return "unbounded" if math.isinf(bits) else float(bits)
 
 

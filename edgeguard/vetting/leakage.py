@@ -30,6 +30,13 @@ from typing import Any
 import numpy as np
 
 from edgeguard.errors import DataError
+from edgeguard.metrics.baselines import (
+    kernel_ridge_reconstruct,
+    knn_reconstruct,
+    label_only_reconstruct,
+    predicted_groups,
+    ridge_reconstruct,
+)
 from edgeguard.vetting.augment import AugmentSettings
 from edgeguard.vetting.targets import AuditTarget, audit_target, per_feature_r2
 
@@ -39,10 +46,6 @@ __all__ = [
     "canonical_features",
     "output_features",
     "leakage_audit",
-    "knn_reconstruct",
-    "kernel_ridge_reconstruct",
-    "ridge_reconstruct",
-    "label_only_reconstruct",
     "DECODERS",
 ]
 
@@ -189,64 +192,6 @@ def _normalise(fit: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return fit, query
 
 
-def knn_reconstruct(
-    fit_features: np.ndarray, fit_images: np.ndarray, query_features: np.ndarray, neighbours: int = 10
-) -> np.ndarray:
-    """Mean image of the ``neighbours`` nearest fitting samples in feature space (scikit-learn)."""
-    from sklearn.neighbors import KNeighborsRegressor
-
-    k = min(neighbours, len(fit_features))
-    flat = fit_images.reshape(len(fit_images), -1)
-    model = KNeighborsRegressor(n_neighbors=k).fit(fit_features, flat)
-    return model.predict(query_features).reshape((len(query_features),) + fit_images.shape[1:])
-
-
-def kernel_ridge_reconstruct(
-    fit_features: np.ndarray,
-    fit_images: np.ndarray,
-    query_features: np.ndarray,
-    gamma: float,
-    alpha: float = 1.0,
-) -> np.ndarray:
-    """Kernel ridge regression (scikit-learn, RBF kernel ``exp(-gamma |a - b|^2)``) to pixels, clipped to [0, 1].
-
-    The mean fitting image is the intercept.
-    """
-    from sklearn.kernel_ridge import KernelRidge
-
-    flat = fit_images.reshape(len(fit_images), -1)
-    mean = flat.mean(axis=0)
-    model = KernelRidge(alpha=alpha, kernel="rbf", gamma=gamma).fit(fit_features, flat - mean)
-    decoded = model.predict(query_features) + mean
-    return np.clip(decoded, 0.0, 1.0).reshape((len(query_features),) + fit_images.shape[1:])
-
-
-def ridge_reconstruct(
-    fit_features: np.ndarray, fit_images: np.ndarray, query_features: np.ndarray, alpha: float = 1.0
-) -> np.ndarray:
-    """Linear ridge regression (scikit-learn) from features to pixels, clipped to [0, 1]."""
-    from sklearn.linear_model import Ridge
-
-    flat = fit_images.reshape(len(fit_images), -1)
-    model = Ridge(alpha=alpha).fit(fit_features, flat)
-    return np.clip(model.predict(query_features), 0.0, 1.0).reshape((len(query_features),) + fit_images.shape[1:])
-
-
-def _predicted_groups(features: np.ndarray, task_type: str) -> np.ndarray:
-    """The label the user shares anyway: argmax, or the attribute pattern for multilabel."""
-    if task_type == "multilabel":
-        _, groups = np.unique(features > 0, axis=0, return_inverse=True)
-        return groups.reshape(-1)
-    return features.argmax(axis=1)
-
-
-def label_only_reconstruct(fit_groups: np.ndarray, fit_images: np.ndarray, query_groups: np.ndarray) -> np.ndarray:
-    """The baseline: mean fitting image of the query's predicted class (global mean if unseen)."""
-    fallback = fit_images.mean(axis=0)
-    means = {group: fit_images[fit_groups == group].mean(axis=0) for group in np.unique(fit_groups)}
-    return np.stack([means.get(group, fallback) for group in query_groups])
-
-
 def _gain(decoder_errors: np.ndarray, baseline_errors: np.ndarray) -> float:
     return float(10.0 * np.log10(max(baseline_errors.mean(), 1e-12) / max(decoder_errors.mean(), 1e-12)))
 
@@ -360,7 +305,7 @@ def leakage_audit(
             per_image = labels
         groups = np.tile(np.asarray(per_image).reshape(1, n), (queried.shape[0], 1))
     else:
-        groups = _predicted_groups(canonical_features(outputs, output_kind, task_type), task_type).reshape(
+        groups = predicted_groups(canonical_features(outputs, output_kind, task_type), task_type).reshape(
             queried.shape[0], n
         )
     fit_copies = [0] + list(range(2, queried.shape[0]))  # the original and the fitting augmentations

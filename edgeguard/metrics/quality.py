@@ -23,7 +23,6 @@ __all__ = [
     "reconstruction_risk",
     "MahalanobisReference",
     "DEFAULT_RISK_RCOND",
-    "capacity_bits",
 ]
 
 
@@ -176,13 +175,3 @@ def reconstruction_risk(
     to_mean = reference.distance(flat_x, np.broadcast_to(reference.mean, flat_x.shape))
     to_reconstruction = np.maximum(reference.distance(flat_x, flat_xhat), eps)
     return float(np.mean(to_mean / to_reconstruction))
-
-
-def capacity_bits(pipeline: object, num_classes: int) -> float:
-    """Upper bound on the bits one released output of ``pipeline`` can carry (inf = unbounded).
-
-    ``pipeline`` is an output filter or a sequence of them (see ``edgeguard.filters``).
-    """
-    from edgeguard.filters import pipeline_capacity_bits
-
-    return pipeline_capacity_bits(pipeline, num_classes)
