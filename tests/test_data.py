@@ -180,7 +180,7 @@ def test_model_info_reads_metadata_or_falls_back_to_graph(tmp_path, with_metadat
     assert json.loads(json.dumps(info.to_dict()))["input_name"] == "input"
 
 
-def test_load_onnx_refuses_external_data_outside_its_folder(tmp_path):
+def test_load_proto_refuses_external_data_outside_its_folder(tmp_path):
     model = _tiny_classifier(True)
     tensor = model.graph.initializer[0]
     tensor.ClearField("raw_data")
@@ -196,7 +196,7 @@ def test_load_onnx_refuses_external_data_outside_its_folder(tmp_path):
         load_proto(folder / "m.onnx")
 
 
-def test_load_onnx_bad_files(tmp_path):
+def test_load_proto_bad_files(tmp_path):
     with pytest.raises(ModelLoadError, match="there is none"):
         load_proto(tmp_path / "missing.onnx")
     (tmp_path / "garbage.onnx").write_bytes(b"\xff\x00 not a protobuf \x12\x34" * 10)
