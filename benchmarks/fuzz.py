@@ -1,6 +1,6 @@
 """Mutation fuzzing of edgeguard's hostile-input surface (issue 13): >= 1000 mutants, 0 defects is the target.
 
-Runs :func:`edgeguard.fuzz.fuzz` (structure-aware and byte-level mutants of the bundled
+Runs :func:`tools.fuzz.fuzz` (structure-aware and byte-level mutants of the bundled
 exported models, tiny hand-built models and probe sets; forked children under RLIMIT_AS and
 a timeout) and writes benchmarks/results/fuzz.md, fuzz.json and fuzz_readme.md.
 
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from edgeguard.bench.common import cpu_name
-    from edgeguard.fuzz import fuzz
+    from tools.fuzz import fuzz
 
     result = fuzz(
         args.mutants,

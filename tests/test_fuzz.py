@@ -1,4 +1,4 @@
-"""The mutation fuzzer (edgeguard.fuzz, benchmarks/fuzz.py): a CI-sized campaign finds no defect.
+"""The mutation fuzzer (tools/fuzz/, benchmarks/fuzz.py): a CI-sized campaign finds no defect.
 
 The campaign runs in a fresh interpreter (it forks one child per mutant, which must not
 happen from pytest's process with its threads), ~100 mutants on 2 workers.
@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from edgeguard.fuzz import DEFECT_TYPES, MODEL_MUTATORS, PROBE_MUTATORS, _seed_models, make_mutant
+from tools.fuzz import DEFECT_TYPES, MODEL_MUTATORS, PROBE_MUTATORS, make_mutant
+from tools.fuzz.corpus import seed_models
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,14 +49,14 @@ def test_ci_sized_campaign_finds_no_defect(tmp_path):
 def test_every_model_mutator_changes_the_model(name):
     import onnx
 
-    from edgeguard.fuzz import _Setup
+    from tools.fuzz.mutators import Setup
 
-    seeds = _seed_models()
+    seeds = seed_models()
     changed = 0
     for index in range(5):
         proto = onnx.ModelProto()
         proto.CopyFrom(seeds["tiny-linear"])
-        MODEL_MUTATORS[name](proto, random.Random(index), _Setup())
+        MODEL_MUTATORS[name](proto, random.Random(index), Setup())
         changed += proto.SerializeToString() != seeds["tiny-linear"].SerializeToString()
     assert changed >= 3
 
@@ -63,10 +64,11 @@ def test_every_model_mutator_changes_the_model(name):
 def test_mutants_are_deterministic_and_cover_probe_sets():
     import numpy as np
 
-    from edgeguard.fuzz import _npz_bytes, _probe_arrays
+    from tools.fuzz.corpus import probe_arrays
+    from tools.fuzz.hostile import npz_bytes
 
-    seeds, base = _seed_models(), _probe_arrays(60)
-    npz = _npz_bytes(x=base[0], y=base[1], class_names=base[2])
+    seeds, base = seed_models(), probe_arrays(60)
+    npz = npz_bytes(x=base[0], y=base[1], class_names=base[2])
     first = [make_mutant(i, 3, seeds, base, npz) for i in range(40)]
     again = [make_mutant(i, 3, seeds, base, npz) for i in range(40)]
     assert [m.model_bytes for m in first] == [m.model_bytes for m in again]

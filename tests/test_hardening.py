@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +36,7 @@ from edgeguard.cli import main
 from edgeguard.data import load_idx, load_image_folder, load_npz
 from edgeguard.model import load_model
 from edgeguard.vetting import static_audit
+from tools.fuzz.hostile import idx_header, loop_node, plant_external_trap, png_header, runtime_sized_nodes
 
 SHAPE = (1, 4, 4)
 CLASSES = ("a", "b", "c")
@@ -215,45 +214,31 @@ def test_a_verdict_does_not_cover_changed_external_data(tmp_path):
 # -- external-data tricks --------------------------------------------------------------------------
 
 
+def _trap(location: str):
+    """Plant the fuzzer's trap named ``location`` (a secret lies next to the model's folder)."""
+
+    def plant(folder: Path) -> str:
+        secret = folder.parent / "secret.bin"
+        secret.write_bytes(CANARY.tobytes())
+        plant_external_trap(folder, location, secret)
+        return location
+
+    return plant
+
+
 def _trick_model(tmp_path: Path, location: str, **entries: str) -> Path:
     model = _model([helper.make_node("Add", ["logits", "B"], ["scores"])], [_external("B", [3], location, **entries)])
     return _save(model, tmp_path / "model" / "m.onnx")
 
 
-def _fifo(folder: Path) -> str:
-    os.mkfifo(folder / "fifo.bin")
-    return "fifo.bin"
-
-
-def _dev_zero_link(folder: Path) -> str:
-    os.symlink("/dev/zero", folder / "zero.bin")
-    return "zero.bin"
-
-
-def _outside_link(folder: Path) -> str:
-    (folder.parent / "secret.bin").write_bytes(CANARY.tobytes())
-    os.symlink(folder.parent / "secret.bin", folder / "link.bin")
-    return "link.bin"
-
-
-def _hard_link(folder: Path) -> str:
-    (folder.parent / "secret.bin").write_bytes(CANARY.tobytes())
-    os.link(folder.parent / "secret.bin", folder / "hard.bin")
-    return "hard.bin"
-
-
-def _directory(folder: Path) -> str:
-    (folder / "dir.bin").mkdir()
-    return "dir.bin"
-
-
 TRICKS = {
-    "fifo": (_fifo, {}, UnsafeModelError),
-    "dev-zero-symlink": (_dev_zero_link, {}, UnsafeModelError),
+    "fifo": (_trap("fifo.bin"), {}, UnsafeModelError),
+    "dev-zero-symlink": (_trap("link-zero.bin"), {}, UnsafeModelError),
     "dev-zero-absolute": (lambda folder: "/dev/zero", {}, UnsafeModelError),
-    "symlink-outside": (_outside_link, {}, UnsafeModelError),
-    "hard-link": (_hard_link, {}, UnsafeModelError),
-    "directory": (_directory, {}, UnsafeModelError),
+    "symlink-outside": (_trap("link-outside.bin"), {}, UnsafeModelError),
+    "hard-link": (_trap("hard.bin"), {}, UnsafeModelError),
+    "directory": (_trap("dir.bin"), {}, UnsafeModelError),
+    "symlinked-directory": (_trap("link-dir/secret.bin"), {}, UnsafeModelError),
     "nul-byte": (lambda folder: "bias.bin\0../../etc/passwd", {}, UnsafeModelError),
     "long-component": (lambda folder: "x" * 300, {}, UnsafeModelError),
     "offset-past-end": (lambda folder: "bias.bin", {"offset": "100"}, ModelLoadError),
@@ -338,44 +323,17 @@ def test_bad_declarations_raise_model_load_error(tmp_path, case):
 
 
 def _loop(trip_count: int = 1 << 62):
-    body = helper.make_graph(
-        [helper.make_node("Identity", ["v_in"], ["v_out"]), helper.make_node("Identity", ["c_in"], ["c_out"])],
-        "body",
-        [
-            helper.make_tensor_value_info("i", TensorProto.INT64, []),
-            helper.make_tensor_value_info("c_in", TensorProto.BOOL, []),
-            helper.make_tensor_value_info("v_in", TensorProto.FLOAT, None),
-        ],
-        [
-            helper.make_tensor_value_info("c_out", TensorProto.BOOL, []),
-            helper.make_tensor_value_info("v_out", TensorProto.FLOAT, None),
-        ],
-    )
     count = numpy_helper.from_array(np.array(trip_count, dtype=np.int64), "M")
     cond = numpy_helper.from_array(np.array(True), "C")
-    loop = helper.make_node("Loop", ["M", "C", "logits"], ["scores"], body=body)
-    return _model([loop], [count, cond])
+    return _model([loop_node("M", "C", "logits", "scores")], [count, cond])
 
 
 def _runtime_sized(op: str):
     shape = [helper.make_node("Shape", ["logits"], ["s"])]
-    nodes = {
-        "ConstantOfShape": [
-            helper.make_node("ConstantOfShape", ["s"], ["z"]),
-            helper.make_node("Add", ["logits", "z"], ["scores"]),
-        ],
-        "Expand": [helper.make_node("Expand", ["logits", "s"], ["scores"])],
-        "Tile": [helper.make_node("Tile", ["logits", "s"], ["t"]), helper.make_node("Identity", ["t"], ["scores"])],
-        "Range": [
-            helper.make_node("ReduceMax", ["logits"], ["m"], keepdims=0),
-            helper.make_node("Range", ["zero", "m", "one"], ["r"]),
-            helper.make_node("ReduceSum", ["r"], ["rs"], keepdims=0),
-            helper.make_node("Add", ["logits", "rs"], ["scores"]),
-        ],
-        "Resize": [
-            helper.make_node("Resize", ["logits", "", "", "s"], ["scores"]),
-        ],
-    }[op]
+    if op == "Resize":
+        nodes = [helper.make_node("Resize", ["logits", "", "", "s"], ["scores"])]
+    else:
+        nodes = runtime_sized_nodes(op, "logits", "s", "scores")
     consts = [
         numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
         numpy_helper.from_array(np.array(1.0, np.float32), "one"),
@@ -446,7 +404,7 @@ def test_budget_errors_never_quote_outputs(tmp_path):
 
 
 def _idx(dims, data: bytes, code: int = 0x08) -> bytes:
-    return bytes([0, 0, code, len(dims)]) + b"".join(struct.pack(">I", d) for d in dims) + data
+    return idx_header(code, dims) + data
 
 
 def test_idx_gzip_bomb_is_capped(tmp_path, monkeypatch):
@@ -471,18 +429,10 @@ def test_idx_header_dimensions_do_not_overflow(tmp_path):
         load_idx(images, labels)
 
 
-def _png_header(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-
-
 @pytest.mark.parametrize("side", [20000, 5000], ids=["pil-bomb", "over-edgeguard-cap"])
 def test_huge_images_in_a_probe_folder_are_data_errors(tmp_path, side):
     (tmp_path / "a").mkdir()
-    (tmp_path / "a" / "big.png").write_bytes(_png_header(side, side))
+    (tmp_path / "a" / "big.png").write_bytes(png_header(side, side))
     with pytest.raises(DataError, match="pixels"):
         load_image_folder(tmp_path)
 
