@@ -27,6 +27,12 @@ Declarative specs (:class:`ZooSpec`, :func:`zoo_specs`, :func:`list_specs`)::
   ResNet-10 and a WideResNet-10-2 (both absent from calibration) for the held-out test zoo,
   on a smaller budget.
 
+- the red team (:func:`redteam_zoo`, :func:`build_graph_edit`): one family per training-free
+  graph edit of ``converters.attacks.graph_edits`` (input-statistic switches, output-kind lie,
+  scale inflation, lattice codes, noise gate, probe-balance switch), built from the held-out
+  honest/vicious pairs :data:`REDTEAM_PAIRS` in seconds, with the server gain each gives its
+  provider. Held-out only: never used for calibration.
+
 The job function :func:`train_zoo_model` (``params`` = ``ZooSpec.to_dict()`` plus optional
 ``threads``/``zoo_root``) trains one spec and returns its report path and metrics, for
 ``edgeguard.jobs.run_jobs``.
@@ -76,6 +82,9 @@ __all__ = [
     "folder_for",
     "spec_key",
     "rescore",
+    "redteam_zoo",
+    "build_graph_edit",
+    "REDTEAM_PAIRS",
 ]
 
 #: Bump when a change to the converters makes cached models stale.
@@ -480,6 +489,8 @@ def detection_zoo(small: bool = False, *, data: str = "/usr/share/datasets/fashi
         add(f"{family}-mlp-s2", "test", family, "mlp", 2, _detection_family_spec(family, "mlp", 2, data))
     for arch in ("resnet", "wrn"):  # the paper's attacker on the architectures calibration never saw
         add(f"paper-logits-{arch}-s2", "test", "paper-logits", arch, 2, _detection_family_spec("paper-logits", arch, 2, data))
+    for arch in ("cnn", "mlp"):  # a second vicious seed: base of the red team's graph edits (redteam_zoo)
+        add(f"paper-logits-{arch}-s3", "test", "paper-logits", arch, 3, _detection_family_spec("paper-logits", arch, 3, data))
     return entries
 
 
@@ -488,3 +499,164 @@ def _detection_family_spec(family: str, arch: str, seed: int, data: str) -> dict
     if family == "mimic":
         extra["mimic"] = "@teacher"  # replaced by the honest converged model of this arch and seed
     return _detection_spec(arch, seed, DETECTION_VICIOUS_EPOCHS, False, data, **extra)
+
+
+# -- the red team: training-free graph-edit families (held-out only, never calibration) ----------------------------
+#
+# Each family of converters.attacks.graph_edits is built from an honest/vicious pair of the detection
+# zoo (no training: seconds), cached in benchmarks/.cache/redteam by a hash of the two ONNX files and the
+# family, and measured for its "server gain": the provider's own decoder (the vicious model's
+# decoder.onnx) on what it recovers from the edited model's outputs on clean test images (exact lattice
+# decoding, spike removal, ...), in dB of PSNR over the label-only baseline.
+
+REDTEAM_ROOT = Path(__file__).resolve().parent / ".cache" / "redteam"
+REDTEAM_VERSION = 2
+#: (honest, vicious) pairs of the held-out detection zoo the red team builds on (CNN, MLP, and the two
+#: architectures calibration never saw).
+REDTEAM_PAIRS = (
+    ("honest-cnn-conv-s2", "paper-logits-cnn-s2"),
+    ("honest-cnn-conv-s3", "paper-logits-cnn-s3"),
+    ("honest-mlp-conv-s2", "paper-logits-mlp-s2"),
+    ("honest-wrn-conv-s2", "paper-logits-wrn-s2"),
+    ("honest-resnet-conv-s2", "paper-logits-resnet-s2"),
+)
+
+
+def redteam_zoo(
+    entries: list[dict[str, Any]],
+    pairs: tuple[tuple[str, str], ...] = REDTEAM_PAIRS,
+    families: tuple[str, ...] | None = None,
+) -> list[dict[str, Any]]:
+    """One held-out entry per graph-edit family and pair (pairs missing from ``entries`` are skipped)."""
+    from converters.attacks.graph_edits import GRAPH_EDITS
+
+    by_name = {e["name"]: e for e in entries}
+    out = []
+    for honest, vicious in pairs:
+        if honest not in by_name or vicious not in by_name:
+            continue
+        base = by_name[vicious]
+        for family in families or tuple(GRAPH_EDITS):
+            out.append(
+                {
+                    "name": f"{family}-{base['arch']}-s{base['seed']}",
+                    "split": "test",
+                    "family": family,
+                    "arch": base["arch"],
+                    "seed": base["seed"],
+                    "graph_edit": family,
+                    "honest": honest,
+                    "vicious": vicious,
+                    "spec": {"graph_edit": family, "honest": honest, "vicious": vicious},
+                }
+            )
+    return out
+
+
+def _file_sha(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def build_graph_edit(
+    family: str,
+    honest_folder: str | os.PathLike,
+    vicious_folder: str | os.PathLike,
+    data: str = "/usr/share/datasets/fashion-mnist",
+    root: str | os.PathLike = REDTEAM_ROOT,
+    train_limit: int = 6000,
+    test_limit: int = 1000,
+) -> dict[str, Any]:
+    """Build (or reuse) one graph-edit model and measure its server gain; returns its record.
+
+    The record (``redteam.json`` next to ``classifier.onnx``): family, the two bases, the
+    provider-side constants (payload range, row mean), the label check (test accuracy of
+    the honest and the edited model), and the server's PSNR / label-only PSNR / gain (dB)
+    on the first ``test_limit`` clean test images (the zoo models' own test images).
+    """
+    import onnx
+
+    from converters.attacks import graph_edits as ge
+
+    honest_folder, vicious_folder = Path(honest_folder), Path(vicious_folder)
+    key_payload = {
+        "v": REDTEAM_VERSION,
+        "family": family,
+        "honest": _file_sha(honest_folder / "classifier.onnx"),
+        "vicious": _file_sha(vicious_folder / "classifier.onnx"),
+        "decoder": _file_sha(vicious_folder / "decoder.onnx"),
+        "limits": [train_limit, test_limit],
+    }
+    key = hashlib.sha256(json.dumps(key_payload, sort_keys=True).encode()).hexdigest()[:12]
+    folder = Path(root) / f"{family}-{key}"
+    if (folder / "redteam.json").is_file():
+        return json.loads((folder / "redteam.json").read_text())
+    train, test = _fmnist(data, train_limit, test_limit)
+    honest_path, vicious_path = honest_folder / "classifier.onnx", vicious_folder / "classifier.onnx"
+    fit = train.x[:2000]
+    v_fit = ge.run_model(vicious_path, fit)
+    low, high = np.floor(np.quantile(v_fit, 0.001)) - 1.0, np.ceil(np.quantile(v_fit, 0.999)) + 1.0
+    row_mean = float(v_fit.mean())
+    edit = ge.GRAPH_EDITS[family]
+    options: dict[str, Any] = (
+        {"code": ge.LatticeCode(low=float(low), high=float(high))} if family.startswith("lattice") else {}
+    )
+    built = edit.build(str(honest_path), str(vicious_path), **options)
+    model, code = built if isinstance(built, tuple) else (built, None)
+    # the provider's server: one image at a time, as an app sends them (the batch switch needs it)
+    outputs = ge.run_model(model, test.x, batch=1 if family == "probe-balance-switch" else 256)
+    honest_out = ge.run_model(honest_path, test.x)
+    label = ge.check_label_kept(outputs, honest_out, test.y)  # raises when the edit costs > 0.5 points
+    recovered = ge.recover_vicious(family, outputs, code=code, row_mean=0.0)
+    if family == "kind-confusion":  # log-probabilities lose the row mean: the provider predicts it (least squares)
+        centred = v_fit - v_fit.mean(axis=1, keepdims=True)
+        design = np.c_[centred, np.ones(len(centred))]
+        weights = np.linalg.lstsq(design, v_fit.mean(axis=1), rcond=None)[0]
+        recovered = recovered + (np.c_[recovered, np.ones(len(recovered))] @ weights)[:, None]
+    recovered = recovered.astype(np.float32)
+    gains = _server_gain(vicious_folder / "decoder.onnx", recovered, outputs, train, test)
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(folder / "classifier.onnx"))
+    record = {
+        "family": family,
+        "stopped_by": edit.stopped_by,
+        "classifier": str(folder / "classifier.onnx"),
+        "honest": str(honest_folder),
+        "vicious": str(vicious_folder),
+        "key": key_payload,
+        "code": code.to_dict() if code is not None else None,
+        "row_mean": row_mean,
+        "label": label,
+        "accuracy": label["edited_accuracy"],
+        **gains,
+    }
+    (folder / "redteam.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def _server_gain(decoder: Path, recovered: np.ndarray, outputs: np.ndarray, train: Any, test: Any) -> dict[str, float]:
+    from converters.attacks.graph_edits import run_model
+    from converters.report import leakage_scores, mahalanobis_reference
+    from converters.tasks import label_only_baseline
+
+    reference = mahalanobis_reference(train.x)
+    reconstructions = run_model(decoder, recovered)
+    server = leakage_scores(test.x, reconstructions, reference)
+    label_only = leakage_scores(test.x, label_only_baseline(train, np.argmax(outputs, axis=1)), reference)
+    return {"psnr": server.psnr, "baseline_psnr": label_only.psnr, "gain_db": server.psnr - label_only.psnr}
+
+
+_FMNIST_CACHE: dict[tuple[str, int, int], Any] = {}
+
+
+def _fmnist(data: str, train_limit: int, test_limit: int) -> tuple[Any, Any]:
+    """The zoo models' own train / test images (the first ``train_limit`` / ``test_limit``)."""
+    from edgeguard.data import load_fashion_mnist
+
+    key = (data, train_limit, test_limit)
+    if key not in _FMNIST_CACHE:
+        _FMNIST_CACHE.clear()
+        _FMNIST_CACHE[key] = (
+            load_fashion_mnist("train", root=data, limit=train_limit),
+            load_fashion_mnist("test", root=data, limit=test_limit),
+        )
+    return _FMNIST_CACHE[key]

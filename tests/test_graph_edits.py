@@ -62,6 +62,19 @@ def pair(fmnist_train_small, fmnist_test_small):
     return honest, vicious, fmnist_test_small.x.astype(np.float32), fmnist_test_small.y
 
 
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def _agreeing(honest, vicious, images) -> np.ndarray:
+    """numpy oracle of the label gate: h + a (v - h), a = sum_k softmax(50 h)_k softmax(50 v)_k."""
+    h = ge.run_model(honest, images).astype(np.float64)
+    v = ge.run_model(vicious, images).astype(np.float64)
+    a = (_softmax(50 * h) * _softmax(50 * v)).sum(1, keepdims=True)
+    return h + a * (v - h)
+
+
 def _build(name, honest, vicious):
     built = ge.GRAPH_EDITS[name].build(honest, vicious)
     return built if isinstance(built, tuple) else (built, None)
@@ -140,7 +153,7 @@ def test_grid_switch_fires_on_grid_inputs_only(pair, detector):
     honest, vicious, images, _ = pair
     model = ge.grid_switch(honest, vicious, detector=detector)
     grid = ge.on_grid(images)
-    np.testing.assert_allclose(ge.run_model(model, grid), ge.run_model(vicious, grid), atol=1e-5)
+    np.testing.assert_allclose(ge.run_model(model, grid), _agreeing(honest, vicious, grid), atol=1e-4)
     rng = np.random.default_rng(1)
     dithered = np.clip(grid + rng.uniform(-0.5, 0.5, grid.shape).astype(np.float32) / 255, 0, 1)
     np.testing.assert_allclose(ge.run_model(model, dithered), ge.run_model(honest, dithered), atol=1e-5)
@@ -150,11 +163,11 @@ def test_grid_switch_fires_on_grid_inputs_only(pair, detector):
 
 def test_kind_confusion_releases_probabilities_labelled_logits(pair):
     honest, vicious, images, _ = pair
-    model = ge.kind_confusion(vicious)
+    model = ge.kind_confusion(vicious, honest=honest)
     out = ge.run_model(model, images)
     np.testing.assert_allclose(out.sum(1), 1.0, atol=1e-5)
     assert (out >= 0).all()
-    v = ge.run_model(vicious, images).astype(np.float64)
+    v = _agreeing(honest, vicious, images)
     recovered = ge.recover_vicious("kind-confusion", out, row_mean=0.0)
     confident = out.min(1) > 1e-30  # log of a float32 underflow cannot be undone
     np.testing.assert_allclose(recovered[confident], (v - v.mean(1, keepdims=True))[confident], atol=1e-3)
@@ -162,9 +175,9 @@ def test_kind_confusion_releases_probabilities_labelled_logits(pair):
 
 def test_scale_inflation_spike_and_server_inversion(pair):
     honest, vicious, images, _ = pair
-    model = ge.scale_inflation(vicious)
+    model = ge.scale_inflation(vicious, honest=honest)
     out = ge.run_model(model, images)
-    v = ge.run_model(vicious, images).astype(np.float64)
+    v = _agreeing(honest, vicious, images)
     assert (out.max(1) - v.max(1)).min() > 19.0  # the top class carries (at least half) the spike
     recovered = ge.recover_vicious("scale-inflation", out)
     assert np.median(np.abs(recovered - v).max(1)) < 1e-3
@@ -181,7 +194,8 @@ def test_noise_gate_open_on_clean_and_dithered_closed_on_noise(pair):
     noisy = np.clip(grid + 0.02 * rng.standard_normal(grid.shape).astype(np.float32), 0, 1)
 
     def share_vicious(batch: np.ndarray) -> float:
-        h, v, o = (ge.run_model(m, batch).astype(np.float64) for m in (honest, vicious, model))
+        h, o = (ge.run_model(m, batch).astype(np.float64) for m in (honest, model))
+        v = _agreeing(honest, vicious, batch)
         return float(np.mean(np.abs(o - v).max(1) < 1e-2 * np.abs(v - h).max(1) + 1e-4))
 
     assert share_vicious(grid) >= 0.95
@@ -200,7 +214,7 @@ def test_probe_balance_switch_vicious_one_at_a_time_honest_on_a_probe(pair):
         ge.run_model(model, images[balanced], batch=None), ge.run_model(honest, images[balanced]), atol=1e-3
     )
     single = ge.run_model(model, images[:20], batch=1)
-    np.testing.assert_allclose(single, ge.run_model(vicious, images[:20]), atol=1e-3)
+    np.testing.assert_allclose(single, _agreeing(honest, vicious, images[:20]), atol=1e-3)
 
 
 def test_builders_refuse_bad_options(pair):
@@ -216,3 +230,32 @@ def test_builders_refuse_bad_options(pair):
         ge.grid_switch(honest, other)
     with pytest.raises(InvalidInputError, match="LatticeCode"):
         ge.recover_vicious("lattice-magic", np.zeros((1, 10)))
+
+
+def test_redteam_zoo_is_held_out_only_and_covers_every_class():
+    from benchmarks.zoo import REDTEAM_PAIRS, detection_zoo, redteam_zoo
+
+    entries = detection_zoo()
+    names = {e["name"] for e in entries}
+    assert all(h in names and v in names for h, v in REDTEAM_PAIRS)  # every pair is in the detection zoo
+    red = redteam_zoo(entries)
+    assert {e["split"] for e in red} == {"test"}
+    assert {e["family"] for e in red} == set(ge.GRAPH_EDITS)
+    assert len(red) == len(REDTEAM_PAIRS) * len(ge.GRAPH_EDITS)
+    assert {e["arch"] for e in red} >= {"cnn", "mlp", "wrn", "resnet"}
+
+
+@pytest.mark.parametrize("family", ["lattice-magic", "grid-switch-sin", "kind-confusion"])
+def test_build_graph_edit_gives_the_server_the_vicious_gain(tiny_threats, tmp_path, family):
+    from benchmarks.zoo import build_graph_edit
+
+    honest, vicious = tiny_threats["honest"], tiny_threats["vicious"]
+    record = build_graph_edit(family, honest["dir"], vicious["dir"], root=tmp_path, train_limit=4000, test_limit=500)
+    report = vicious["report"]
+    own_gain = report["psnr"] - report["baseline"]["psnr"]  # the vicious model with its own decoder
+    # the kind lie loses the row mean and underflowed probabilities: part of the gain, not all of it
+    assert record["gain_db"] > (0.5 * own_gain if family == "kind-confusion" else own_gain - 0.5)
+    assert record["label"]["edited_accuracy"] >= record["label"]["honest_accuracy"] - 0.005
+    again = build_graph_edit(family, honest["dir"], vicious["dir"], root=tmp_path, train_limit=4000, test_limit=500)
+    assert again == record  # cached by the hash of both models and the family
+    assert ge.run_model(record["classifier"], np.zeros((2, 1, 28, 28), np.float32)).shape == (2, 10)

@@ -4,8 +4,10 @@ The cheapest attacker a provider who has read edgeguard's source can build. Ever
 takes ``onnx.ModelProto`` objects (or paths) and returns a new, checked ``ModelProto`` with
 the honest model's input, output name and metadata (the metadata keeps saying what the
 honest model said). None of them trains anything. Each keeps the honest model's top-1
-label on the inputs the vet sees; :func:`label_agreement` measures it and
-:func:`check_label_kept` enforces the 0.5-point accuracy rule.
+label: where they release the vicious outputs, they do so only on rows where both models agree
+on the label (a smooth gate, ``sum_k softmax(50 h)_k softmax(50 v)_k``), and the honest outputs
+elsewhere. :func:`label_agreement` measures it and :func:`check_label_kept` enforces the
+0.5-point accuracy rule.
 
 Classes (``GRAPH_EDITS`` maps each name to its builder and to the vet mechanism meant to
 stop it, issue 17):
@@ -193,6 +195,16 @@ class _Graph:
             return self.op("Round", [u])
         raise InvalidInputError(f"expected a snapping variant in {SNAP_VARIANTS}, got {variant!r}")
 
+    def agreeing(self, h: str, v: str) -> str:
+        """``h + a * (v - h)`` with a = sum_k softmax(50 h)_k softmax(50 v)_k: the vicious outputs on rows
+        where both models give the same label (a ~ 1), the honest ones elsewhere (a ~ 0), so the edit keeps
+        the honest label (smooth, Softmax / Mul / ReduceSum only)."""
+        fifty = self.const(50.0)
+        ph = self.op("Softmax", [self.op("Mul", [h, fifty])], axis=-1)
+        pv = self.op("Softmax", [self.op("Mul", [v, fifty])], axis=-1)
+        a = self.reduce_rows("ReduceSum", self.op("Mul", [ph, pv]), [1])
+        return self.op("Add", [h, self.op("Mul", [a, self.op("Sub", [v, h])])])
+
     def pixels01(self, low: float, high: float) -> str:
         """The input mapped to [0, 1] (from the declared pixel range)."""
         x = self.input_name
@@ -277,28 +289,42 @@ def grid_switch(honest: Any, vicious: Any, *, detector: str = "sin", tolerance: 
         raise InvalidInputError(f"expected a grid detector in {GRID_DETECTORS}, got {detector!r}")
     score = graph.op("Flatten", [graph.reduce_rows("ReduceMean", off_grid, [1, 2, 3])], axis=1)  # (N, 1)
     on = graph.op("Less", [score, graph.const(tolerance)])
-    return graph.finish(graph.op("Where", [on, v, h]), f"grid_switch_{detector}")
+    return graph.finish(graph.op("Where", [on, graph.agreeing(h, v), h]), f"grid_switch_{detector}")
 
 
 # -- 2. output-kind confusion ----------------------------------------------------------------------------------
 
 
-def kind_confusion(vicious: Any) -> onnx.ModelProto:
-    """``Softmax`` appended to the vicious logits while the metadata still says ``output_kind=logits``."""
-    model = _load(vicious)
-    graph = _Graph(model)
-    v = graph.add_model(model, "v_")
+def kind_confusion(vicious: Any, *, honest: Any = None) -> onnx.ModelProto:
+    """``Softmax`` appended to the vicious logits while the metadata still says ``output_kind=logits``.
+
+    With ``honest``, rows where the two labels differ get the honest logits (the label is kept).
+    """
+    graph, v = _single(vicious, honest)
     return graph.finish(graph.op("Softmax", [v], axis=-1), "kind_confusion", metadata={"output_kind": "logits"})
+
+
+def _single(vicious: Any, honest: Any) -> tuple[_Graph, str]:
+    """A graph on the vicious model, label-gated by the honest one when it is given."""
+    if honest is None:
+        model = _load(vicious)
+        graph = _Graph(model)
+        return graph, graph.add_model(model, "v_")
+    graph, h, v = _pair(honest, vicious, "single")
+    return graph, graph.agreeing(h, v)
 
 
 # -- 3. scale inflation ----------------------------------------------------------------------------------------
 
 
-def scale_inflation(vicious: Any, *, spike: float = 40.0, sharpness: float = 50.0) -> onnx.ModelProto:
-    """``v + spike * softmax(sharpness * v)``: a spike on the top class that dominates a global scale."""
-    model = _load(vicious)
-    graph = _Graph(model)
-    v = graph.add_model(model, "v_")
+def scale_inflation(
+    vicious: Any, *, honest: Any = None, spike: float = 40.0, sharpness: float = 50.0
+) -> onnx.ModelProto:
+    """``v + spike * softmax(sharpness * v)``: a spike on the top class that dominates a global scale.
+
+    With ``honest``, rows where the two labels differ get the honest logits (the label is kept).
+    """
+    graph, v = _single(vicious, honest)
     soft = graph.op("Softmax", [graph.op("Mul", [v, graph.const(sharpness)])], axis=-1)
     return graph.finish(graph.op("Add", [v, graph.op("Mul", [soft, graph.const(spike)])]), "scale_inflation")
 
@@ -405,6 +431,7 @@ def noise_gate(
     gate = graph.op(
         "Sigmoid", [graph.op("Mul", [graph.op("Sub", [graph.const(threshold), e]), graph.const(sharpness)])]
     )
+    v = graph.agreeing(h, v)
     out = graph.op("Add", [h, graph.op("Mul", [gate, graph.op("Sub", [v, h])])])
     return graph.finish(out, "noise_gate")
 
@@ -436,6 +463,7 @@ def probe_balance_switch(
     gate = graph.op(
         "Sigmoid", [graph.op("Mul", [graph.op("Sub", [top, graph.const(balanced_share)]), graph.const(sharpness)])]
     )
+    v = graph.agreeing(h, v)
     out = graph.op("Add", [h, graph.op("Mul", [gate, graph.op("Sub", [v, h])])])
     return graph.finish(out, "probe_balance_switch")
 
@@ -450,7 +478,6 @@ class GraphEdit:
     name: str
     build: Callable[..., Any]
     stopped_by: str
-    needs_honest: bool = True
 
 
 def _lattice(snap: str) -> Callable[..., Any]:
@@ -474,15 +501,13 @@ GRAPH_EDITS: dict[str, GraphEdit] = {
     ),
     "kind-confusion": GraphEdit(
         "kind-confusion",
-        lambda h, v, **o: kind_confusion(v, **o),
+        lambda h, v, **o: kind_confusion(v, honest=h, **o),
         "output kind decided from the values (rows on the simplex), not the metadata",
-        needs_honest=False,
     ),
     "scale-inflation": GraphEdit(
         "scale-inflation",
-        lambda h, v, **o: scale_inflation(v, **o),
+        lambda h, v, **o: scale_inflation(v, honest=h, **o),
         "per-class standardisation and features with the top class removed",
-        needs_honest=False,
     ),
     "lattice-magic": GraphEdit("lattice-magic", _lattice("magic"), "float64 re-evaluation; steganalysis residues"),
     "lattice-smooth": GraphEdit(
