@@ -7,6 +7,6 @@ anything it does not implement raises :class:`edgeguard.UnsupportedOpError` by n
 It needs torch (the ``torch`` extra).
 """
 
-from edgeguard.onnx_torch.interpreter import SUPPORTED_OPS, OnnxModule, to_torch
+from edgeguard.onnx_torch.module import SUPPORTED_OPS, OnnxModule, to_torch
 
 __all__ = ["SUPPORTED_OPS", "OnnxModule", "to_torch"]
