@@ -45,6 +45,7 @@ __all__ = [
     "looks_like_probabilities",
     "INPUT_LAYOUTS",
     "INPUT_KINDS",
+    "LABEL_OUTPUT",
     "OUTPUT_TYPES",
 ]
 
@@ -71,6 +72,8 @@ _SUPPORTED = (
 )
 #: The opset of the few nodes prepare_graph adds (one-hot of a label output).
 _ADDED_OPSET = 13
+#: The output of a prepared graph whose int64 label output became a one-hot.
+LABEL_OUTPUT = "edgeguard_label_one_hot"
 
 
 @dataclass(frozen=True)
@@ -377,7 +380,7 @@ def read_output(model: Any, *, output: str | None = None, num_classes: int | Non
             )
         if labels and not all(_is_int(v) for v in labels):
             raise ModelLoadError(f"expected integer class labels for the int64 output {chosen!r}, got {list(labels)[:6]}")
-        return OutputSpec(chosen, "label", k, labels, "probabilities", chosen, others)
+        return OutputSpec(chosen, "label", k, labels, "probabilities", LABEL_OUTPUT, others)
     if kind == "string-label":
         raise ModelLoadError(
             f"expected a float (N, K) output, a ZipMap or an int64 label output, got the string label output {chosen!r}; "
@@ -450,8 +453,8 @@ def prepare_graph(model: Any, signature: Signature, class_labels: tuple[str, ...
 
     A ZipMap is cut off (its input is returned); an int64 label becomes a one-hot over
     ``class_labels`` (or the graph's labels, or 0..K-1), so every downstream stage sees
-    (N, K) scores. The output keeps the name of the tensor returned (``signature.output.tensor_name``,
-    or ``edgeguard_label_one_hot`` for a label output).
+    (N, K) scores. The output is named ``signature.output.tensor_name`` (:data:`LABEL_OUTPUT`
+    for a label output).
     """
     import onnx
     from onnx import TensorProto, helper
@@ -487,7 +490,10 @@ def prepare_graph(model: Any, signature: Signature, class_labels: tuple[str, ...
         ) from None
     _ensure_opset(prepared, _ADDED_OPSET)
     opset = max(o.version for o in prepared.opset_import if o.domain in ("", "ai.onnx"))
-    classes, column, equal, one_hot = (_fresh(graph, h) for h in ("classes", "label_column", "label_equal", "label_one_hot"))
+    classes, column, equal = (_fresh(graph, h) for h in ("classes", "label_column", "label_equal"))
+    one_hot = LABEL_OUTPUT
+    if _fresh(graph, "label_one_hot") != one_hot:
+        raise ModelLoadError(f"expected no tensor named {one_hot!r} in the graph (edgeguard's name), got one; rename it")
     graph.initializer.append(onnx.numpy_helper.from_array(values, classes))
     if opset >= 13:
         axes = _fresh(graph, "axes")
