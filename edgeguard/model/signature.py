@@ -43,6 +43,8 @@ __all__ = [
     "prepare_graph",
     "zipmap_to_array",
     "looks_like_probabilities",
+    "fixed_batches",
+    "stitch",
     "INPUT_LAYOUTS",
     "INPUT_KINDS",
     "LABEL_OUTPUT",
@@ -557,3 +559,27 @@ def looks_like_probabilities(values: np.ndarray, task_type: str = "multiclass", 
     if task_type == "multilabel":
         return True
     return bool(np.abs(values.sum(axis=1) - 1.0).max() <= tolerance)
+
+
+# -- fixed batch sizes ----------------------------------------------------------------------------
+
+
+def fixed_batches(batch: np.ndarray, size: int) -> list[tuple[np.ndarray, int]]:
+    """``batch`` cut into chunks of exactly ``size`` rows: (chunk, rows that are real).
+
+    The last chunk is padded with copies of its last real row (valid inputs, so the model
+    runs as on real data); callers keep the first ``rows`` of each chunk's release.
+    """
+    chunks: list[tuple[np.ndarray, int]] = []
+    for start in range(0, len(batch), size):
+        chunk = batch[start : start + size]
+        rows = len(chunk)
+        if rows < size:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - rows, axis=0)])
+        chunks.append((np.ascontiguousarray(chunk), rows))
+    return chunks
+
+
+def stitch(parts: list[tuple[Any, int]]) -> np.ndarray:
+    """The releases of :func:`fixed_batches` chunks, padding dropped, in order."""
+    return np.concatenate([np.asarray(part)[:rows] for part, rows in parts])

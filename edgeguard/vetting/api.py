@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -15,15 +16,28 @@ import numpy as np
 from edgeguard._version import __version__
 from edgeguard.data import Dataset
 from edgeguard.errors import EdgeguardError, InferenceError, ModelLoadError, UnsupportedOpError
+from edgeguard.model import ModelInfo
 from edgeguard.model.limits import DEFAULT_MAX_TENSOR_BYTES, DEFAULT_MAX_TOTAL_BYTES
+from edgeguard.model.signature import looks_like_probabilities
+from edgeguard.vectors import DEFAULT_LABEL_COLUMN
 from edgeguard.verdicts.thresholds import likelihood, load_thresholds, margin
 from edgeguard.vetting.augment import draw_seed
 from edgeguard.vetting.consistency import ConsistencySettings, consistency_test
 from edgeguard.vetting.finetune import STATISTICS, FinetuneSettings, finetune_test
 from edgeguard.vetting.leakage import LeakageResult, LeakageSettings, leakage_audit, paired_excess
-from edgeguard.vetting.probe import Probe, coverage_problems, load_probe, model_info_with_overrides
+from edgeguard.vetting.probe import (
+    Probe,
+    apply_overrides,
+    coverage_problems,
+    load_probe,
+    model_info_with_overrides,
+)
 from edgeguard.vetting.reference import ReferenceSettings, train_reference
 from edgeguard.vetting.report import Finding, TestResult, VetReport
+from edgeguard.vetting.running import load_for_vet as _load
+from edgeguard.vetting.running import runner as _runner
+from edgeguard.vetting.running import scaler as _scaler
+from edgeguard.vetting.running import session as _session
 from edgeguard.vetting.static import _audit
 from edgeguard.vetting.verdict import decide
 
@@ -41,8 +55,6 @@ DEFAULT_MIN_PER_CLASS = 10
 #: Largest max-abs difference (relative to the output scale) allowed between the
 #: fine-tune interpreter and onnxruntime before the fine-tune test is distrusted.
 _PARITY_TOLERANCE = 1e-3
-#: Rows per onnxruntime call when the vet runs the model on many images.
-_CHUNK = 512
 _FINETUNE_KNOBS = {f"finetune_{name}": name for name in FinetuneSettings.__dataclass_fields__}
 _LEAKAGE_KNOBS = {f"leakage_{name}": name for name in LeakageSettings.__dataclass_fields__}
 _REFERENCE_KNOBS = {f"reference_{name}": name for name in ReferenceSettings.__dataclass_fields__}
@@ -62,6 +74,9 @@ def vet(
     pixel_range: Sequence[float] | None = None,
     output_kind: str | None = None,
     task_type: str | None = None,
+    output: str | None = None,
+    input_layout: str | None = None,
+    label_column: str = DEFAULT_LABEL_COLUMN,
     thresholds: str | os.PathLike | dict[str, Any] | None = None,
     release: str | None = None,
     reference_models: Sequence[str | os.PathLike] = (),
@@ -75,7 +90,11 @@ def vet(
 
     ``probe_data`` is a sample of the claimed task: a folder with one subfolder per
     class, an ``.npz`` with ``x`` and ``y``, a folder with an IDX pair, or a
-    :class:`~edgeguard.data.Dataset`. Labels are used for the coverage check, the
+    :class:`~edgeguard.data.Dataset`; for vector and sequence models an ``.npz``, a ``.csv``
+    or a ``.parquet`` file (its label column named by ``label_column``) or a
+    :class:`~edgeguard.vectors.VectorSet`. ``output`` picks the graph output that is vetted
+    (by default the first float (N, K) output, else a ZipMap, else an int64 label);
+    ``input_layout`` ("NCHW" / "NHWC") settles an image input the graph leaves ambiguous. Labels are used for the coverage check, the
     accuracy and the fine-tune test; the leakage audit needs none and queries augmented
     copies of the images (``augment_seed``: None draws a fresh seed from the OS, recorded
     in the report). 1000 images (100 per class) are enough.
@@ -136,25 +155,26 @@ def vet(
         report.model_sha256 = _file_digest(path)
         report.reasons.append("a critical finding stopped the vet: the file was not run")
         return _finish(report, started)
+    describe = {
+        "output": output,
+        "input_shape": None if input_shape is None else tuple(input_shape),
+        "input_layout": input_layout,
+        "class_names": None if class_names is None else tuple(str(c) for c in class_names),
+    }
     try:
-        loaded = _load(path, max_tensor_bytes, max_total_bytes)
+        loaded = _load(path, max_tensor_bytes, max_total_bytes, describe)
     except EdgeguardError as error:
         report.model_sha256 = _file_digest(path)
         report.findings.append(Finding("load-failed", "critical", str(error), "", str(path)))
         report.reasons.append("the file could not be loaded: nothing was vetted")
         return _finish(report, started)
     report.model_sha256 = loaded.sha256  # the digest of the very bytes parsed and run below
-    overrides = {
-        "class_names": class_names,
-        "input_shape": input_shape,
-        "pixel_range": pixel_range,
-        "output_kind": output_kind,
-        "task_type": task_type,
-    }
-    info = model_info_with_overrides(loaded.proto, overrides)
+    if loaded.info is None:  # what the file lacks and the options did not supply: say it (ModelLoadError)
+        ModelInfo.from_model(loaded.proto, **{k: v for k, v in describe.items() if v is not None})
+    info = apply_overrides(loaded.info, {"pixel_range": pixel_range, "output_kind": output_kind, "task_type": task_type})
     report.model = info.to_dict()
-    say(f"loading the probe set {probe_data if not isinstance(probe_data, Dataset) else '<Dataset>'}")
-    probe = load_probe(probe_data, info, limit=probe_limit, seed=seed)
+    say(f"loading the probe set {probe_data if isinstance(probe_data, str | os.PathLike) else '<in memory>'}")
+    probe = load_probe(probe_data, info, limit=probe_limit, seed=seed, label_column=label_column)
     report.probe = probe.summary()
 
     say(f"running the model on {len(probe)} probe samples (onnxruntime)")
@@ -174,6 +194,9 @@ def vet(
         )
         report.reasons.append("onnxruntime could not run the model: nothing was vetted")
         return _finish(report, started)
+    if info.output_kind_source == "default" and looks_like_probabilities(outputs, info.task_type):
+        info = dataclasses.replace(info, output_kind="probabilities", output_kind_source="values")
+        report.model = info.to_dict()
     report.findings += _output_findings(outputs, info)
     report.capacity_bits = _capacity(info)
     report.probe["accuracy"] = _accuracy(outputs, probe.labels, info.task_type)
@@ -195,22 +218,33 @@ def vet(
         report.tests["finetune"] = _run_finetune(loaded.proto, outputs, probe, info, finetune_settings, table, seed, say)
         _finetune_findings(report, path)
     decide(report, table, problems)
+    _uncalibrated_target(report)
     return _finish(report, started)
 
 
 # -- loading and running ------------------------------------------------------------------------
 
 
-def _load(path: Path, max_tensor_bytes: int, max_total_bytes: int) -> Any:
-    """Read, check and hash the file once (edgeguard.model.load_model)."""
-    from edgeguard.model import load_model
+def _uncalibrated_target(report: VetReport) -> None:
+    """No "honest" from a raw gain on a target the thresholds were not calibrated on.
 
-    return load_model(
-        path,
-        allow_dynamic_ops=True,  # the static audit has reported them; the vet only runs bounded probes
-        require_info=False,
-        max_tensor_bytes=max_tensor_bytes,
-        max_total_bytes=max_total_bytes,
+    The leakage thresholds were calibrated on pixel targets (28x28 images). A gain on a
+    thumbnail of a large image or on standardised features can still show leakage (a large
+    gain is leakage whatever the target), but a small one is no positive evidence: without an
+    honest twin (reference_models / reference_data) the verdict stays inconclusive.
+    """
+    leakage = report.tests.get("leakage")
+    if report.verdict != "honest" or leakage is None or not leakage.details:
+        return
+    target = str(leakage.details.get("target", "pixels"))
+    if target.startswith("pixels") or leakage.details.get("threshold_entry", "leakage") != "leakage":
+        return
+    report.verdict = "inconclusive"
+    report.reasons.insert(
+        0,
+        f"the leakage thresholds are calibrated on image pixels, and this audit regressed {target}: a low gain is "
+        "no evidence of honesty here; compare with an honest twin (--reference-data labelled data, or "
+        "--reference-model honest models of this architecture)",
     )
 
 
@@ -222,46 +256,6 @@ def _file_digest(path: Path) -> str:
     except OSError:
         return "0" * 64
 
-
-def _session(serialized: bytes) -> Any:
-    import onnxruntime as ort
-
-    try:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = min(2, os.cpu_count() or 1)
-        options.log_severity_level = 3
-        # idle onnxruntime threads must not spin: the audit's linear algebra runs between model calls
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        return ort.InferenceSession(serialized, options, providers=["CPUExecutionProvider"])
-    except Exception as error:  # onnxruntime raises its own exception types
-        raise InferenceError(f"expected onnxruntime to load the model, got an error: {error}") from None
-
-
-def _runner(session: Any, info: Any, chunk: int = _CHUNK) -> Callable[[np.ndarray], np.ndarray]:
-    """Model inputs -> (N, K) float64 outputs, in chunks of ``chunk`` rows."""
-    name = session.get_inputs()[0].name
-
-    def run(inputs: np.ndarray) -> np.ndarray:
-        try:
-            chunks = [session.run(None, {name: inputs[i : i + chunk]})[0] for i in range(0, len(inputs), chunk)]
-        except Exception as error:  # onnxruntime raises its own exception types
-            raise InferenceError(f"expected onnxruntime to run the model, got an error: {error}") from None
-        outputs = np.concatenate(chunks).astype(np.float64)
-        if outputs.ndim != 2 or outputs.shape[1] != info.num_classes:
-            raise InferenceError(
-                f"expected outputs of shape (N, {info.num_classes}) (one score per class), got {outputs.shape}"
-            )
-        return outputs
-
-    return run
-
-
-def _scaler(info: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """Images in [0, 1] -> model inputs in the declared pixel range."""
-    low, high = (float(v) for v in info.pixel_range)
-    if (low, high) == (0.0, 1.0):
-        return lambda images: np.ascontiguousarray(images, dtype=np.float32)
-    return lambda images: np.ascontiguousarray(low + images * (high - low), dtype=np.float32)
 
 
 # -- the tests ----------------------------------------------------------------------------------
@@ -634,7 +628,9 @@ def _output_findings(outputs: np.ndarray, info: Any) -> list[Finding]:
 
 
 def _capacity(info: Any) -> float | str:
-    """Bits one raw output row can carry: unbounded for raw floats."""
+    """Bits one raw output row can carry: unbounded for raw floats, log2 K for a label output."""
+    if getattr(info, "output_type", "scores") == "label":
+        return float(math.log2(info.num_classes)) if info.num_classes > 1 else 0.0
     from edgeguard.filters import pipeline_capacity_bits
 
     bits = pipeline_capacity_bits([], info.num_classes)

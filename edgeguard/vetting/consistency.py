@@ -80,7 +80,9 @@ def consistency_test(
     started = time.perf_counter()
     settings = settings or ConsistencySettings()
     rng = np.random.default_rng(seed)
-    pool = np.asarray(inputs, dtype=np.float32)
+    pool = np.asarray(inputs)
+    if pool.dtype != np.uint8:  # uint8 image models take their pixels as they are
+        pool = pool.astype(np.float32, copy=False)
     take = rng.choice(len(pool), size=min(settings.rows, len(pool)), replace=False)
     rows = pool[take]
     single = np.concatenate([np.asarray(run(rows[i : i + 1]), dtype=np.float64) for i in range(len(rows))])

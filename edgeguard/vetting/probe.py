@@ -1,4 +1,10 @@
-"""Probe-set preparation for the vet: load, match classes, resize, scale, check coverage."""
+"""Probe-set preparation for the vet: load, match classes, resize, scale, check coverage.
+
+Image models get images in [0, 1] (resized, channels converted) and their model inputs
+(scaled to the pixel range, channels last for NHWC graphs, 0..255 for uint8 graphs); vector
+and sequence models get their features as they are (:mod:`edgeguard.vectors`: ``.npz``,
+``.csv`` or ``.parquet`` with a label column).
+"""
 
 from __future__ import annotations
 
@@ -11,20 +17,33 @@ from typing import Any
 import numpy as np
 
 from edgeguard.data import Dataset, load_dataset
-from edgeguard.errors import DataError, ModelLoadError
+from edgeguard.errors import DataError
 from edgeguard.model import ModelInfo
+from edgeguard.vectors import DEFAULT_LABEL_COLUMN, VectorSet, load_vectors
 
-__all__ = ["Probe", "load_probe", "coverage_problems", "model_info_with_overrides", "parse_shape"]
+__all__ = [
+    "Probe",
+    "load_probe",
+    "coverage_problems",
+    "model_info_with_overrides",
+    "apply_overrides",
+    "model_inputs",
+    "parse_shape",
+]
 
 _LUMINANCE = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 @dataclass(frozen=True)
 class Probe:
-    """A probe set ready for the tests: ``images`` in [0, 1] and ``inputs`` in the model's pixel range."""
+    """A probe set ready for the tests: ``images`` (what the audit reconstructs) and ``inputs`` (what the model takes).
 
-    images: np.ndarray  # (N, C, H, W) float32 in [0, 1]
-    inputs: np.ndarray  # the same images scaled to the model's pixel range
+    Images: ``images`` (N, C, H, W) float32 in [0, 1], ``inputs`` the same in the model's
+    pixel range, layout and dtype. Vectors/sequences: both are the features as read.
+    """
+
+    images: np.ndarray  # (N, C, H, W) float32 in [0, 1], or (N, F) / (N, T, F) features
+    inputs: np.ndarray  # what the model is fed
     labels: np.ndarray  # int64 (N,) or float32 (N, K)
     class_names: tuple[str, ...]
     source: str
@@ -41,35 +60,52 @@ class Probe:
         return {"source": self.source, "samples": len(self), "class_counts": self.class_counts()}
 
 
-def model_info_with_overrides(model: Any, overrides: dict[str, Any]) -> ModelInfo:
-    """The model's declared info, with user overrides (CLI flags) applied on top.
+#: Overrides that decide how the graph is read (passed to ModelInfo.from_model / load_model).
+DESCRIBE_KEYS = ("output", "input_shape", "input_layout", "class_names")
 
-    Overrides may also supply what a file without metadata lacks (input shape, class names).
-    """
-    overrides = {key: value for key, value in overrides.items() if value is not None}
-    try:
-        info = ModelInfo.from_model(model)
-    except ModelLoadError:
-        if not {"input_shape", "class_names"} <= overrides.keys():
-            raise
-        initializers = {init.name for init in model.graph.initializer}
-        inputs = [v.name for v in model.graph.input if v.name not in initializers]
-        info = ModelInfo(
-            input_name=inputs[0] if inputs else "input",
-            output_name=model.graph.output[0].name,
-            input_shape=tuple(overrides["input_shape"]),
-            class_names=tuple(overrides["class_names"]),
-        )
-    changes = {}
-    for key in ("input_shape", "class_names", "pixel_range", "output_kind", "task_type"):
-        if key in overrides:
-            value = overrides[key]
+
+def apply_overrides(info: ModelInfo, overrides: dict[str, Any]) -> ModelInfo:
+    """``info`` with the user's pixel_range / output_kind / task_type (CLI flags) on top."""
+    changes: dict[str, Any] = {}
+    for key in ("pixel_range", "output_kind", "task_type"):
+        value = overrides.get(key)
+        if value is not None:
             changes[key] = tuple(value) if isinstance(value, (list, tuple)) else value
     if "pixel_range" in changes and (
         len(changes["pixel_range"]) != 2 or not changes["pixel_range"][0] < changes["pixel_range"][1]
     ):
         raise DataError(f"expected a pixel range LOW,HIGH with LOW < HIGH, got {changes['pixel_range']}")
+    if "output_kind" in changes:
+        changes["output_kind_source"] = "option"
     return dataclasses.replace(info, **changes) if changes else info
+
+
+def model_info_with_overrides(model: Any, overrides: dict[str, Any]) -> ModelInfo:
+    """The model's declared info, with user overrides (CLI flags) applied on top.
+
+    Overrides may also supply what a file without metadata lacks (input shape, class names),
+    pick the output (``output``) and settle an image's layout (``input_layout``).
+    """
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    describe = {key: tuple(v) if isinstance(v, list) else v for key, v in overrides.items() if key in DESCRIBE_KEYS}
+    info = ModelInfo.from_model(model, **describe)
+    return apply_overrides(info, overrides)
+
+
+def model_inputs(info: ModelInfo, items: np.ndarray) -> np.ndarray:
+    """Probe items as the model takes them: images in [0, 1] scaled to the pixel range (0..255
+    uint8 for uint8 graphs) and laid out as the graph wants; features unchanged (float32)."""
+    if info.input_kind != "image":
+        return np.ascontiguousarray(items, dtype=np.float32)
+    if info.input_dtype == "uint8":
+        x = np.clip(np.rint(np.asarray(items, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
+    else:
+        low, high = info.pixel_range or (0.0, 1.0)
+        x = items if (low, high) == (0.0, 1.0) else low + np.asarray(items, dtype=np.float32) * (high - low)
+        x = np.asarray(x, dtype=np.float32)
+    if info.input_layout == "NHWC":
+        x = x.transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(x)
 
 
 def _resize(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -94,7 +130,7 @@ def _convert_channels(images: np.ndarray, channels: int) -> np.ndarray:
     raise DataError(f"expected probe images with 1 or {channels} channels, got {have}; convert them first")
 
 
-def _match_labels(data: Dataset, info: ModelInfo) -> np.ndarray:
+def _match_labels(data: Dataset | VectorSet, info: ModelInfo) -> np.ndarray:
     names = info.class_names
     labels = data.y
     if info.task_type == "multilabel":
@@ -129,12 +165,16 @@ def load_probe(
     *,
     limit: int | None = None,
     seed: int = 0,
+    label_column: str = DEFAULT_LABEL_COLUMN,
 ) -> Probe:
     """Load and preprocess the probe set for ``info`` (input shape, channels, pixel range, classes).
 
     ``limit`` keeps a seeded random subset (all classes keep their share on average).
+    ``label_column`` names the label column of a ``.csv`` / ``.parquet`` vector probe.
     """
-    channels, height, width = info.input_shape
+    if info.input_kind != "image":
+        return _load_vector_probe(probe, info, limit=limit, seed=seed, label_column=label_column)
+    channels, height, width = info.image_shape
     if isinstance(probe, Dataset):
         data, source = probe, "<Dataset>"
     else:
@@ -150,9 +190,41 @@ def load_probe(
     if limit is not None and limit < len(images):
         keep = np.sort(np.random.default_rng(seed).permutation(len(images))[:limit])
         images, labels = images[keep], labels[keep]
-    low, high = info.pixel_range
-    inputs = images if (low, high) == (0.0, 1.0) else (low + images * (high - low)).astype(np.float32)
-    return Probe(np.ascontiguousarray(images), np.ascontiguousarray(inputs), labels, tuple(info.class_names), source)
+    inputs = model_inputs(info, images)
+    return Probe(np.ascontiguousarray(images), inputs, labels, tuple(info.class_names), source)
+
+
+def _load_vector_probe(
+    probe: str | os.PathLike | VectorSet, info: ModelInfo, *, limit: int | None, seed: int, label_column: str
+) -> Probe:
+    if isinstance(probe, VectorSet):
+        data, source = probe, "<VectorSet>"
+    elif isinstance(probe, Dataset):
+        raise DataError(
+            f"expected a vector probe set ((N, {', '.join(map(str, info.input_shape))}) features) for this "
+            f"{info.input_kind} model, got a Dataset of images {probe.x.shape}; pass an .npz, .csv or .parquet"
+        )
+    else:
+        data, source = load_vectors(probe, label_column=label_column, class_names=info.class_names), str(probe)
+    shape = tuple(info.input_shape)
+    if tuple(data.x.shape[1:]) != shape:
+        raise DataError(
+            f"expected probe rows of shape {shape} (the model's input), got {tuple(data.x.shape[1:])} in {source}; "
+            "give the model's features, in its order"
+        )
+    labels = _match_labels(data, info)
+    x = data.x.astype(np.float32, copy=False)
+    if limit is not None and limit < len(x):
+        keep = np.sort(np.random.default_rng(seed).permutation(len(x))[:limit])
+        x, labels = x[keep], labels[keep]
+    low, high = info.pixel_range or (-np.inf, np.inf)
+    if x.size and (x.min() < low or x.max() > high):
+        raise DataError(
+            f"expected probe features in the model's declared input range [{low:g}, {high:g}], got values in "
+            f"[{x.min():g}, {x.max():g}] in {source}"
+        )
+    x = np.ascontiguousarray(x)
+    return Probe(x, x, labels, tuple(info.class_names), source)
 
 
 def coverage_problems(probe: Probe, task_type: str, min_per_class: int) -> list[str]:
@@ -178,13 +250,13 @@ def coverage_problems(probe: Probe, task_type: str, min_per_class: int) -> list[
 
 
 def parse_shape(text: str | Sequence[int] | None) -> tuple[int, ...] | None:
-    """'1,28,28' -> (1, 28, 28)."""
+    """'1,28,28' -> (1, 28, 28); '30' -> (30,) (one sample's shape: (F,), (T, F) or (C, H, W))."""
     if text is None or isinstance(text, (tuple, list)):
         return tuple(text) if text is not None else None
     try:
         shape = tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
     except ValueError:
-        raise DataError(f"expected an input shape like 1,28,28 (C,H,W), got {text!r}") from None
-    if len(shape) != 3 or min(shape) < 1:
-        raise DataError(f"expected an input shape like 1,28,28 (C,H,W), got {text!r}")
+        raise DataError(f"expected an input shape like 1,28,28 (C,H,W) or 30 (features), got {text!r}") from None
+    if not 1 <= len(shape) <= 3 or min(shape) < 1:
+        raise DataError(f"expected an input shape like 1,28,28 (C,H,W) or 30 (features), got {text!r}")
     return shape

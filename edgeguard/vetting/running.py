@@ -1,0 +1,83 @@
+"""Loading and running the vetted model: the prepared graph, onnxruntime sessions, chunked runs.
+
+The vet runs the graph :func:`edgeguard.model.load_model` prepared (only the chosen output,
+as (N, K) scores); a graph with a fixed batch size is fed chunks of exactly that size, the last
+one padded (:func:`edgeguard.model.signature.fixed_batches`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeguard.errors import InferenceError
+from edgeguard.model.signature import fixed_batches, stitch
+from edgeguard.vetting.probe import model_inputs
+
+__all__ = ["load_for_vet", "session", "runner", "scaler", "CHUNK"]
+
+#: Rows per onnxruntime call when the vet runs the model on many images.
+CHUNK = 512
+
+
+def load_for_vet(path: Path, max_tensor_bytes: int, max_total_bytes: int, describe: dict[str, Any] | None = None) -> Any:
+    """Read, check and hash the file once (edgeguard.model.load_model); the graph run is the
+    prepared one (only the chosen output, as (N, K) scores)."""
+    from edgeguard.model import load_model
+
+    return load_model(
+        path,
+        allow_dynamic_ops=True,  # the static audit has reported them; the vet only runs bounded probes
+        require_info=False,
+        max_tensor_bytes=max_tensor_bytes,
+        max_total_bytes=max_total_bytes,
+        **{key: value for key, value in (describe or {}).items() if value is not None},
+    )
+
+
+def session(serialized: bytes) -> Any:
+    import onnxruntime as ort
+
+    try:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = min(2, os.cpu_count() or 1)
+        options.log_severity_level = 3
+        # idle onnxruntime threads must not spin: the audit's linear algebra runs between model calls
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return ort.InferenceSession(serialized, options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own exception types
+        raise InferenceError(f"expected onnxruntime to load the model, got an error: {error}") from None
+
+
+def runner(session: Any, info: Any, chunk: int = CHUNK) -> Callable[[np.ndarray], np.ndarray]:
+    """Model inputs -> (N, K) float64 outputs, in chunks of ``chunk`` rows (of the graph's fixed
+    batch size, the last one padded, when it has one)."""
+    name = session.get_inputs()[0].name
+    fixed = getattr(info, "fixed_batch", None)
+
+    def run(inputs: np.ndarray) -> np.ndarray:
+        try:
+            if fixed:
+                parts = [(session.run(None, {name: part})[0], rows) for part, rows in fixed_batches(inputs, fixed)]
+                chunks = [stitch(parts)]
+            else:
+                chunks = [session.run(None, {name: inputs[i : i + chunk]})[0] for i in range(0, len(inputs), chunk)]
+        except Exception as error:  # onnxruntime raises its own exception types
+            raise InferenceError(f"expected onnxruntime to run the model, got an error: {error}") from None
+        outputs = np.concatenate(chunks).astype(np.float64)
+        if outputs.ndim != 2 or outputs.shape[1] != info.num_classes:
+            raise InferenceError(
+                f"expected outputs of shape (N, {info.num_classes}) (one score per class), got {outputs.shape}"
+            )
+        return outputs
+
+    return run
+
+
+def scaler(info: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """Probe items (images in [0, 1], or features) -> model inputs (range, layout, dtype)."""
+    return lambda items: model_inputs(info, items)
