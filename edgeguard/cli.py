@@ -201,8 +201,21 @@ Several models: the worst code of any model, in the order 2 > 1 > 3 > 0
     help="Fewest probe samples per class for a verdict.",
 )
 @click.option("--class-names", help="Class names, comma-separated or a JSON list (overrides the metadata).")
-@click.option("--input-shape", help="Model input C,H,W (overrides the metadata).")
-@click.option("--pixel-range", help="Model pixel range LOW,HIGH (overrides the metadata).")
+@click.option("--input-shape", help="One sample's input shape: C,H,W for images, F for vectors (overrides the metadata).")
+@click.option(
+    "--pixel-range", "--input-range", "pixel_range", help="Model input range LOW,HIGH (overrides the metadata)."
+)
+@click.option("--input-layout", type=click.Choice(["NCHW", "NHWC"]), help="Image layout, when the graph leaves it ambiguous.")
+@click.option(
+    "--model-output",
+    "output",
+    metavar="NAME",
+    help="The graph output to vet, by name (API: output=; --output is the report file). Default: the first "
+    "(N, K) scores, else a ZipMap, else an int64 label.",
+)
+@click.option(
+    "--label-column", default="label", show_default=True, help="Label column of a .csv / .parquet vector probe set."
+)
 @click.option(
     "--output-kind",
     type=click.Choice(["logits", "probabilities"]),
@@ -292,6 +305,9 @@ def vet_command(
     class_names: str | None,
     input_shape: str | None,
     pixel_range: str | None,
+    input_layout: str | None,
+    output: str | None,
+    label_column: str,
     output_kind: str | None,
     task_type: str | None,
     thresholds_file: str | None,
@@ -332,6 +348,9 @@ def vet_command(
         class_names=names,
         input_shape=shape,
         pixel_range=pixels,
+        input_layout=input_layout,
+        output=output,
+        label_column=label_column,
         output_kind=output_kind,
         task_type=task_type,
         thresholds=thresholds_file,
