@@ -169,7 +169,7 @@ def test_exit_code_3_inconclusive(tmp_path, model, case):
         ["vet", "m.onnx", "-p", "x", "--finetune-optimiser", "rmsprop"],
         ["vet", "m.onnx", "-p", "x", "--finetune-steps", "0"],
         ["vet", "m.onnx", "-p", "x", "--no-such-flag"],
-        ["vet", "m.onnx", "-p", "x", "--input-shape", "28,28"],
+        ["vet", "m.onnx", "-p", "x", "--input-shape", "1,28,28,3"],
         ["vet", "m.onnx", "-p", "x", "--pixel-range", "0"],
         ["no-such-command"],
     ],
