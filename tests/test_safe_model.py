@@ -254,11 +254,11 @@ def test_float64_only_when_allowed_and_non_contiguous_inputs_work(models):
     np.testing.assert_array_equal(model.predict(wide), model.predict(np.ascontiguousarray(wide)))
 
 
-def test_fixed_batch_models_say_so(models):
+def test_fixed_batch_models_take_any_batch(models):
     model = SafeModel(models["fixed_batch"], filters=[Argmax()])
-    assert model.predict(_images(1)).shape == (1,)
-    with pytest.raises(InvalidInputError, match="fixed batch size"):
-        model.predict(_images(2))
+    assert model.info.fixed_batch == 1
+    one = np.concatenate([model.predict(_images(5)[i : i + 1]) for i in range(5)])
+    np.testing.assert_array_equal(model.predict(_images(5)), one)  # split into batches of 1
 
 
 # --- fail closed -------------------------------------------------------------------------------------------------

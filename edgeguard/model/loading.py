@@ -65,6 +65,11 @@ def load_model(
     require_info: bool = True,
     max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
     max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
+    output: str | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    input_layout: str | None = None,
+    class_names: tuple[str, ...] | None = None,
+    prepare: bool = True,
 ) -> LoadedModel:
     """Read, check and hash an ONNX file (see the module docstring for every check).
 
@@ -73,6 +78,11 @@ def load_model(
     for declared sizes above the limits and :class:`ModelLoadError` for anything else
     that is malformed. ``require_info=False`` lets a file without a usable task
     declaration load (``.info`` is then None; the vet supplies it from options).
+
+    ``output``, ``input_shape``, ``input_layout`` and ``class_names`` say how to read the
+    graph (:meth:`ModelInfo.from_model`). With ``prepare`` (the default) and a usable info,
+    ``.proto`` / ``.serialized`` are the graph that is run: only the chosen output, as a float
+    (N, K) tensor (:func:`prepared_model`); the digest is always the file's.
     """
     path = Path(os.path.abspath(os.fspath(path)))
     data = read_model_bytes(path)
@@ -106,10 +116,14 @@ def load_model(
         ) from None
     info = None
     try:
-        info = ModelInfo.from_model(proto)
+        info = ModelInfo.from_model(
+            proto, output=output, input_shape=input_shape, input_layout=input_layout, class_names=class_names
+        )
     except ModelLoadError:
         if require_info:
             raise
+    if info is not None and prepare:
+        proto, serialized = prepared_model(proto, serialized, info)
     return LoadedModel(
         path=path,
         proto=proto,
@@ -119,6 +133,25 @@ def load_model(
         external_files=tuple(locations),
         dynamic_ops=tuple(problems),
     )
+
+
+def prepared_model(proto: Any, serialized: bytes, info: Any) -> tuple[Any, bytes]:
+    """The graph that is run: only the chosen output, as a float (N, K) tensor
+    (:func:`edgeguard.model.signature.prepare_graph`); the file's own proto and bytes when it is that already."""
+    from edgeguard.model.signature import prepare_graph, read_signature
+
+    outputs = proto.graph.output
+    if info.output_type == "scores" and len(outputs) == 1 and outputs[0].name == info.output_name:
+        return proto, serialized
+    signature = read_signature(
+        proto,
+        output=info.output_source or info.output_name,
+        input_shape=tuple(info.input_shape),
+        input_layout=info.input_layout,
+        num_classes=info.num_classes,
+    )
+    prepared = prepare_graph(proto, signature)
+    return prepared, prepared.SerializeToString()
 
 
 def model_sha256(path: str | os.PathLike) -> str:
@@ -136,4 +169,4 @@ def model_sha256(path: str | os.PathLike) -> str:
 def load_proto(path: str | os.PathLike) -> Any:
     """The checked ``onnx.ModelProto`` of a file, external data in memory (:func:`load_model`'s
     checks; dynamic ops and files without a task declaration are let through)."""
-    return load_model(path, allow_dynamic_ops=True, require_info=False).proto
+    return load_model(path, allow_dynamic_ops=True, require_info=False, prepare=False).proto

@@ -158,18 +158,55 @@ def _refuse_input(name: str, dtype: int) -> ModelLoadError:
     return ModelLoadError(f"expected {_SUPPORTED}, got {why} ({name!r}); {fix}")
 
 
-def _layout(dims: list[int | None], layout: str | None) -> str:
+#: Ops that read (N, C, H, W): an image input they consume (maybe after elementwise ops) is NCHW.
+_NCHW_OPS = ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "BatchNormalization", "InstanceNormalization",
+             "GlobalAveragePool", "GlobalMaxPool", "LpPool", "QLinearConv", "ConvInteger")
+_ELEMENTWISE = ("Sub", "Div", "Mul", "Add", "Cast", "Identity", "Clip", "Relu")
+
+
+def _layout_from_graph(graph: Any, name: str) -> str | None:
+    """NCHW when the input reaches a Conv/Pool through elementwise ops only; NHWC when it reaches a
+    Transpose with perm (0, 3, 1, 2) first; None when the graph does not say."""
+    frontier, seen = [name], set()
+    for _ in range(4):
+        found: list[str] = []
+        for node in graph.node:
+            if not any(i in frontier for i in node.input):
+                continue
+            if node.op_type in _NCHW_OPS and node.input and node.input[0] in frontier:
+                return "NCHW"
+            if node.op_type == "Transpose" and list(_attribute(node, "perm") or ()) == [0, 3, 1, 2]:
+                return "NHWC"
+            if node.op_type in _ELEMENTWISE:
+                found += [o for o in node.output if o not in seen]
+        seen.update(frontier)
+        frontier = found
+        if not frontier:
+            return None
+    return None
+
+
+def _layout(dims: list[int | None], layout: str | None, graph: Any = None, name: str = "") -> str:
     if layout is not None:
         if layout not in INPUT_LAYOUTS:
             raise ModelLoadError(f"expected input_layout in {INPUT_LAYOUTS}, got {layout!r}")
         return layout
+    if graph is not None:
+        told = _layout_from_graph(graph, name)
+        if told is not None:
+            return told
     first, last = dims[1], dims[3]
     first_ok, last_ok = first in _CHANNELS, last in _CHANNELS
     if first_ok and not last_ok:
         return "NCHW"
     if last_ok and not first_ok:
         return "NHWC"
-    if first is not None and last is not None and first != last and not (first_ok and last_ok):
+    if first_ok and last_ok:  # both could be channels: a square picture settles it
+        if dims[2] == dims[3] != first:
+            return "NCHW"
+        if dims[1] == dims[2] != last:
+            return "NHWC"
+    elif first is not None and last is not None and first != last:
         return "NCHW" if first < last else "NHWC"
     raise ModelLoadError(
         f"expected an image input whose channel axis the graph makes clear, got dims {dims}; "
@@ -230,7 +267,7 @@ def read_input(
     elif rank == 3:
         kind, layout = "sequence", None
     else:
-        kind, layout = "image", _layout(dims, input_layout)
+        kind, layout = "image", _layout(dims, input_layout, model.graph, value.name)
     if dtype == _UINT8 and kind != "image":
         raise ModelLoadError(
             f"expected uint8 inputs only for images (N, C, H, W) or (N, H, W, C), got a uint8 {kind} input of dims "

@@ -43,6 +43,13 @@ from edgeguard.filters import FilterPipeline, OutputFilter, make_rng
 from edgeguard.filters.base import SUM_TOLERANCE, describe_bits
 from edgeguard.filters.fusion import fuse_pipeline
 from edgeguard.model import load_model
+from edgeguard.model.signature import fixed_batches, stitch
+from edgeguard.safe_model.outputs import (
+    check_label_release,
+    graph_input_range,
+    output_kind_from_values,
+    with_input_range,
+)
 from edgeguard.safe_model.policy import VET_POLICIES, apply_verdict, label_filters
 from edgeguard.safe_model.session import (
     ORT_SILENT,
@@ -96,6 +103,19 @@ class SafeModel:
     run_deadline_s: per-call deadline in seconds (onnxruntime's RunOptions.terminate is
         set from a timer; InferenceError, nothing released). Default: 10 s when
         ``allow_dynamic_ops`` let such ops through, else none.
+    output: the graph output to release from, by name (default: the first float (N, K)
+        output, else a ZipMap, cut back to its (N, K) probabilities, else an int64 label).
+        Only that output is ever computed: the session runs a graph whose one output it is.
+        A label output allows only a label release (capacity log2 K).
+    input_shape: one sample's shape, when the graph leaves dims open: (F,), (T, F), (C, H, W)
+        or (H, W, C) (the graph's own layout).
+    input_range: (low, high) every input value must lie in; default: the metadata's
+        pixel_range, else [0, 1] for float images, any finite value for vectors and sequences.
+    input_layout: "NCHW" or "NHWC", for an image input whose channel axis the graph leaves ambiguous.
+
+    Inputs: float32 ``(N, F)`` vectors, ``(N, T, F)`` sequences, ``(N, C, H, W)`` /
+    ``(N, H, W, C)`` images, or uint8 images; a graph with a fixed batch size takes any batch
+    (split, the last chunk padded). int64 ids and strings are refused (ModelLoadError).
     """
 
     def __init__(
@@ -114,6 +134,10 @@ class SafeModel:
         allow_dynamic_ops: bool = False,
         run_deadline_s: float | None = None,
         accept_thresholds: bool = False,
+        output: str | None = None,
+        input_shape: Sequence[int] | None = None,
+        input_range: Sequence[float] | None = None,
+        input_layout: str | None = None,
     ) -> None:
         import onnxruntime as ort
 
@@ -121,10 +145,18 @@ class SafeModel:
             raise ModelRefusedError(f"expected on_vicious in {VET_POLICIES}, got {on_vicious!r}")
         self.path = Path(path)
         # one read of every file, checked before onnxruntime sees anything; the digest covers those bytes
-        loaded = load_model(self.path, allow_dynamic_ops=allow_dynamic_ops)
-        model = loaded.proto
+        loaded = load_model(
+            self.path,
+            allow_dynamic_ops=allow_dynamic_ops,
+            output=output,
+            input_shape=None if input_shape is None else tuple(int(d) for d in input_shape),
+            input_layout=input_layout,
+        )
+        model = loaded.proto  # the prepared graph: only the chosen output, as (N, K) scores
         self.model_sha256 = loaded.sha256
-        self.info = loaded.info
+        self.info = with_input_range(loaded.info, input_range)
+        if self.info.output_kind_source == "default":  # nothing declared, no Softmax: look at the values
+            self.info = output_kind_from_values(loaded.serialized, self.info)
         self.num_classes = self.info.num_classes
         self._check_graph(model)
 
@@ -139,6 +171,8 @@ class SafeModel:
         elif isinstance(filters, FilterPipeline):
             filters = filters.filters
         filters = list(filters)
+        if self.info.output_type == "label":
+            check_label_release(filters, self.info)
         if not filters:
             raise FilterError(
                 "expected at least one output filter, got none; releasing raw outputs needs "
@@ -187,7 +221,7 @@ class SafeModel:
             task_type=self.info.task_type,
             keep_raw=bool(allow_unsafe_raw_outputs),
             input_name=self.info.input_name,
-            pixel_range=tuple(float(v) for v in self.info.pixel_range),
+            pixel_range=graph_input_range(self.info),
         )
         model_bytes = loaded.serialized if self._fusion is None else self._fusion.proto.SerializeToString()
         if self._fusion is not None:
@@ -215,7 +249,7 @@ class SafeModel:
         self._input_name = self.info.input_name
         self._output_names = [self.info.output_name]
         self._sample_shape = tuple(self.info.input_shape)
-        self._low, self._high = (float(v) for v in self.info.pixel_range)
+        self._low, self._high = (float(v) for v in (self.info.pixel_range or (-math.inf, math.inf)))
         self._inputs = InputSpec(
             self._sample_shape,
             self._low,
@@ -223,9 +257,14 @@ class SafeModel:
             fixed_batch=self._fixed_batch,
             max_rows=self._max_rows,
             allow_float64=bool(allow_float64),
+            dtype=self.info.input_dtype,
+            kind=self.info.input_kind,
+            layout=self.info.input_layout,
         )
         self._validate = self._inputs.validate
         self._max_bits = self._inputs.max_bits
+        self._dtype = np.dtype(self.info.input_dtype)
+        self._unchecked = self._inputs.unchecked
         self._check_simplex = self.info.output_kind == "probabilities"
         self._allow_raw = bool(allow_unsafe_raw_outputs)
         fusion = self._fusion
@@ -257,7 +296,7 @@ class SafeModel:
         output_value = next(v for v in graph.output if v.name == self.info.output_name)
         output_dims = static_dims(output_value)
         declared = (None, *self.info.input_shape)
-        if len(input_dims) != 4 or any(
+        if len(input_dims) != len(declared) or any(
             g is not None and d is not None and g != d for g, d in zip(input_dims, declared)
         ):
             raise ModelLoadError(
@@ -269,7 +308,7 @@ class SafeModel:
                 f"expected the graph output to have shape (N, {self.num_classes}) for {self.num_classes} classes, "
                 f"got {output_dims}; the file's metadata and graph disagree"
             )
-        self._fixed_batch = input_dims[0]
+        self._fixed_batch = self.info.fixed_batch
 
     # --- inference -------------------------------------------------------------------------
     def _run(self, batch: np.ndarray) -> np.ndarray:
@@ -413,8 +452,8 @@ class SafeModel:
         shape = getattr(x, "shape", ())
         if (
             type(x) is np.ndarray
-            and x.dtype is _FLOAT32
-            and len(shape) == 4
+            and x.dtype is self._dtype
+            and len(shape) == len(self._sample_shape) + 1
             and shape[1:] == self._sample_shape
             and shape[0] > 0
             and (self._fixed_batch is None or shape[0] == self._fixed_batch)
@@ -422,6 +461,7 @@ class SafeModel:
             and x.flags.c_contiguous
             and (
                 self._graph_checks_input  # the fused graph checks the pixel range itself (one check, in onnxruntime)
+                or self._unchecked  # uint8: the dtype bounds the values
                 or (self._max_bits is not None and _UMAX(x.view(_UINT32), axis=None) <= self._max_bits)
             )
         ):
@@ -429,7 +469,10 @@ class SafeModel:
         else:
             batch, single = self._validate(x)
         try:
-            released, failure = self._release(batch, seed, user_id)
+            if self._fixed_batch is not None and len(batch) != self._fixed_batch:
+                released, failure = self._release_fixed(batch, seed, user_id)
+            else:
+                released, failure = self._release(batch, seed, user_id)
         except BaseException as error:  # KeyboardInterrupt, SystemExit, ... inside a filter
             # the finished frames below this one (the filters') must not keep outputs alive
             traceback.clear_frames(error.__traceback__)
@@ -437,6 +480,16 @@ class SafeModel:
         if failure is not None:
             raise failure  # raised here, outside any except block: no __context__, no output in any frame
         return released[0] if single else released
+
+    def _release_fixed(self, batch: np.ndarray, seed: Any, user_id: Any) -> tuple[Any, Exception | None]:
+        """A graph with a fixed batch size: chunks of exactly that size, the last padded; padding dropped."""
+        parts = []
+        for index, (chunk, rows) in enumerate(fixed_batches(batch, self._fixed_batch)):
+            released, failure = self._release(chunk, seed if seed is None else [seed, index], user_id)
+            if failure is not None:
+                return None, failure
+            parts.append((released, rows))
+        return stitch(parts), None
 
     def predict_unfiltered_unsafe(self, x: np.ndarray) -> np.ndarray:
         """The model's RAW outputs, bypassing every filter. UNSAFE: raw outputs can leak the input.
@@ -450,7 +503,10 @@ class SafeModel:
             )
         logger.warning("releasing RAW outputs of %s without any filter", self.path.name)
         batch, single = self._validate(x)
-        raw = self._run(batch)
+        if self._fixed_batch is not None and len(batch) != self._fixed_batch:
+            raw = stitch([(self._run(chunk), rows) for chunk, rows in fixed_batches(batch, self._fixed_batch)])
+        else:
+            raw = self._run(batch)
         return raw[0] if single else raw
 
     # --- description -----------------------------------------------------------------------
