@@ -27,6 +27,7 @@ from edgeguard.filters import (
 )
 from edgeguard.model import LoadedModel, ModelInfo, load_model, model_sha256
 from edgeguard.safe_model import SafeModel, ViciousModelWarning
+from edgeguard.vectors import VectorSet, load_vectors
 from edgeguard.vetting import VetReport, vet
 
 __all__ = [
@@ -60,4 +61,6 @@ __all__ = [
     "device_secret",
     "vet",
     "VetReport",
+    "VectorSet",
+    "load_vectors",
 ]

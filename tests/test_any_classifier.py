@@ -14,8 +14,6 @@ import math
 import numpy as np
 import onnxruntime as ort
 import pytest
-from click.testing import CliRunner
-
 from _classifiers import (
     SKLEARN_KINDS,
     digits_data,
@@ -28,6 +26,8 @@ from _classifiers import (
     token_model,
     two_output_model,
 )
+from click.testing import CliRunner
+
 from edgeguard import Argmax, Round, SafeModel, Softmax, vet
 from edgeguard.cli import main
 from edgeguard.errors import FilterError, InvalidInputError, ModelLoadError

@@ -510,7 +510,8 @@ def _interface_findings(model: Any) -> list[Finding]:
                 "multiple-outputs",
                 "medium",
                 f"expected one output (the class scores), got {len(graph.output)}: {[v.name for v in graph.output]}",
-                "share only the first output; extra outputs are not vetted",
+                "only the chosen output is vetted and released (SafeModel output= / vet --model-output; default: "
+                "the first (N, K) scores, else a ZipMap, else a label); the others are cut from the graph that runs",
                 graph.output[1].name,
             )
         )
