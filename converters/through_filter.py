@@ -70,29 +70,17 @@ __all__ = [
     "decoder_rows",
     "apply_release_filter",
     "SUPPORTED_STAGES",
+    "THROUGH_TWINS",
+    "through_twin",
 ]
 
 #: Max abs difference allowed between a torch stage and edgeguard's numpy filter for stages with
 #: row sums or exp/log (values in [0, 1] or logits of order 10; a few float32 ulps).
 FLOAT32_TOLERANCE = 1e-6
 
-#: The filter classes this module has a torch version of (every filter in edgeguard.filters).
-SUPPORTED_STAGES: tuple[type, ...] = (
-    Softmax,
-    Sigmoid,
-    Round,
-    Truncate,
-    TopK,
-    Argmax,
-    LabelConfidence,
-    GaussianNoise,
-    LaplaceNoise,
-    LabelPreservingNoise,
-    ClippedLaplace,
-    HighConfidence,
-    ReverseSigmoid,
-    ClassLabels,
-)
+#: Filter class -> its straight-through torch twin, registered with :func:`through_twin`.
+#: A filter's subclass gets the twin of its nearest registered base class.
+THROUGH_TWINS: dict[type, type] = {}
 
 GRAMMAR_HELP = (
     "the filter grammar of `edgeguard bench --filters`: stages joined by '>', each 'name[:arg,key=value]', "
@@ -172,6 +160,17 @@ def _one_hot_argmax(x: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(x).scatter_(1, x.argmax(dim=1, keepdim=True), 1.0)
 
 
+def through_twin(*classes: type):
+    """Register the decorated ``_Stage`` subclass as the straight-through twin of ``classes``."""
+
+    def register(module: type) -> type:
+        for cls in classes:
+            THROUGH_TWINS[cls] = module
+        return module
+
+    return register
+
+
 class _Stage(nn.Module):
     """One filter stage in torch: ``forward(x, noise)``."""
 
@@ -186,17 +185,20 @@ class _Stage(nn.Module):
         raise NotImplementedError
 
 
+@through_twin(Softmax)
 class _Softmax(_Stage):
     def forward(self, x: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
         shifted = torch.exp(x - x.max(dim=1, keepdim=True).values)
         return shifted / shifted.sum(dim=1, keepdim=True)
 
 
+@through_twin(Sigmoid)
 class _Sigmoid(_Stage):
     def forward(self, x: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
         return torch.sigmoid(x)
 
 
+@through_twin(Round, Truncate)
 class _Round(_Stage):
     """Round / Truncate / Rounded: clip (differentiable), then snap to the grid (straight through)."""
 
@@ -225,6 +227,7 @@ class _Round(_Stage):
         return (steps / scale).to(x.dtype)
 
 
+@through_twin(TopK)
 class _TopK(_Stage):
     def forward(self, x: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
         stage: TopK = self.stage  # type: ignore[assignment]
@@ -241,11 +244,13 @@ class _TopK(_Stage):
         return _straight_through(x, torch.zeros_like(values).scatter_(1, keep, kept))
 
 
+@through_twin(Argmax)
 class _Argmax(_Stage):
     def forward(self, x: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
         return _straight_through(x, _one_hot_argmax(x.detach()))
 
 
+@through_twin(LabelConfidence)
 class _LabelConfidence(_Stage):
     """Top-1 label + its probability snapped to the bin centre, the rest shared evenly (straight through).
 
@@ -269,6 +274,7 @@ class _LabelConfidence(_Stage):
         return _straight_through(x, released.to(x.dtype))
 
 
+@through_twin(ClassLabels)
 class _ClassLabels(_Stage):
     def forward(self, x: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
         stage: ClassLabels = self.stage  # type: ignore[assignment]
@@ -279,11 +285,13 @@ class _ClassLabels(_Stage):
         return _straight_through(x, _one_hot_argmax(values))
 
 
+@through_twin(HighConfidence)
 class _HighConfidence(_Stage):
     def forward(self, x: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
         return torch.where(x < self.stage.cutoff, torch.zeros_like(x), x)
 
 
+@through_twin(ReverseSigmoid)
 class _ReverseSigmoid(_Stage):
     def forward(self, x: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
         stage: ReverseSigmoid = self.stage  # type: ignore[assignment]
@@ -305,6 +313,7 @@ class _ReverseSigmoid(_Stage):
         return released.to(x.dtype)
 
 
+@through_twin(GaussianNoise, LaplaceNoise)
 class _AdditiveNoise(_Stage):
     """GaussianNoise / LaplaceNoise (bound: the projection mode is resolved from the declared kind)."""
 
@@ -333,6 +342,7 @@ class _AdditiveNoise(_Stage):
         return noisy
 
 
+@through_twin(LabelPreservingNoise)
 class _LabelPreserving(_AdditiveNoise):
     """Noise, projection, then the original argmax restored (a swap and one-ulp ties; straight through)."""
 
@@ -353,6 +363,7 @@ class _LabelPreserving(_AdditiveNoise):
         return _straight_through(noisy, values)
 
 
+@through_twin(ClippedLaplace)
 class _ClippedLaplace(_Stage):
     """Clip (differentiable), add Laplace noise of the filter's scale, snap to its output grid (straight through).
 
@@ -372,28 +383,17 @@ class _ClippedLaplace(_Stage):
         return noisy.to(x.dtype)
 
 
+#: The filter classes this module has a torch version of (every filter in edgeguard.filters).
+SUPPORTED_STAGES: tuple[type, ...] = tuple(THROUGH_TWINS)
+
+
 def _torch_stage(stage: OutputFilter) -> _Stage:
-    # Order matters: Truncate and Rounded are Round subclasses, LabelPreservingNoise is additive noise.
-    table: list[tuple[type, type[_Stage]]] = [
-        (Softmax, _Softmax),
-        (Sigmoid, _Sigmoid),
-        (Round, _Round),
-        (TopK, _TopK),
-        (Argmax, _Argmax),
-        (LabelConfidence, _LabelConfidence),
-        (ClassLabels, _ClassLabels),
-        (HighConfidence, _HighConfidence),
-        (ReverseSigmoid, _ReverseSigmoid),
-        (LabelPreservingNoise, _LabelPreserving),
-        (GaussianNoise, _AdditiveNoise),
-        (LaplaceNoise, _AdditiveNoise),
-        (ClippedLaplace, _ClippedLaplace),
-    ]
-    for kind, module in table:
-        if isinstance(stage, kind):
+    for cls in type(stage).__mro__:  # the nearest registered class (Rounded is a Round)
+        module = THROUGH_TWINS.get(cls)
+        if module is not None:
             return module(stage)
     raise FilterError(
-        f"expected a filter with a straight-through torch version ({', '.join(c.__name__ for c in SUPPORTED_STAGES)}), "
+        f"expected a filter with a straight-through torch version ({', '.join(c.__name__ for c in THROUGH_TWINS)}), "
         f"got {type(stage).__name__}; use {GRAMMAR_HELP}"
     )
 

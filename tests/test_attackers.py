@@ -27,6 +27,7 @@ from converters.export import run_onnx_batched  # noqa: E402
 from converters.ladder import ladder_config  # noqa: E402
 from converters.through_filter import (  # noqa: E402
     FLOAT32_TOLERANCE,
+    THROUGH_TWINS,
     NumpyNoise,
     apply_release_filter,
     build_through_filter,
@@ -139,6 +140,17 @@ def test_clipped_laplace_matches_edgeguard_in_distribution() -> None:
     for released in (real, mine):
         assert np.abs((released - clipped).mean(axis=0)).max() < 0.25 * scale  # 5.5 sigma
         assert np.abs(released - clipped).mean() == pytest.approx(scale, rel=0.1)  # 10 sigma
+
+
+def test_every_filter_of_the_grammar_has_a_registered_twin() -> None:
+    from edgeguard.filters import FILTER_NAMES, parse_filter_spec
+
+    for name in FILTER_NAMES[1:]:
+        example = {"round": "round:2", "truncate": "truncate:2", "top_k": "top_k:3", "gaussian": "gaussian:1",
+                   "laplace": "laplace:1", "label_preserving": "label_preserving:1",
+                   "clipped_laplace": "clipped_laplace:c=5,eps=1", "label_confidence": "label_confidence:4"}
+        (stage,) = parse_filter_spec(example.get(name, name)).build()
+        assert any(cls in THROUGH_TWINS for cls in type(stage).__mro__[:-2]), name
 
 
 def test_noise_is_fresh_at_every_call() -> None:

@@ -18,6 +18,7 @@ from edgeguard import (
     FilterPipeline,
     GaussianNoise,
     HighConfidence,
+    LabelConfidence,
     LabelPreservingNoise,
     LaplaceNoise,
     ReverseSigmoid,
@@ -152,6 +153,8 @@ CASES = {
     "gaussian-renormalized": ("probabilities", [GaussianNoise(0.05)], "float", 1),
     "laplace-renormalized-round": ("probabilities", [LaplaceNoise(0.05), Round(2)], "grid", 2),
     "argmax-probabilities": ("probabilities-opset13", [Argmax()], "exact", 1),
+    "label-confidence4-probabilities": ("probabilities", [LabelConfidence(4)], "exact", 1),
+    "label-confidence10-opset13": ("probabilities-opset13", [LabelConfidence(10), Round(2)], "exact", 2),
     "class-labels-multilabel": ("multilabel", [ClassLabels()], "exact", 1),
     "class-labels-multilabel-logits": ("multilabel-logits", [ClassLabels()], "exact", 1),
     "sigmoid-round-multilabel": ("multilabel-logits", [Sigmoid(), Round(2)], "grid", 2),
@@ -189,6 +192,18 @@ def test_fused_stage_equals_the_one_row_oracle(models, name):
     expected = np.stack([np.asarray(oracle(row.copy(), stream)) for row in raw])
     tolerance = max(tolerance, FLOAT_TOL["rtol"] if tolerance else 0.0)
     np.testing.assert_allclose(released, expected, rtol=tolerance, atol=tolerance)
+
+
+def test_every_filter_of_the_grammar_owns_an_onnx_emitter():
+    from edgeguard.filters import FILTER_NAMES, parse_filter_spec
+    from edgeguard.filters.onnx_graph import ONNX_EMITTERS, emitter_for
+
+    examples = {"round": "round:2", "truncate": "truncate:2", "top_k": "top_k:3", "gaussian": "gaussian:1",
+                "laplace": "laplace:1", "label_preserving": "label_preserving:1",
+                "clipped_laplace": "clipped_laplace:c=5,eps=1", "label_confidence": "label_confidence:4"}
+    for name in FILTER_NAMES[1:]:
+        (stage,) = parse_filter_spec(examples.get(name, name)).build()
+        assert ONNX_EMITTERS[type(stage)] is emitter_for(stage), name
 
 
 def test_unknown_subclasses_and_keyed_or_opendp_stages_are_not_fused(models):

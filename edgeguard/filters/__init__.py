@@ -29,6 +29,7 @@ ClassLabels()           any -> labels               log2 K (multiclass), K bits 
 ======================  ==========================  ==============================================
 """
 
+from edgeguard.filters import emitters as _emitters  # noqa: F401  (registers every filter's ONNX emitter)
 from edgeguard.filters.art import ClassLabels, HighConfidence, ReverseSigmoid, Rounded
 from edgeguard.filters.base import (
     FilterPipeline,
