@@ -25,6 +25,7 @@ from edgeguard.filters import (
     device_secret,
     pipeline_capacity_bits,
 )
+from edgeguard.guard import GuardResult, InspectReport, guard_model, inspect_guarded
 from edgeguard.model import LoadedModel, ModelInfo, load_model, model_sha256
 from edgeguard.safe_model import SafeModel, ViciousModelWarning
 from edgeguard.vectors import VectorSet, load_vectors
@@ -63,4 +64,8 @@ __all__ = [
     "VetReport",
     "VectorSet",
     "load_vectors",
+    "guard_model",
+    "GuardResult",
+    "inspect_guarded",
+    "InspectReport",
 ]

@@ -410,6 +410,12 @@ from edgeguard.demo.cli import demo_command  # noqa: E402
 
 main.add_command(demo_command)
 
+# `edgeguard guard` and `edgeguard inspect` live in edgeguard/guard/cli.py.
+from edgeguard.guard.cli import guard_command, inspect_command  # noqa: E402
+
+main.add_command(guard_command)
+main.add_command(inspect_command)
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -21,6 +21,8 @@ __all__ = [
     "ModelRefusedError",
     "InferenceError",
     "ConfigError",
+    "GuardError",
+    "GuardIntegrityError",
 ]
 
 
@@ -74,3 +76,11 @@ class InferenceError(EdgeguardError, RuntimeError):
 
 class ConfigError(EdgeguardError, ValueError):
     """A setting is out of range or of the wrong type (settings dataclasses, CLI options, settings files)."""
+
+
+class GuardError(EdgeguardError, ValueError):
+    """A model or pipeline cannot be made into a guarded ONNX file (nothing was written)."""
+
+
+class GuardIntegrityError(GuardError):
+    """A guarded ONNX file does not match what its metadata claims (edited after ``edgeguard guard``)."""

@@ -20,6 +20,12 @@ from edgeguard.filters.privacy import ClippedLaplace
 __all__: list[str] = []
 
 
+def _zeros_like(b: GraphBuilder, x: str, zero: str) -> str:
+    """Zeros of ``x``'s shape in ``zero``'s dtype, without a run-time shape (edgeguard's loader refuses
+    ConstantOfShape / Expand fed by Shape): Where(IsNaN(x), 0, 0)."""
+    return b.op("Where", b.op("IsNaN", x), zero, zero)
+
+
 @onnx_emitter(Softmax)
 def _softmax(stage: Softmax, b: GraphBuilder, x: str, num_classes: int) -> str:
     return b.op("Softmax", x, axis=1)
@@ -54,8 +60,7 @@ def _largest_remainder(b: GraphBuilder, x: str, stage: Round, num_classes: int) 
     if b.opset >= 16:
         steps = b.op("ScatterElements", steps, order, extra, axis=1, reduction="add")
     else:
-        zeros = b.op("ConstantOfShape", b.op("Shape", x), value=b.numpy_helper.from_array(np.zeros(1, np.float64)))
-        steps = b.op("Add", steps, b.op("ScatterElements", zeros, order, extra, axis=1))
+        steps = b.op("Add", steps, b.op("ScatterElements", _zeros_like(b, x, b.f64(0.0)), order, extra, axis=1))
     steps = b.op("Div", steps, scale)
     return b.op("Cast", steps, to=b.TensorProto.FLOAT)
 
@@ -86,8 +91,7 @@ def _top_k(stage: TopK, b: GraphBuilder, x: str, num_classes: int) -> str:
         values = b.op("Where", empty, b.f32(1.0), values)
         totals = b.op("Where", empty, b.f32(stage.k), totals)
         values = b.op("Div", values, totals)
-    zeros = b.op("ConstantOfShape", b.op("Shape", x), value=b.numpy_helper.from_array(np.zeros(1, np.float32)))
-    return b.op("ScatterElements", zeros, index, values, axis=1)
+    return b.op("ScatterElements", _zeros_like(b, x, b.f32(0.0)), index, values, axis=1)
 
 
 def _one_hot(b: GraphBuilder, x: str, num_classes: int) -> str:
@@ -121,7 +125,7 @@ def _label_confidence(stage: LabelConfidence, b: GraphBuilder, x: str, num_class
     index = b.op("Cast", b.op("Clip", index, b.f64(0.0), b.f64(stage.levels - 1)), to=b.TensorProto.INT64)
     confidence = b.op("Gather", b.const(stage.confidence_levels(num_classes), np.float64), index, axis=0)  # (N, 1)
     rest = b.op("Div", b.op("Sub", b.f64(1.0), confidence), b.f64(max(num_classes - 1, 1)))
-    released = b.op("Expand", rest, b.op("Shape", x))
+    released = b.op("Add", _zeros_like(b, x, b.f64(0.0)), rest)  # (N, K): rest everywhere
     released = b.op("ScatterElements", released, label, confidence, axis=1)
     return b.op("Cast", released, to=b.TensorProto.FLOAT)
 
@@ -210,7 +214,7 @@ def _laplace(stage: LaplaceNoise, b: GraphBuilder, x: str, num_classes: int) -> 
 def _label_preserving(stage: LabelPreservingNoise, b: GraphBuilder, x: str, num_classes: int) -> str:
     raise NotFusible(
         "its label swap breaks ties by one float ulp (numpy.nextafter), which ONNX has no operator for; "
-        "use gaussian or laplace noise followed by argmax-free stages, or run it in SafeModel"
+        "guard gaussian or laplace noise instead, or run it in SafeModel"
     )
 
 

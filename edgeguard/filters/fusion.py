@@ -204,6 +204,7 @@ def fuse_pipeline(
     keep_raw: bool = False,
     input_name: str | None = None,
     pixel_range: tuple[float, float] | None = None,
+    noise: str = "input",
 ) -> FusedPipeline | None:
     """``proto`` (not modified) with the leading fusible stages of the bound ``pipeline`` appended.
 
@@ -213,6 +214,8 @@ def fuse_pipeline(
     with ``keep_raw``, for ``predict_unfiltered_unsafe``). With ``input_name`` and
     ``pixel_range`` the graph also checks the input's range (NaN refused): a release that
     is NaN (label indices: -1) means some check failed, see :func:`gate`.
+    ``noise="graph"`` draws the random stages' noise inside the graph (no seed, no noise
+    inputs) instead of taking it as extra inputs.
     """
     import onnx
     from onnx import TensorProto, helper
@@ -227,7 +230,7 @@ def fuse_pipeline(
     fused_proto = onnx.ModelProto()
     fused_proto.CopyFrom(proto)
     graph = fused_proto.graph
-    b = GraphBuilder(graph, opset, prefix=_PREFIX, noise="input")
+    b = GraphBuilder(graph, opset, prefix=_PREFIX, noise=noise)
     fused = tuple(pipeline.filters[:count])
     x = output_name
     if any(type(stage) in _LABEL_STAGES for stage in fused):
