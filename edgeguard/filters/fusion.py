@@ -102,6 +102,7 @@ class FusedPipeline:
     checks_input: bool = False  # the graph checked the input's pixel range (NaN refused)
     checks_release: bool = False  # a NaN / -1 first entry is the only sign of a failed check left to Python
     op_types: frozenset[str] = field(default_factory=frozenset)
+    uniform_per_row: int = 0  # columns of the U(0, 1) input (noise="uniform"), the dither's included
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -205,6 +206,7 @@ def fuse_pipeline(
     input_name: str | None = None,
     pixel_range: tuple[float, float] | None = None,
     noise: str = "input",
+    uniform_offset: int = 0,
 ) -> FusedPipeline | None:
     """``proto`` (not modified) with the leading fusible stages of the bound ``pipeline`` appended.
 
@@ -214,8 +216,9 @@ def fuse_pipeline(
     with ``keep_raw``, for ``predict_unfiltered_unsafe``). With ``input_name`` and
     ``pixel_range`` the graph also checks the input's range (NaN refused): a release that
     is NaN (label indices: -1) means some check failed, see :func:`gate`.
-    ``noise="graph"`` draws the random stages' noise inside the graph (no seed, no noise
-    inputs) instead of taking it as extra inputs.
+    ``noise`` picks where random stages get their noise (see
+    :mod:`edgeguard.filters.onnx_graph`); with ``noise="uniform"`` the stages read the
+    columns of the U(0, 1) input from ``uniform_offset`` on.
     """
     import onnx
     from onnx import TensorProto, helper
@@ -230,7 +233,7 @@ def fuse_pipeline(
     fused_proto = onnx.ModelProto()
     fused_proto.CopyFrom(proto)
     graph = fused_proto.graph
-    b = GraphBuilder(graph, opset, prefix=_PREFIX, noise=noise)
+    b = GraphBuilder(graph, opset, prefix=_PREFIX, noise=noise, uniform_offset=uniform_offset)
     fused = tuple(pipeline.filters[:count])
     x = output_name
     if any(type(stage) in _LABEL_STAGES for stage in fused):
@@ -257,6 +260,9 @@ def fuse_pipeline(
     graph.node.extend(b.nodes)
     graph.initializer.extend(b.initializers)
     graph.input.extend(b.inputs)
+    uniform = b.uniform_input()
+    if uniform is not None:
+        graph.input.append(uniform)
     elem = TensorProto.INT64 if terminal else TensorProto.FLOAT
     shape = ["batch"] if terminal else ["batch", num_classes]
     outputs = [helper.make_tensor_value_info(release_name, elem, shape)]
@@ -279,4 +285,5 @@ def fuse_pipeline(
         checks_release=True,
         gated=probabilities,
         op_types=op_types,
+        uniform_per_row=b.uniform_offset,
     )

@@ -12,10 +12,20 @@ or int64 (N,) for a label index). A stage it cannot express raises :class:`NotFu
 with the reason. Stages are looked up by their *exact* class: a subclass or an
 unregistered filter is not fusible (its ``apply`` may do anything).
 
-Noise comes from :meth:`GraphBuilder.noise`: with ``noise="input"`` (SafeModel) each
-random stage gets an extra graph input that Python fills; with ``noise="graph"``
-(guarded files) the graph draws it itself (``RandomNormalLike`` / ``RandomUniformLike``
-without a seed). The emitters are the same for both.
+Noise comes from :meth:`GraphBuilder.noise`, in one of three modes (the emitters are
+the same for all):
+
+- ``"input"`` (SafeModel): each random stage gets an extra graph input holding its
+  scaled noise, which Python draws exactly as the numpy filter would;
+- ``"uniform"`` (guarded files): the graph takes ONE extra input,
+  :data:`UNIFORM_INPUT`, float64 (batch, M) of independent U(0, 1) values that the app
+  draws from its platform's CSPRNG at every run; every random stage reads its own
+  columns and transforms them (Box-Muller for Gaussian noise, the inverse CDF for
+  Laplace noise, a linear map for the input dither);
+- ``"graph"``: ``RandomNormalLike`` / ``RandomUniformLike`` without a seed. NOT used for
+  files: onnxruntime seeds these from one process-wide clock value, so every new session
+  in a process repeats the same noise, and its generator (``std::default_random_engine``)
+  has a 31-bit state. Kept for the test that documents this.
 """
 
 from __future__ import annotations
@@ -30,10 +40,24 @@ import numpy as np
 from edgeguard.errors import FilterError
 from edgeguard.filters.base import OutputFilter, secure_rng
 
-__all__ = ["GraphBuilder", "NotFusible", "NoiseInput", "onnx_emitter", "emitter_for", "emit_stage", "ONNX_EMITTERS"]
+__all__ = [
+    "GraphBuilder",
+    "NotFusible",
+    "NoiseInput",
+    "onnx_emitter",
+    "emitter_for",
+    "emit_stage",
+    "ONNX_EMITTERS",
+    "UNIFORM_INPUT",
+    "NOISE_MODES",
+    "uniform_noise",
+]
 
-#: Smallest uniform draw used by the inverse-CDF Laplace sampler (keeps log finite).
+#: Smallest uniform draw used by the samplers (keeps log finite).
 _TINY = 1e-300
+#: The name of the one U(0, 1) noise input of a graph built with ``noise="uniform"``.
+UNIFORM_INPUT = "edgeguard_uniform"
+NOISE_MODES = ("input", "uniform", "graph")
 
 Emitter = Callable[[Any, "GraphBuilder", str, int], str]
 
@@ -86,6 +110,8 @@ def _draw(kind: str, scale: float, rng: np.random.Generator, size: int) -> np.nd
         noise = rng.standard_normal(size, dtype=np.float32)
         noise *= scale  # float32 times the weak Python float, as GaussianNoise does
         return noise
+    if kind == "uniform":  # the input dither: U(-scale, scale), float32
+        return rng.uniform(-scale, scale, size).astype(np.float32)
     return rng.laplace(0.0, scale, size)
 
 
@@ -94,9 +120,10 @@ class NoiseInput:
     """An extra graph input that carries one random stage's scaled noise, shape (N, K)."""
 
     name: str
-    kind: str  # "normal" (float32 N(0, scale^2)) | "laplace" (float64 Laplace(0, scale))
+    kind: str  # "normal" (float32 N(0, scale^2)) | "laplace" (float64 Laplace(0, scale)) | "uniform" (dither)
     scale: float
-    num_classes: int
+    num_classes: int  # values per row
+    shape: tuple[int, ...] = ()  # the per-row shape when it is not (num_classes,) (the dither: (C, H, W))
 
     def draw(self, rng: np.random.Generator | None, rows: int) -> np.ndarray:
         """Noise for ``rows`` rows: from ``rng`` (a seed was given) or this thread's secure buffer.
@@ -105,8 +132,9 @@ class NoiseInput:
         they are sliced from blocks drawn 256 values per fresh OS seed (the rule of
         :func:`edgeguard.filters.secure_rng`); every value is used once.
         """
+        shape = (rows, *(self.shape or (self.num_classes,)))
         if rng is not None:
-            return _draw(self.kind, self.scale, rng, rows * self.num_classes).reshape(rows, self.num_classes)
+            return _draw(self.kind, self.scale, rng, rows * self.num_classes).reshape(shape)
         try:
             buffers = _BUFFERS.by_key
         except AttributeError:
@@ -123,17 +151,21 @@ class NoiseInput:
             flat = np.concatenate(chunks)
             block, used = flat[: len(flat) - len(flat) % self.num_classes].reshape(-1, self.num_classes), 0
         buffers[key] = (block, used + rows)  # every value is used once
-        return block[used : used + rows]
+        return block[used : used + rows].reshape(shape)
 
 
 class GraphBuilder:
     """Collects new nodes, initializers and inputs for ``graph`` under unique ``prefix``-ed names."""
 
-    def __init__(self, graph: Any, opset: int, *, prefix: str, noise: str = "input") -> None:
+    def __init__(
+        self, graph: Any, opset: int, *, prefix: str, noise: str = "input", uniform_offset: int = 0
+    ) -> None:
         from onnx import TensorProto, helper, numpy_helper
 
-        if noise not in ("input", "graph"):
-            raise FilterError(f"expected noise 'input' or 'graph', got {noise!r}")
+        if noise not in NOISE_MODES:
+            raise FilterError(f"expected noise in {NOISE_MODES}, got {noise!r}")
+        #: columns of UNIFORM_INPUT used so far (noise="uniform")
+        self.uniform_offset = uniform_offset
         self.helper, self.numpy_helper, self.TensorProto = helper, numpy_helper, TensorProto
         self.graph = graph
         self.opset = opset
@@ -188,11 +220,25 @@ class GraphBuilder:
             return self.op(op_type, x, self.axes1(), keepdims=keepdims)
         return self.op(op_type, x, axes=[axis], keepdims=keepdims)
 
+    def uniform(self, count: int, shape: tuple[int, ...]) -> str:
+        """The next ``count`` columns of :data:`UNIFORM_INPUT` (float64 U(0, 1)), reshaped to (N, *shape)."""
+        start = self.uniform_offset
+        self.uniform_offset += count
+        columns = self.op(
+            "Slice",
+            UNIFORM_INPUT,
+            self.const([start], np.int64),
+            self.const([start + count], np.int64),
+            self.const([1], np.int64),
+        )
+        if tuple(shape) != (count,):
+            columns = self.op("Reshape", columns, self.const([0, *shape], np.int64))
+        return self.op("Max", columns, self.f64(_TINY))  # an app's 0.0 cannot make log infinite
+
     def noise(self, kind: str, scale: float, num_classes: int, like: str) -> str:
         """Noise shaped like ``like`` (N, K): float32 N(0, scale^2) ("normal") or float64 Laplace(0, scale).
 
-        ``noise="input"``: an extra graph input (recorded in :attr:`noise_inputs`) that the
-        caller fills; ``noise="graph"``: drawn in the graph, without a seed (fresh at every run).
+        See the module docstring for the three modes.
         """
         if self.noise_mode == "input":
             name = self.name(f"noise_{kind}")
@@ -200,9 +246,38 @@ class GraphBuilder:
             self.inputs.append(self.helper.make_tensor_value_info(name, elem, ["batch", num_classes]))
             self.noise_inputs.append(NoiseInput(name, kind, scale, num_classes))
             return name
-        if kind == "normal":
-            return self.op("RandomNormalLike", like, dtype=self.TensorProto.FLOAT, mean=0.0, scale=float(scale))
-        # Laplace(0, b) by the inverse CDF in float64: u ~ U(-1/2, 1/2), -b sign(u) log(1 - 2|u|)
-        u = self.op("RandomUniformLike", like, dtype=self.TensorProto.DOUBLE, low=-0.5, high=0.5)
-        tail = self.op("Max", self.op("Sub", self.f64(1.0), self.op("Mul", self.f64(2.0), self.op("Abs", u))), self.f64(_TINY))
-        return self.op("Mul", self.op("Mul", self.f64(-float(scale)), self.op("Sign", u)), self.op("Log", tail))
+        if self.noise_mode == "graph":
+            if kind == "normal":
+                return self.op("RandomNormalLike", like, dtype=self.TensorProto.FLOAT, mean=0.0, scale=float(scale))
+            u = self.op("RandomUniformLike", like, dtype=self.TensorProto.DOUBLE, low=0.0, high=1.0)
+            return self._laplace(u, scale)
+        if kind == "normal":  # Box-Muller in float64: sqrt(-2 log u1) cos(2 pi u2), then float32 * scale
+            u1, u2 = self.uniform(num_classes, (num_classes,)), self.uniform(num_classes, (num_classes,))
+            radius = self.op("Sqrt", self.op("Mul", self.f64(-2.0), self.op("Log", u1)))
+            z = self.op("Mul", radius, self.op("Cos", self.op("Mul", self.f64(2.0 * np.pi), u2)))
+            return self.op("Mul", self.op("Cast", z, to=self.TensorProto.FLOAT), self.f32(scale))
+        return self._laplace(self.uniform(num_classes, (num_classes,)), scale)
+
+    def _laplace(self, u: str, scale: float) -> str:
+        """Laplace(0, b) from U(0, 1) by the inverse CDF in float64: v = u - 1/2, -b sign(v) log(1 - 2|v|)."""
+        v = self.op("Sub", u, self.f64(0.5))
+        tail = self.op("Max", self.op("Sub", self.f64(1.0), self.op("Mul", self.f64(2.0), self.op("Abs", v))), self.f64(_TINY))
+        return self.op("Mul", self.op("Mul", self.f64(-float(scale)), self.op("Sign", v)), self.op("Log", tail))
+
+    def uniform_input(self) -> Any:
+        """The value info of :data:`UNIFORM_INPUT` for the columns used (None when none were)."""
+        if self.uniform_offset == 0:
+            return None
+        return self.helper.make_tensor_value_info(UNIFORM_INPUT, self.TensorProto.DOUBLE, ["batch", self.uniform_offset])
+
+
+def uniform_noise(rows: int, per_row: int) -> np.ndarray:
+    """float64 (rows, per_row) U(0, 1) values from the OS CSPRNG: what an app feeds :data:`UNIFORM_INPUT`.
+
+    Each value is (k + 0.5) / 2^53 for 53 random bits k (never 0 or 1); the JavaScript
+    helper in ``clients/js`` computes the same from ``crypto.getRandomValues``.
+    """
+    import os
+
+    bits = np.frombuffer(os.urandom(8 * rows * per_row), dtype=np.uint64) >> np.uint64(11)
+    return ((bits.astype(np.float64) + 0.5) * 2.0**-53).reshape(rows, per_row)

@@ -7,7 +7,8 @@
 """
 
 from edgeguard.guard.api import GuardResult, guard_model
-from edgeguard.guard.build import GuardedGraph, build_guarded_graph, dither_half_width
+from edgeguard.filters.onnx_graph import UNIFORM_INPUT, uniform_noise
+from edgeguard.guard.build import GuardedGraph, build_guarded_graph, dither_half_width, guarded_feeds
 from edgeguard.guard.inspect import GuardCheck, InspectReport, inspect_guarded
 from edgeguard.guard.metadata import GuardMetadata
 
@@ -21,4 +22,7 @@ __all__ = [
     "build_guarded_graph",
     "GuardedGraph",
     "dither_half_width",
+    "guarded_feeds",
+    "uniform_noise",
+    "UNIFORM_INPUT",
 ]

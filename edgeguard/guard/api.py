@@ -13,6 +13,7 @@ from typing import Any
 
 from edgeguard.errors import FilterError, GuardError
 from edgeguard.filters import FilterPipeline, FilterSpec, parse_filter_spec
+from edgeguard.filters.onnx_graph import UNIFORM_INPUT
 from edgeguard.guard.build import GuardedGraph, build_guarded_graph, dither_half_width
 from edgeguard.guard.metadata import PREFIX, GuardMetadata, edgeguard_version, encode_outputs, graph_sha256
 
@@ -80,7 +81,7 @@ def assemble_guarded(
         pipeline = FilterPipeline(spec.build(), input_kind=info.output_kind, task_type=info.task_type)
     except FilterError as error:
         raise GuardError(f"expected filters that fit this model, got {spec.text!r}: {error}") from None
-    built = build_guarded_graph(source, info, pipeline, input_dither=input_dither, noise="graph")
+    built = build_guarded_graph(source, info, pipeline, input_dither=input_dither, noise="uniform")
     capacity = pipeline.capacity_bits(info.num_classes)
     metadata = GuardMetadata(
         edgeguard_version=edgeguard_version(),
@@ -93,6 +94,11 @@ def assemble_guarded(
             "dithered_input": built.dithered_input,
         },
         random=bool(pipeline.is_random or input_dither),
+        noise_input=(
+            {"name": UNIFORM_INPUT, "dtype": "float64", "per_row": built.uniform_per_row, "distribution": "U(0,1)"}
+            if built.uniform_per_row
+            else None
+        ),
         source_sha256=source_sha256,
         source_graph_sha256=graph_sha256(source.graph),
         source_outputs=encode_outputs(source.graph),

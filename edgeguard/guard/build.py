@@ -13,9 +13,13 @@ graph that releases only the pipeline's output:
    :func:`edgeguard.filters.fusion.gate`: when a check fails, the whole release is NaN
    (label indices: -1), never the raw values.
 
-Files use ``noise="graph"`` (every random stage draws in the graph, without a seed);
-SafeModel uses ``noise="input"`` (Python feeds the noise, so ``predict(seed=...)`` is
-reproducible). Everything else is the same code.
+Files use ``noise="uniform"``: the graph takes one float64 input ``edgeguard_uniform``
+(batch, M) of U(0, 1) values that the app draws from its CSPRNG at every run (the
+dither and every random stage read their own columns). SafeModel uses
+``noise="input"``: Python feeds each stage's scaled noise (and the dither's), so
+``predict(seed=...)`` is reproducible; :meth:`GuardedGraph.feeds` draws them. Everything
+else is the same code. (onnxruntime's own ``RandomNormalLike`` is not used: it repeats
+its noise in every new session of a process; see :mod:`edgeguard.filters.onnx_graph`.)
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from edgeguard.errors import GuardError
 from edgeguard.filters import FilterPipeline
 from edgeguard.filters.fusion import MIN_OPSET, FusedPipeline, fuse_pipeline, fusion_refusal
-from edgeguard.filters.onnx_graph import GraphBuilder
+from edgeguard.filters.onnx_graph import UNIFORM_INPUT, GraphBuilder, NoiseInput, uniform_noise
 
 __all__ = [
     "GUARD_PREFIX",
@@ -36,12 +42,13 @@ __all__ = [
     "GuardedGraph",
     "build_guarded_graph",
     "dither_half_width",
+    "guarded_feeds",
 ]
 
 #: Prefix of the dither's nodes and tensors.
 GUARD_PREFIX = "edgeguard_guard/"
 #: Names a source model may not use (they mark what the builder appended).
-RESERVED_PREFIXES = (GUARD_PREFIX, "edgeguard_fusion/")
+RESERVED_PREFIXES = (GUARD_PREFIX, "edgeguard_fusion/", UNIFORM_INPUT)
 #: The release's name in a guarded graph (unless the model already uses it).
 RELEASE_NAME = "release"
 #: Grey levels assumed across the declared pixel range (8-bit images).
@@ -63,6 +70,15 @@ class GuardedGraph:
     dithered_input: str | None  # the tensor the model reads instead of the graph input (None: no dither)
     release_name: str
     raw_name: str | None
+    noise_inputs: tuple[NoiseInput, ...] = ()  # noise="input": the dither's first, then each random stage's
+    uniform_per_row: int = 0  # noise="uniform": columns of the edgeguard_uniform input
+
+    def feeds(self, rows: int, rng: Any = None) -> dict[str, Any]:
+        """The noise inputs for a batch of ``rows``: scaled noise (``rng`` or secure draws), or CSPRNG uniforms."""
+        feed = {noise.name: noise.draw(rng, rows) for noise in self.noise_inputs}
+        if self.uniform_per_row:
+            feed[UNIFORM_INPUT] = uniform_noise(rows, self.uniform_per_row)
+        return feed
 
 
 def _default_opset(proto: Any) -> int:
@@ -130,28 +146,47 @@ def _check_source(proto: Any, info: Any) -> None:
         )
 
 
-def _add_dither(proto: Any, info: Any) -> str:
-    """Put the dither in front of the model in ``proto`` (modified); returns the dithered tensor's name."""
-    from onnx import TensorProto
+def _add_dither(proto: Any, info: Any, noise: str) -> tuple[str, NoiseInput | None, int]:
+    """Put the dither in front of the model in ``proto`` (modified).
+
+    Returns the dithered tensor's name, the dither's noise input (``noise="input"``) and
+    the uniform columns it used (``noise="uniform"``).
+    """
+    from onnx import TensorProto, helper
 
     graph = proto.graph
     value = next(v for v in graph.input if v.name == info.input_name)
     if value.type.tensor_type.elem_type != TensorProto.FLOAT:
+        got = TensorProto.DataType.Name(value.type.tensor_type.elem_type)
         raise GuardError(
-            f"expected a float32 input for the input dither, got {TensorProto.DataType.Name(value.type.tensor_type.elem_type)} "
-            f"for {info.input_name!r}; guard without input_dither or export the model with float32 inputs"
+            f"expected a float32 input for the input dither, got {got} for {info.input_name!r}; guard without "
+            "input_dither or export the model with float32 inputs"
         )
     low, high = (float(v) for v in info.pixel_range)
     half = dither_half_width((low, high))
-    b = GraphBuilder(graph, _default_opset(proto), prefix=GUARD_PREFIX, noise="graph")
-    noise = b.op("RandomUniformLike", info.input_name, dtype=TensorProto.FLOAT, low=-half, high=half)
-    dithered = b.op("Clip", b.op("Add", info.input_name, noise), b.f32(low), b.f32(high))
+    shape = tuple(int(d) for d in info.input_shape)
+    per_row = int(np.prod(shape))
+    b = GraphBuilder(graph, _default_opset(proto), prefix=GUARD_PREFIX, noise=noise)
+    spec = None
+    if noise == "input":
+        name = b.name("dither_noise")
+        b.inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", *shape]))
+        spec, offset = NoiseInput(name, "uniform", half, per_row, shape), 0
+    elif noise == "uniform":  # U(0, 1) -> U(-half, half): (2u - 1) * half in float64, then float32
+        u = b.uniform(per_row, shape)
+        name = b.op("Cast", b.op("Mul", b.op("Sub", b.op("Mul", u, b.f64(2.0)), b.f64(1.0)), b.f64(half)), to=TensorProto.FLOAT)
+        offset = b.uniform_offset
+    else:
+        name = b.op("RandomUniformLike", info.input_name, dtype=TensorProto.FLOAT, low=-half, high=half)
+        offset = 0
+    dithered = b.op("Clip", b.op("Add", info.input_name, name), b.f32(low), b.f32(high))
     _rewire(graph, info.input_name, dithered)  # the model's nodes (not yet the dither's) read the dithered tensor
     nodes = list(b.nodes) + list(graph.node)
     del graph.node[:]
     graph.node.extend(nodes)  # topological order: the dither first
     graph.initializer.extend(b.initializers)
-    return dithered
+    graph.input.extend(b.inputs)
+    return dithered, spec, offset
 
 
 def refusal(pipeline: FilterPipeline, num_classes: int) -> str | None:
@@ -171,7 +206,7 @@ def build_guarded_graph(
     pipeline: FilterPipeline,
     *,
     input_dither: bool = False,
-    noise: str = "graph",
+    noise: str = "uniform",
     require_all: bool = True,
     keep_raw: bool = False,
 ) -> GuardedGraph:
@@ -195,11 +230,12 @@ def build_guarded_graph(
                 "Guard a pipeline of fusible stages (softmax, round, top_k, argmax, label_confidence, gaussian, ...)"
             )
     source = proto
-    dithered = None
+    dithered, dither_noise, offset = None, None, 0
     if input_dither:
         source = onnx.ModelProto()
         source.CopyFrom(proto)
-        dithered = _add_dither(source, info)
+        dithered, dither_noise, offset = _add_dither(source, info, noise)
+    dither_inputs = (dither_noise,) if dither_noise is not None else ()
     fusion = fuse_pipeline(
         source,
         pipeline,
@@ -211,13 +247,30 @@ def build_guarded_graph(
         input_name=info.input_name,
         pixel_range=tuple(float(v) for v in info.pixel_range),
         noise=noise,
+        uniform_offset=offset,
     )
     if fusion is None:
         if require_all:  # (refusal() said every stage is fusible)
             raise GuardError("expected the pipeline to fuse, got nothing fused; report this as a bug")
-        return GuardedGraph(source, None, dithered, info.output_name, info.output_name)
+        if offset:  # the dither alone read uniform columns
+            source.graph.input.append(_uniform_value(offset))
+        return GuardedGraph(source, None, dithered, info.output_name, info.output_name, dither_inputs, offset)
     release = _rename_release(fusion.proto.graph, fusion.release_name)
-    return GuardedGraph(fusion.proto, fusion, dithered, release, fusion.raw_name)
+    return GuardedGraph(
+        fusion.proto,
+        fusion,
+        dithered,
+        release,
+        fusion.raw_name,
+        dither_inputs + tuple(fusion.noise),
+        fusion.uniform_per_row,
+    )
+
+
+def _uniform_value(columns: int) -> Any:
+    from onnx import TensorProto, helper
+
+    return helper.make_tensor_value_info(UNIFORM_INPUT, TensorProto.DOUBLE, ["batch", columns])
 
 
 def _rename_release(graph: Any, name: str) -> str:
@@ -232,3 +285,18 @@ def _rename_release(graph: Any, name: str) -> str:
         if value.name == name:
             value.name = RELEASE_NAME
     return RELEASE_NAME
+
+
+def guarded_feeds(session: Any, x: Any) -> dict[str, Any]:
+    """The feeds for one run of a guarded file in a Python ``onnxruntime.InferenceSession``.
+
+    ``x`` goes to the image input; when the file has random stages (or the dither), the
+    ``edgeguard_uniform`` input gets fresh CSPRNG uniforms (:func:`uniform_noise`).
+    """
+    feeds: dict[str, Any] = {}
+    for value in session.get_inputs():
+        if value.name == UNIFORM_INPUT:
+            feeds[value.name] = uniform_noise(len(x), int(value.shape[1]))
+        else:
+            feeds[value.name] = x
+    return feeds

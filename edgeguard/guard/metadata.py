@@ -13,7 +13,8 @@ edgeguard.guard.filters             the pipeline spec (grammar of ``edgeguard be
 edgeguard.guard.capacity_bits       the release's capacity bound in bits per row ("inf": none)
 edgeguard.guard.release             JSON: output name, dtype, shape, what a failed check gives
 edgeguard.guard.input_dither        JSON: enabled, half_width, the dithered tensor's name
-edgeguard.guard.random              "true" when a run draws fresh noise (in the graph, unseeded)
+edgeguard.guard.random              "true" when the release is random (noise stages or dither)
+edgeguard.guard.noise_input         JSON: the U(0,1) input the app must fill at every run, or null
 edgeguard.guard.source_sha256       SHA-256 of the source model file (as ``model_sha256``)
 edgeguard.guard.source_graph_sha256 SHA-256 of the source model's serialized graph
 edgeguard.guard.source_outputs      JSON: the source graph's outputs (base64 ValueInfoProto)
@@ -64,6 +65,7 @@ class GuardMetadata:
     release: dict[str, Any]
     input_dither: dict[str, Any]
     random: bool
+    noise_input: dict[str, Any] | None
     source_sha256: str
     source_graph_sha256: str
     source_outputs: tuple[str, ...]  # base64 ValueInfoProto, in order
@@ -79,6 +81,7 @@ class GuardMetadata:
             "release": json.dumps(self.release, sort_keys=True),
             "input_dither": json.dumps(self.input_dither, sort_keys=True),
             "random": "true" if self.random else "false",
+            "noise_input": json.dumps(self.noise_input, sort_keys=True),
             "source_sha256": self.source_sha256,
             "source_graph_sha256": self.source_graph_sha256,
             "source_outputs": json.dumps(list(self.source_outputs)),
@@ -107,6 +110,7 @@ class GuardMetadata:
                 release=dict(json.loads(props["release"])),
                 input_dither=dict(json.loads(props["input_dither"])),
                 random={"true": True, "false": False}[props["random"]],
+                noise_input=json.loads(props["noise_input"]),
                 source_sha256=props["source_sha256"],
                 source_graph_sha256=props["source_graph_sha256"],
                 source_outputs=tuple(str(v) for v in json.loads(props["source_outputs"])),
@@ -144,6 +148,7 @@ class GuardMetadata:
             "release": self.release,
             "input_dither": self.input_dither,
             "random": self.random,
+            "noise_input": self.noise_input,
             "source_sha256": self.source_sha256,
             "source_graph_sha256": self.source_graph_sha256,
             "vet_report_sha256": self.vet_report_sha256,
