@@ -146,9 +146,16 @@ def test_every_filter_of_the_grammar_has_a_registered_twin() -> None:
     from edgeguard.filters import FILTER_NAMES, parse_filter_spec
 
     for name in FILTER_NAMES[1:]:
-        example = {"round": "round:2", "truncate": "truncate:2", "top_k": "top_k:3", "gaussian": "gaussian:1",
-                   "laplace": "laplace:1", "label_preserving": "label_preserving:1",
-                   "clipped_laplace": "clipped_laplace:c=5,eps=1", "label_confidence": "label_confidence:4"}
+        example = {
+            "round": "round:2",
+            "truncate": "truncate:2",
+            "top_k": "top_k:3",
+            "gaussian": "gaussian:1",
+            "laplace": "laplace:1",
+            "label_preserving": "label_preserving:1",
+            "clipped_laplace": "clipped_laplace:c=5,eps=1",
+            "label_confidence": "label_confidence:4",
+        }
         (stage,) = parse_filter_spec(example.get(name, name)).build()
         assert any(cls in THROUGH_TWINS for cls in type(stage).__mro__[:-2]), name
 

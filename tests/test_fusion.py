@@ -198,9 +198,16 @@ def test_every_filter_of_the_grammar_owns_an_onnx_emitter():
     from edgeguard.filters import FILTER_NAMES, parse_filter_spec
     from edgeguard.filters.onnx_graph import ONNX_EMITTERS, emitter_for
 
-    examples = {"round": "round:2", "truncate": "truncate:2", "top_k": "top_k:3", "gaussian": "gaussian:1",
-                "laplace": "laplace:1", "label_preserving": "label_preserving:1",
-                "clipped_laplace": "clipped_laplace:c=5,eps=1", "label_confidence": "label_confidence:4"}
+    examples = {
+        "round": "round:2",
+        "truncate": "truncate:2",
+        "top_k": "top_k:3",
+        "gaussian": "gaussian:1",
+        "laplace": "laplace:1",
+        "label_preserving": "label_preserving:1",
+        "clipped_laplace": "clipped_laplace:c=5,eps=1",
+        "label_confidence": "label_confidence:4",
+    }
     for name in FILTER_NAMES[1:]:
         (stage,) = parse_filter_spec(examples.get(name, name)).build()
         assert ONNX_EMITTERS[type(stage)] is emitter_for(stage), name

@@ -157,9 +157,7 @@ class NoiseInput:
 class GraphBuilder:
     """Collects new nodes, initializers and inputs for ``graph`` under unique ``prefix``-ed names."""
 
-    def __init__(
-        self, graph: Any, opset: int, *, prefix: str, noise: str = "input", uniform_offset: int = 0
-    ) -> None:
+    def __init__(self, graph: Any, opset: int, *, prefix: str, noise: str = "input", uniform_offset: int = 0) -> None:
         from onnx import TensorProto, helper, numpy_helper
 
         if noise not in NOISE_MODES:
@@ -261,14 +259,18 @@ class GraphBuilder:
     def _laplace(self, u: str, scale: float) -> str:
         """Laplace(0, b) from U(0, 1) by the inverse CDF in float64: v = u - 1/2, -b sign(v) log(1 - 2|v|)."""
         v = self.op("Sub", u, self.f64(0.5))
-        tail = self.op("Max", self.op("Sub", self.f64(1.0), self.op("Mul", self.f64(2.0), self.op("Abs", v))), self.f64(_TINY))
+        tail = self.op(
+            "Max", self.op("Sub", self.f64(1.0), self.op("Mul", self.f64(2.0), self.op("Abs", v))), self.f64(_TINY)
+        )
         return self.op("Mul", self.op("Mul", self.f64(-float(scale)), self.op("Sign", v)), self.op("Log", tail))
 
     def uniform_input(self) -> Any:
         """The value info of :data:`UNIFORM_INPUT` for the columns used (None when none were)."""
         if self.uniform_offset == 0:
             return None
-        return self.helper.make_tensor_value_info(UNIFORM_INPUT, self.TensorProto.DOUBLE, ["batch", self.uniform_offset])
+        return self.helper.make_tensor_value_info(
+            UNIFORM_INPUT, self.TensorProto.DOUBLE, ["batch", self.uniform_offset]
+        )
 
 
 def uniform_noise(rows: int, per_row: int) -> np.ndarray:

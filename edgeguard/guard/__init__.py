@@ -6,8 +6,8 @@
 - :mod:`edgeguard.guard.inspect`: :func:`inspect_guarded` re-checks one.
 """
 
-from edgeguard.guard.api import GuardResult, guard_model
 from edgeguard.filters.onnx_graph import UNIFORM_INPUT, uniform_noise
+from edgeguard.guard.api import GuardResult, guard_model
 from edgeguard.guard.build import GuardedGraph, build_guarded_graph, dither_half_width, guarded_feeds
 from edgeguard.guard.inspect import GuardCheck, InspectReport, inspect_guarded
 from edgeguard.guard.metadata import GuardMetadata

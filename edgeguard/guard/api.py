@@ -41,7 +41,9 @@ class GuardResult:
 
 
 def _spec(filters: str | FilterSpec) -> FilterSpec:
-    spec = filters if isinstance(filters, FilterSpec) else parse_filter_spec(filters) if isinstance(filters, str) else None
+    spec = (
+        filters if isinstance(filters, FilterSpec) else parse_filter_spec(filters) if isinstance(filters, str) else None
+    )
     if spec is None:
         raise GuardError(
             f"expected a filter spec string such as 'softmax>round:2', got {type(filters).__name__}; a guarded "

@@ -174,7 +174,9 @@ def _add_dither(proto: Any, info: Any, noise: str) -> tuple[str, NoiseInput | No
         spec, offset = NoiseInput(name, "uniform", half, per_row, shape), 0
     elif noise == "uniform":  # U(0, 1) -> U(-half, half): (2u - 1) * half in float64, then float32
         u = b.uniform(per_row, shape)
-        name = b.op("Cast", b.op("Mul", b.op("Sub", b.op("Mul", u, b.f64(2.0)), b.f64(1.0)), b.f64(half)), to=TensorProto.FLOAT)
+        name = b.op(
+            "Cast", b.op("Mul", b.op("Sub", b.op("Mul", u, b.f64(2.0)), b.f64(1.0)), b.f64(half)), to=TensorProto.FLOAT
+        )
         offset = b.uniform_offset
     else:
         name = b.op("RandomUniformLike", info.input_name, dtype=TensorProto.FLOAT, low=-half, high=half)

@@ -30,10 +30,19 @@ Example:  edgeguard guard model.onnx --filters 'softmax>round:2' --out guarded.o
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--filters", "filters", required=True, help="Pipeline spec, grammar of `edgeguard bench --filters`.")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The guarded file.")
-@click.option("--verdict", "verdict", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="A vet report (JSON) of MODEL, recorded by hash in the guarded file.")
-@click.option("--input-dither", "input_dither", is_flag=True,
-              help="Add uniform noise of +-half a grey level to the input, in the graph.")
+@click.option(
+    "--verdict",
+    "verdict",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A vet report (JSON) of MODEL, recorded by hash in the guarded file.",
+)
+@click.option(
+    "--input-dither",
+    "input_dither",
+    is_flag=True,
+    help="Add uniform noise of +-half a grey level to the input, in the graph.",
+)
 def guard_command(model: Path, filters: str, out: Path, verdict: Path | None, input_dither: bool) -> int:
     from edgeguard.guard import guard_model
 
@@ -56,10 +65,20 @@ passes, 1 when one fails, 2 on an error.
 
 @click.command("inspect", help=_INSPECT_HELP)
 @click.argument("guarded", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--source", "source", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="The source model the file claims to guard.")
-@click.option("--verdict", "verdict", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="The vet report the file claims to record.")
+@click.option(
+    "--source",
+    "source",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The source model the file claims to guard.",
+)
+@click.option(
+    "--verdict",
+    "verdict",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The vet report the file claims to record.",
+)
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def inspect_command(guarded: Path, source: Path | None, verdict: Path | None, output_format: str) -> int:
     from edgeguard.guard import inspect_guarded

@@ -132,7 +132,9 @@ def inspect_proto(
         metadata = GuardMetadata.from_model(proto)
     except GuardIntegrityError as error:
         return InspectReport(path, (GuardCheck("metadata", False, str(error)),))
-    checks.append(GuardCheck("metadata", True, f"spec {metadata.filters!r}, built by edgeguard {metadata.edgeguard_version}"))
+    checks.append(
+        GuardCheck("metadata", True, f"spec {metadata.filters!r}, built by edgeguard {metadata.edgeguard_version}")
+    )
     outputs = [value.name for value in proto.graph.output]
     single = outputs == [metadata.release.get("name")]
     checks.append(
@@ -188,7 +190,9 @@ def inspect_proto(
             elif not same_opsets:
                 detail = "the opset imports differ from those the claimed pipeline gives"
             else:
-                keys = sorted(k for k in found_props.keys() | expected_props.keys() if found_props.get(k) != expected_props.get(k))
+                keys = sorted(
+                    k for k in found_props.keys() | expected_props.keys() if found_props.get(k) != expected_props.get(k)
+                )
                 detail = f"the provenance keys {keys} differ from the rebuilt ones"
             checks.append(GuardCheck("stages_as_claimed", False, detail))
     if source is not None:
@@ -231,7 +235,9 @@ def _check_verdict(verdict: str | os.PathLike, metadata: GuardMetadata) -> Guard
     digest = hashlib.sha256(data).hexdigest()
     if digest != metadata.vet_report_sha256:
         return GuardCheck(
-            "vet_report", False, f"expected the recorded vet report {str(metadata.vet_report_sha256)[:16]}..., got {digest[:16]}..."
+            "vet_report",
+            False,
+            f"expected the recorded vet report {str(metadata.vet_report_sha256)[:16]}..., got {digest[:16]}...",
         )
     if not isinstance(report, dict) or report.get("model_sha256") != metadata.source_sha256:
         return GuardCheck("vet_report", False, "the vet report names another model than the recorded source")

@@ -94,7 +94,9 @@ class GuardMetadata:
     @classmethod
     def from_model(cls, proto: Any) -> "GuardMetadata":
         """Read the keys back; GuardIntegrityError when they are missing or malformed."""
-        props = {entry.key[len(PREFIX) :]: entry.value for entry in proto.metadata_props if entry.key.startswith(PREFIX)}
+        props = {
+            entry.key[len(PREFIX) :]: entry.value for entry in proto.metadata_props if entry.key.startswith(PREFIX)
+        }
         if not props:
             raise GuardIntegrityError(
                 f"expected a guarded model ({PREFIX}* metadata keys), got none; make one with `edgeguard guard`"

@@ -1,0 +1,482 @@
+"""`edgeguard guard` / `edgeguard inspect`: guarded ONNX files release exactly what SafeModel releases."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
+from test_fusion import SHAPE, _linear_model  # the tiny seeded models of the fusion tests
+
+from edgeguard import SafeModel, model_sha256, pipeline_capacity_bits
+from edgeguard.cli import main
+from edgeguard.errors import GuardError
+from edgeguard.filters import default_filter_specs, parse_filter_spec
+from edgeguard.guard import (
+    UNIFORM_INPUT,
+    build_guarded_graph,
+    guard_model,
+    guarded_feeds,
+    inspect_guarded,
+)
+from edgeguard.guard.build import refusal
+from edgeguard.model_info import ModelInfo
+
+ROWS = 64
+#: Two-sample Kolmogorov-Smirnov bound at alpha = 1e-6: D <= C * sqrt((n + m) / (n m)).
+KS_C = math.sqrt(-math.log(1e-6 / 2) / 2)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("guard_models")
+    return {
+        "logits": _linear_model(folder / "logits.onnx", kind="logits"),
+        "probabilities": _linear_model(folder / "probs.onnx", kind="probabilities", opset=13),
+        "multilabel": _linear_model(folder / "multilabel.onnx", kind="probabilities", task="multilabel", classes=5),
+        "multilabel-logits": _linear_model(folder / "ml_logits.onnx", kind="logits", task="multilabel", classes=5),
+    }
+
+
+def _images(rows: int = ROWS, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).random((rows, *SHAPE), dtype=np.float32)
+    x[0] = 0.0  # a tie for the top class
+    x[1] = 1.0
+    return x
+
+
+def _cli_guard(model: Path, spec: str, out: Path, *extra: str) -> object:
+    return CliRunner().invoke(main, ["guard", str(model), "--filters", spec, "--out", str(out), *extra])
+
+
+def _run(path: Path, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, guarded_feeds(session, x))[0]
+
+
+def _safe(model: Path, spec: str, **kwargs) -> SafeModel:
+    return SafeModel(model, filters=parse_filter_spec(spec).build(), **kwargs)
+
+
+# (model, spec): every fusible filter, deterministic
+DETERMINISTIC = [
+    ("logits", "softmax"),
+    ("multilabel-logits", "sigmoid"),
+    ("logits", "round:2"),
+    ("logits", "round:1,clip=2"),
+    ("logits", "rounded"),
+    ("logits", "truncate:2"),
+    ("logits", "top_k:3"),
+    ("logits", "argmax"),
+    ("logits", "argmax:one_hot"),
+    ("logits", "class_labels"),
+    ("multilabel", "class_labels"),
+    ("probabilities", "high_confidence:0.1"),
+    ("probabilities", "reverse_sigmoid:1,0.1"),
+    ("multilabel", "reverse_sigmoid:1,0.5"),
+    ("logits", "softmax>round:2"),
+    ("logits", "softmax>round:2,preserve_sum=true"),
+    ("logits", "softmax>top_k:3,renormalize=true"),
+    ("logits", "softmax>label_confidence:4"),
+    ("probabilities", "label_confidence:10"),
+    ("multilabel-logits", "sigmoid>round:2"),
+]
+
+
+@pytest.mark.parametrize("kind,spec", DETERMINISTIC, ids=[f"{k}:{s}" for k, s in DETERMINISTIC])
+def test_guarded_file_releases_safemodels_release_bit_for_bit(models, tmp_path, kind, spec):
+    out = tmp_path / "guarded.onnx"
+    result = _cli_guard(models[kind], spec, out)
+    assert result.exit_code == 0, result.output
+    safe = _safe(models[kind], spec)
+    assert safe.fused_stages == len(parse_filter_spec(spec).stages)  # SafeModel fused every stage too
+    for seed in (0, 1):
+        x = _images(seed=seed)
+        released, expected = _run(out, x), safe.predict(x)
+        assert released.dtype == expected.dtype and released.shape == expected.shape
+        np.testing.assert_array_equal(released, expected)
+        if released.dtype.kind == "f":
+            np.testing.assert_array_equal(np.signbit(released), np.signbit(expected))
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["release"]  # raw outputs cannot be fetched
+
+
+def _ks(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.sort(a.ravel()), np.sort(b.ravel())
+    grid = np.concatenate([a, b])
+    return float(
+        np.max(np.abs(np.searchsorted(a, grid, "right") / len(a) - np.searchsorted(b, grid, "right") / len(b)))
+    )
+
+
+@pytest.mark.parametrize("spec", [s.text for s in default_filter_specs("logits")])
+def test_default_pipelines_are_guarded_exactly_or_refused_with_the_reason(models, tmp_path, spec):
+    model = models["logits"]
+    out = tmp_path / "guarded.onnx"
+    filters = parse_filter_spec(spec)
+    if filters.is_raw:
+        result = _cli_guard(model, spec, out)
+        assert result.exit_code == 2 and "never releases raw outputs" in result.output
+        return
+    safe = _safe(model, spec)
+    reason = refusal(safe.pipeline, safe.num_classes)
+    result = _cli_guard(model, spec, out)
+    if reason is not None:
+        assert result.exit_code == 2, result.output
+        assert "cannot run inside the graph" in result.output and filters.stages[-1][0].split("_")[0] in result.output
+        assert not out.exists()
+        return
+    assert result.exit_code == 0, result.output
+    x = _images()
+    if not safe.pipeline.is_random:
+        np.testing.assert_array_equal(_run(out, x), safe.predict(x))
+        return
+    # random stages: the same distribution as SafeModel's release (rows repeated, fresh noise each)
+    x = np.repeat(x[:8], 32, axis=0)
+    guarded, reference = _run(out, x), safe.predict(x)
+    bound = KS_C * math.sqrt(2.0 / guarded.size)
+    assert _ks(guarded, reference) <= bound
+    assert not np.array_equal(guarded[:32], np.repeat(guarded[:1], 32, axis=0))  # noise was drawn
+
+
+def test_guarded_noise_is_fresh_across_runs_sessions_and_processes(models, tmp_path):
+    out = tmp_path / "gaussian.onnx"
+    assert _cli_guard(models["logits"], "gaussian:1", out).exit_code == 0
+    x = _images(4)
+    first = _run(out, x)
+    assert not np.array_equal(first, _run(out, x))  # a new session
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert not np.array_equal(
+        session.run(None, guarded_feeds(session, x))[0], session.run(None, guarded_feeds(session, x))[0]
+    )
+    code = (
+        "import sys, numpy as np, onnxruntime as ort; from edgeguard.guard import guarded_feeds;"
+        "s = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider']);"
+        "x = np.load(sys.argv[2]); print(s.run(None, guarded_feeds(s, x))[0].tobytes().hex())"
+    )
+    np.save(tmp_path / "x.npy", x)
+    runs = {
+        subprocess.run(
+            [sys.executable, "-c", code, str(out), str(tmp_path / "x.npy")], capture_output=True, text=True, check=True
+        ).stdout
+        for _ in range(2)
+    }
+    assert len(runs) == 2 and first.tobytes().hex() not in runs
+
+
+def test_onnxruntime_in_graph_noise_repeats_in_every_new_session(models):
+    """Why guarded files take their noise as an input: RandomNormalLike without a seed is not fresh per session."""
+    loaded = onnx.load(str(models["logits"]))
+    info = ModelInfo.from_model(loaded)
+    pipeline = SafeModel(models["logits"], filters=parse_filter_spec("gaussian:1").build()).pipeline
+    built = build_guarded_graph(loaded, info, pipeline, noise="graph")
+    data = built.proto.SerializeToString()
+    x = _images(2)
+    first = [
+        ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"image": x})[0] for _ in range(2)
+    ]
+    np.testing.assert_array_equal(first[0], first[1])  # if this fails, onnxruntime now seeds per session: revisit
+
+
+def _identity_model(path: Path) -> Path:
+    """(N, 1, 2, 2) -> Flatten: the logits are the pixels, so the release shows the dithered input."""
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["image"], ["scores"], axis=1)],
+        "identity",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, 2, 2])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    info = ModelInfo("image", "scores", (1, 2, 2), ("a", "b", "c", "d"), "multiclass", (0.0, 1.0), "logits", True)
+    helper.set_model_props(model, info.to_metadata_props())
+    onnx.save(model, str(path))
+    return path
+
+
+def test_input_dither_is_half_a_grey_level_fresh_and_clipped_into_range(tmp_path):
+    model = _identity_model(tmp_path / "identity.onnx")
+    out = tmp_path / "dithered.onnx"
+    result = _cli_guard(model, "top_k:4", out, "--input-dither")  # top_k over all 4 classes: the identity
+    assert result.exit_code == 0, result.output
+    x = np.random.default_rng(0).random((4000, 1, 2, 2), dtype=np.float32)
+    x[:10] = 0.0
+    x[10:20] = 1.0
+    released = _run(out, x)
+    shift = released - x.reshape(len(x), 4)
+    half = 0.5 / 255
+    assert np.abs(shift).max() <= half * (1 + 1e-5) + 1e-7
+    assert np.abs(shift).max() > 0.9 * half and abs(shift[20:].mean()) < 0.05 * half  # uniform, centred
+    assert released.min() >= 0.0 and released.max() <= 1.0  # clipped back into the declared range
+    assert not np.array_equal(released, _run(out, x))  # fresh at every run
+    plain = tmp_path / "plain.onnx"
+    assert _cli_guard(model, "top_k:4", plain).exit_code == 0
+    np.testing.assert_array_equal(_run(plain, x), x.reshape(len(x), 4))
+
+
+@pytest.mark.parametrize("dither", [False, True])
+def test_failed_input_checks_give_the_documented_sentinel(models, tmp_path, dither):
+    flags = ["--input-dither"] if dither else []
+    for spec, sentinel in (("softmax>round:2", "nan"), ("argmax", -1)):
+        out = tmp_path / f"{spec.replace('>', '_')}.onnx"
+        assert _cli_guard(models["logits"], spec, out, *flags).exit_code == 0
+        for bad in (np.nan, np.inf, 1.5, -0.5):
+            x = _images(3)
+            x[1, 0, 2, 2] = bad
+            released = _run(out, x)
+            if sentinel == "nan":
+                assert np.isnan(released).all()
+            else:
+                assert (released == -1).all()
+
+
+def test_metadata_records_version_spec_capacity_source_and_verdict(models, tmp_path):
+    model = models["logits"]
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"model_sha256": model_sha256(model), "verdict": "honest"}))
+    out = tmp_path / "guarded.onnx"
+    result = _cli_guard(model, "softmax>round:2", out, "--verdict", str(report))
+    assert result.exit_code == 0, result.output
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    from importlib.metadata import version
+
+    assert props["edgeguard.guard.edgeguard_version"] == version("edgeguard")
+    assert props["edgeguard.guard.filters"] == "softmax>round:2"
+    expected_bits = pipeline_capacity_bits(parse_filter_spec("softmax>round:2").build(), 10, input_kind="logits")
+    assert float(props["edgeguard.guard.capacity_bits"]) == pytest.approx(expected_bits, rel=1e-12)
+    assert props["edgeguard.guard.source_sha256"] == model_sha256(model)
+    import hashlib
+
+    assert props["edgeguard.guard.vet_report_sha256"] == hashlib.sha256(report.read_bytes()).hexdigest()
+    assert props["edgeguard.guard.vet_verdict"] == "honest"
+    assert props["class_names"]  # the source's task keys are kept
+    inspected = CliRunner().invoke(main, ["inspect", str(out), "--source", str(model), "--verdict", str(report)])
+    assert inspected.exit_code == 0, inspected.output
+    assert "every check passed" in inspected.output
+
+
+# --- inspect catches edits ---------------------------------------------------------------------
+def _guarded(models, tmp_path, spec="softmax>round:2") -> tuple[Path, onnx.ModelProto]:
+    out = tmp_path / "guarded.onnx"
+    assert _cli_guard(models["logits"], spec, out).exit_code == 0
+    return out, onnx.load(str(out))
+
+
+def _inspect(proto: onnx.ModelProto, path: Path, *extra: str) -> tuple[int, dict]:
+    onnx.save(proto, str(path))
+    result = CliRunner().invoke(main, ["inspect", str(path), "--format", "json", *extra])
+    return result.exit_code, json.loads(result.stdout) if result.stdout.strip() else {}
+
+
+def _failed(report: dict) -> set[str]:
+    return {check["name"] for check in report["checks"] if not check["passed"]}
+
+
+def test_inspect_catches_an_added_output(models, tmp_path):
+    _, proto = _guarded(models, tmp_path)
+    proto.graph.output.append(helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 10]))
+    code, report = _inspect(proto, tmp_path / "edited.onnx")
+    assert code == 1 and "single_output" in _failed(report)
+
+
+def test_inspect_catches_an_edited_weight(models, tmp_path):
+    _, proto = _guarded(models, tmp_path)
+    weight = next(init for init in proto.graph.initializer if init.name == "weight")
+    array = numpy_helper.to_array(weight).copy()
+    array[0, 0] += 1.0
+    weight.CopyFrom(numpy_helper.from_array(array, "weight"))
+    code, report = _inspect(proto, tmp_path / "edited.onnx")
+    assert code == 1 and "source_unchanged" in _failed(report)
+
+
+def test_inspect_catches_a_removed_stage(models, tmp_path):
+    _, proto = _guarded(models, tmp_path)
+    graph = proto.graph
+    rounding = next(node for node in graph.node if node.op_type == "Round")
+    mul = next(node for node in graph.node if rounding.input[0] in node.output)
+    div = next(node for node in graph.node if rounding.output[0] in node.input)
+    for node in graph.node:  # whatever read the rounded values now reads the softmax output
+        for index, name in enumerate(node.input):
+            if name == div.output[0]:
+                node.input[index] = mul.input[0]
+    for node in (mul, rounding, div):
+        graph.node.remove(node)
+    path = tmp_path / "edited.onnx"
+    code, report = _inspect(proto, path)
+    assert code == 1 and _failed(report) == {"stages_as_claimed"}
+    released = _run(path, _images(4))  # the edited file runs, and releases unrounded probabilities
+    assert not np.array_equal(released, np.round(released, 2))
+
+
+def test_inspect_catches_a_relabelled_spec_and_a_forger_needs_the_source_to_be_caught(models, tmp_path):
+    _, proto = _guarded(models, tmp_path)
+    edited = onnx.ModelProto()
+    edited.CopyFrom(proto)
+    for entry in edited.metadata_props:
+        if entry.key == "edgeguard.guard.filters":
+            entry.value = "argmax"
+    code, report = _inspect(edited, tmp_path / "relabelled.onnx")
+    assert code == 1 and "stages_as_claimed" in _failed(report)
+    # a consistent forgery (weights edited AND the recorded graph hash rewritten) passes on its own...
+    from edgeguard.guard.inspect import _source_of
+    from edgeguard.guard.metadata import GuardMetadata, graph_sha256
+
+    weight = next(init for init in proto.graph.initializer if init.name == "weight")
+    array = numpy_helper.to_array(weight).copy()
+    array[0, 0] += 1.0
+    weight.CopyFrom(numpy_helper.from_array(array, "weight"))
+    digest = graph_sha256(_source_of(proto, GuardMetadata.from_model(proto)).graph)
+    for entry in proto.metadata_props:
+        if entry.key == "edgeguard.guard.source_graph_sha256":
+            entry.value = digest
+    code, _ = _inspect(proto, tmp_path / "forged.onnx")
+    assert code == 0
+    # ...and is caught once the file is checked against the source model
+    code, report = _inspect(proto, tmp_path / "forged.onnx", "--source", str(models["logits"]))
+    assert code == 1 and _failed(report) == {"source_file"}
+
+
+def test_inspect_of_a_plain_model_fails_on_metadata(models):
+    result = CliRunner().invoke(main, ["inspect", str(models["logits"])])
+    assert result.exit_code == 1 and "make one with `edgeguard guard`" in result.output
+
+
+# --- refusals ------------------------------------------------------------------------------------
+REFUSED = [
+    ("clipped_laplace:c=5,eps=1", "'clipped_laplace' (position 0) cannot run inside the graph: its privacy guarantee"),
+    ("gaussian:1,consistent=true", "'gaussian_noise' (position 0) cannot run inside the graph: consistent (keyed)"),
+    ("softmax>label_preserving:0.1", "'label_preserving_noise' (position 1) cannot run inside the graph"),
+    ("none", "expected at least one filter stage, got 'none'"),
+    ("softmax>softmax", "expected filters that fit this model"),
+]
+
+
+@pytest.mark.parametrize("spec,message", REFUSED, ids=[s for s, _ in REFUSED])
+def test_specs_that_cannot_be_guarded_are_refused_with_the_stage_and_reason(models, tmp_path, spec, message):
+    result = _cli_guard(models["logits"], spec, tmp_path / "out.onnx")
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+    assert list(tmp_path.iterdir()) == []  # nothing written, no temporary file left
+
+
+def _int_output_model(path: Path) -> Path:
+    graph = helper.make_graph(
+        [
+            helper.make_node("Flatten", ["image"], ["flat"], axis=1),
+            helper.make_node("Cast", ["flat"], ["scores"], to=TensorProto.INT64),
+        ],
+        "ints",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, 2, 2])],
+        [helper.make_tensor_value_info("scores", TensorProto.INT64, ["N", 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_bad_models_verdicts_and_folders_are_refused_and_nothing_is_written(models, tmp_path):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    cases = []
+    ints = _int_output_model(tmp_path / "ints.onnx")
+    cases.append(
+        (
+            ["guard", str(ints), "--filters", "argmax", "--out", str(out_dir / "a.onnx")],
+            "to be a float32 tensor, got INT64",
+        )
+    )
+    old = _linear_model(tmp_path / "old.onnx", kind="logits", opset=12)
+    cases.append(
+        (["guard", str(old), "--filters", "argmax", "--out", str(out_dir / "a.onnx")], "opset >= 13, got opset 12")
+    )
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"model_sha256": "0" * 64, "verdict": "honest"}))
+    cases.append(
+        (
+            [
+                "guard",
+                str(models["logits"]),
+                "--filters",
+                "argmax",
+                "--out",
+                str(out_dir / "a.onnx"),
+                "--verdict",
+                str(other),
+            ],
+            "expected a vet report for this model",
+        )
+    )
+    vicious = tmp_path / "vicious.json"
+    vicious.write_text(json.dumps({"model_sha256": model_sha256(models["logits"]), "verdict": "vicious"}))
+    cases.append(
+        (
+            [
+                "guard",
+                str(models["logits"]),
+                "--filters",
+                "softmax>round:2",
+                "--out",
+                str(out_dir / "a.onnx"),
+                "--verdict",
+                str(vicious),
+            ],
+            "got a vicious verdict",
+        )
+    )
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    cases.append(
+        (
+            ["guard", str(models["logits"]), "--filters", "argmax", "--out", str(blocker / "g.onnx")],
+            "expected an existing folder",
+        )
+    )
+    cases.append(
+        (
+            ["guard", str(models["logits"]), "--filters", "argmax", "--out", str(tmp_path / "missing" / "g.onnx")],
+            "expected an existing folder",
+        )
+    )
+    for arguments, message in cases:
+        result = CliRunner().invoke(main, arguments)
+        assert result.exit_code == 2, (arguments, result.output)
+        assert message in " ".join(result.output.split()), result.output
+    assert list(out_dir.iterdir()) == []
+    # a vicious verdict still allows a labels-only release
+    result = CliRunner().invoke(
+        main,
+        [
+            "guard",
+            str(models["logits"]),
+            "--filters",
+            "argmax",
+            "--out",
+            str(out_dir / "a.onnx"),
+            "--verdict",
+            str(vicious),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+
+
+def test_a_guarded_file_cannot_be_guarded_again(models, tmp_path):
+    out, _ = _guarded(models, tmp_path)
+    with pytest.raises(GuardError, match="guarded already|unguarded model"):
+        guard_model(out, "argmax", tmp_path / "twice.onnx")
+
+
+def test_python_api_returns_the_result_object(models, tmp_path):
+    result = guard_model(models["logits"], "softmax>gaussian:0.01", tmp_path / "g.onnx", input_dither=True)
+    data = result.to_dict()
+    assert data["filters"] == "softmax>gaussian:0.01" and data["random"] is True
+    assert data["noise_input"]["name"] == UNIFORM_INPUT and data["noise_input"]["per_row"] == 36 + 20
+    assert inspect_guarded(result.path).ok
