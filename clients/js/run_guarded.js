@@ -2,8 +2,9 @@
 //
 //   node run_guarded.js release MODEL IMAGES.f32 N,C,H,W [SESSIONS] [RUNS]
 //       -> JSON {"dtype", "shape", "releases": [[hex per run] per session]} on stdout
-//   node run_guarded.js time MODEL IMAGES.f32 N,C,H,W BATCH REPEATS
-//       -> JSON {"batch", "samples_ns": [...]} (one thread; the caller interleaves)
+//   node run_guarded.js compare RAW GUARDED IMAGES.f32 N,C,H,W BATCH REPEATS
+//       -> JSON {"batch", "raw_ns": [...], "guarded_ns": [...]}: the raw file against the guarded one in one
+//          process, one thread each, the order alternating every repetition (10 untimed warm-up repetitions)
 'use strict';
 
 const fs = require('node:fs');
@@ -26,10 +27,10 @@ async function open(model) {
 
 async function main() {
   const [mode, model, imagesPath, dimsText, a, b] = process.argv.slice(2);
-  const dims = dimsText.split(',').map(Number);
-  const bytes = fs.readFileSync(imagesPath);
-  const images = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
   if (mode === 'release') {
+    const dims = dimsText.split(',').map(Number);
+    const bytes = fs.readFileSync(imagesPath);
+    const images = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
     const sessions = Number(a || 1);
     const runs = Number(b || 1);
     const releases = [];
@@ -44,22 +45,50 @@ async function main() {
       releases.push(perSession);
     }
     process.stdout.write(JSON.stringify({ dtype: last.type, shape: last.dims, releases }));
-  } else if (mode === 'time') {
-    const batch = Number(a);
-    const repeats = Number(b);
-    const session = await open(model);
-    const pixels = dims.slice(1).reduce((x, y) => x * y, 1);
-    const batchDims = [batch, ...dims.slice(1)];
-    const samples = [];
-    for (let r = 0; r < repeats + 10; r++) {
-      const start = ((r * batch) % Math.max(1, dims[0] - batch + 1)) * pixels;
-      const x = images.subarray(start, start + batch * pixels);
+  } else if (mode === 'compare') {
+    // argv: compare RAW GUARDED IMAGES dims BATCH REPEATS
+    const [rawModel, guardedModel, pixelsPath, dimsArg, batchArg, repeatsArg] = process.argv.slice(3);
+    const allDims = dimsArg.split(',').map(Number);
+    const data = fs.readFileSync(pixelsPath);
+    const pixelsAll = new Float32Array(data.buffer, data.byteOffset, data.byteLength / 4);
+    const batch = Number(batchArg);
+    const repeats = Number(repeatsArg);
+    const raw = await open(rawModel);
+    const guarded = await open(guardedModel);
+    const inputName = raw.inputNames[0];
+    const perImage = allDims.slice(1).reduce((x, y) => x * y, 1);
+    const batchDims = [batch, ...allDims.slice(1)];
+    const windows = Math.max(1, Math.floor(allDims[0] / batch));
+    const rawNs = [];
+    const guardedNs = [];
+    const runRaw = async (x) => {
       const t0 = process.hrtime.bigint();
-      await runGuarded(ort, session, x, batchDims);
-      const t1 = process.hrtime.bigint();
-      if (r >= 10) samples.push(Number(t1 - t0));  // 10 warm-up runs
+      await raw.run({ [inputName]: new ort.Tensor('float32', x, batchDims) });
+      return Number(process.hrtime.bigint() - t0);
+    };
+    const runGuard = async (x) => {
+      const t0 = process.hrtime.bigint();
+      await runGuarded(ort, guarded, x, batchDims);
+      return Number(process.hrtime.bigint() - t0);
+    };
+    for (let r = 0; r < repeats + 10; r++) {
+      const start = (r % windows) * batch * perImage;
+      const x = pixelsAll.subarray(start, start + batch * perImage);
+      let a;
+      let b;
+      if (r % 2) {
+        b = await runGuard(x);
+        a = await runRaw(x);
+      } else {
+        a = await runRaw(x);
+        b = await runGuard(x);
+      }
+      if (r >= 10) {
+        rawNs.push(a);
+        guardedNs.push(b);
+      }
     }
-    process.stdout.write(JSON.stringify({ batch, samples_ns: samples }));
+    process.stdout.write(JSON.stringify({ batch, raw_ns: rawNs, guarded_ns: guardedNs }));
   } else {
     throw new Error(`expected mode 'release' or 'time', got ${mode}`);
   }
