@@ -32,7 +32,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -115,18 +114,33 @@ def time_node(model: Path, files: dict[str, Path], images: np.ndarray, batch: in
         out = {}
         for text, path in files.items():
             completed = subprocess.run(
-                ["node", str(CLIENT / "run_guarded.js"), "compare", str(model), str(path), str(pixels), dims,
-                 str(batch), str(repeats)],
+                [
+                    "node",
+                    str(CLIENT / "run_guarded.js"),
+                    "compare",
+                    str(model),
+                    str(path),
+                    str(pixels),
+                    dims,
+                    str(batch),
+                    str(repeats),
+                ],
                 capture_output=True,
                 text=True,
-                check=True,
             )
+            if completed.returncode != 0:
+                raise SystemExit(f"node failed on {text!r} ({path.name}): {completed.stderr[-1000:]}")
             data = json.loads(completed.stdout)
             raw_us = statistics.median(data["raw_ns"]) / 1e3
             guarded_us = statistics.median(data["guarded_ns"]) / 1e3
             paired = statistics.median(g / r for g, r in zip(data["guarded_ns"], data["raw_ns"]))
-            out[text] = {"raw_us": raw_us, "guarded_us": guarded_us, "ratio": guarded_us / raw_us,
-                         "paired_ratio": paired, "repeats": len(data["raw_ns"])}
+            out[text] = {
+                "raw_us": raw_us,
+                "guarded_us": guarded_us,
+                "ratio": guarded_us / raw_us,
+                "paired_ratio": paired,
+                "repeats": len(data["raw_ns"]),
+            }
     return out
 
 
@@ -135,8 +149,12 @@ def _rows(results: dict, runtime: str) -> list[dict]:
     for (name, batch), data in results.items():
         for text, value in data[runtime].items():
             if runtime == "python":
-                row = {"raw_us": value["raw_us"], "guarded_us": value["safe_us"], "ratio": value["ratio"],
-                       "paired_ratio": value["paired_ratio"]}
+                row = {
+                    "raw_us": value["raw_us"],
+                    "guarded_us": value["safe_us"],
+                    "ratio": value["ratio"],
+                    "paired_ratio": value["paired_ratio"],
+                }
                 if "safe_model" in value["extra"]:
                     row["safe_ratio"] = value["extra"]["safe_model"]["wall_us"] / value["raw_us"]
             else:
@@ -188,8 +206,13 @@ def write_report(report: dict) -> None:
             )
     safe = [r for r in _rows(report["results"], "python") if "safe_ratio" in r]
     if safe:
-        lines += ["", "SafeModel.predict against raw at batch 1 (same builder; noise fed from Python):", "",
-                  "| model | pipelines | within 1.03x | median ratio | worst ratio (pipeline) |", "|---|---:|---:|---:|---|"]
+        lines += [
+            "",
+            "SafeModel.predict against raw at batch 1 (same builder; noise fed from Python):",
+            "",
+            "| model | pipelines | within 1.03x | median ratio | worst ratio (pipeline) |",
+            "|---|---:|---:|---:|---|",
+        ]
         for name in dict.fromkeys(r["model"] for r in safe):
             group = [r for r in safe if r["model"] == name]
             ratios = [r["safe_ratio"] for r in group]
@@ -200,9 +223,13 @@ def write_report(report: dict) -> None:
             )
     lines += ["", "## Every pipeline", ""]
     for runtime in ("python", "node"):
-        lines += [f"### {runtime}", "", "| model | batch | pipeline | raw us | guarded us | ratio | paired ratio |"
-                  + (" SafeModel ratio |" if runtime == "python" else ""),
-                  "|---|---:|---|---:|---:|---:|---:|" + ("---:|" if runtime == "python" else "")]
+        lines += [
+            f"### {runtime}",
+            "",
+            "| model | batch | pipeline | raw us | guarded us | ratio | paired ratio |"
+            + (" SafeModel ratio |" if runtime == "python" else ""),
+            "|---|---:|---|---:|---:|---:|---:|" + ("---:|" if runtime == "python" else ""),
+        ]
         for r in _rows(report["results"], runtime):
             safe_cell = f" {r['safe_ratio']:.3f} |" if "safe_ratio" in r else (" |" if runtime == "python" else "")
             lines.append(

@@ -180,14 +180,14 @@ def load_images(count: int) -> tuple[np.ndarray, str]:
 @contextmanager
 def _fusion_off():
     """SafeModel without graph fusion: every stage in numpy (the path before issue 12), for comparison."""
-    import edgeguard.safe_model as safe_model
+    import edgeguard.guard.build as builder  # SafeModel's graph comes from edgeguard.guard's builder
 
-    original = safe_model.fuse_pipeline
-    safe_model.fuse_pipeline = lambda *args, **kwargs: None
+    original = builder.fuse_pipeline
+    builder.fuse_pipeline = lambda *args, **kwargs: None
     try:
         yield
     finally:
-        safe_model.fuse_pipeline = original
+        builder.fuse_pipeline = original
 
 
 def spec_texts(batch: int = 1) -> list[str]:

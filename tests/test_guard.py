@@ -18,7 +18,7 @@ from test_fusion import SHAPE, _linear_model  # the tiny seeded models of the fu
 
 from edgeguard import SafeModel, model_sha256, pipeline_capacity_bits
 from edgeguard.cli import main
-from edgeguard.errors import GuardError
+from edgeguard.errors import GuardError, GuardIntegrityError, InvalidInputError
 from edgeguard.filters import default_filter_specs, parse_filter_spec
 from edgeguard.guard import (
     UNIFORM_INPUT,
@@ -28,7 +28,7 @@ from edgeguard.guard import (
     inspect_guarded,
 )
 from edgeguard.guard.build import refusal
-from edgeguard.model_info import ModelInfo
+from edgeguard.model import ModelInfo
 
 ROWS = 64
 #: Two-sample Kolmogorov-Smirnov bound at alpha = 1e-6: D <= C * sqrt((n + m) / (n m)).
@@ -480,3 +480,67 @@ def test_python_api_returns_the_result_object(models, tmp_path):
     assert data["filters"] == "softmax>gaussian:0.01" and data["random"] is True
     assert data["noise_input"]["name"] == UNIFORM_INPUT and data["noise_input"]["per_row"] == 36 + 20
     assert inspect_guarded(result.path).ok
+
+
+# --- SafeModel runs the graph of the same builder ------------------------------------------------
+@pytest.mark.parametrize("spec", ["softmax>round:2", "argmax", "softmax>label_confidence:4"])
+def test_safemodel_and_the_guarded_file_hold_the_same_graph(models, tmp_path, spec):
+    out = tmp_path / "guarded.onnx"
+    assert _cli_guard(models["logits"], spec, out).exit_code == 0
+    loaded = onnx.load(str(models["logits"]))
+    safe = _safe(models["logits"], spec)
+    built = build_guarded_graph(loaded, safe.info, safe.pipeline, noise="input", require_all=False)
+    assert built.proto.graph == onnx.load(str(out)).graph  # deterministic: no noise input, the same nodes
+    assert [o.name for o in safe.session.get_outputs()] == ["release"]
+
+
+def test_safemodel_input_dither_is_fresh_bounded_and_seedable(tmp_path):
+    model = _identity_model(tmp_path / "identity.onnx")
+    safe = SafeModel(model, filters=parse_filter_spec("top_k:4").build(), input_dither=True)
+    x = np.random.default_rng(0).random((2000, 1, 2, 2), dtype=np.float32)
+    released = safe.predict(x)
+    shift = released - x.reshape(len(x), 4)
+    half = 0.5 / 255
+    assert np.abs(shift).max() <= half * (1 + 1e-5) + 1e-7 and np.abs(shift).max() > 0.9 * half
+    assert not np.array_equal(released, safe.predict(x))
+    np.testing.assert_array_equal(safe.predict(x, seed=3), safe.predict(x, seed=3))
+    plain = SafeModel(model, filters=parse_filter_spec("top_k:4").build())
+    np.testing.assert_array_equal(plain.predict(x), x.reshape(len(x), 4))
+    # a pipeline that runs in numpy still sees dithered inputs
+    numpy_side = SafeModel(model, filters=parse_filter_spec("label_preserving:0.0001").build(), input_dither=True)
+    assert numpy_side.fused_stages == 0
+    assert np.abs(numpy_side.predict(x) - x.reshape(len(x), 4)).max() > 0.5 * half  # noise std 1e-4 alone: < 5e-4
+
+
+def test_safemodel_loads_a_guarded_file_and_trusts_it_only_after_the_checks(models, tmp_path):
+    out = tmp_path / "guarded.onnx"
+    assert _cli_guard(models["logits"], "softmax>round:2", out).exit_code == 0
+    safe = SafeModel(out)
+    assert safe.guard_report.ok and safe.fused_stages == 2
+    assert safe.capacity_bits == pytest.approx(float(inspect_guarded(out).metadata.capacity_bits))
+    x = _images()
+    np.testing.assert_array_equal(safe.predict(x), _run(out, x))
+    bad = x.copy()
+    bad[0, 0, 0, 0] = 2.0
+    with pytest.raises(InvalidInputError, match="pixel"):
+        safe.predict(bad)
+    with pytest.raises(GuardError, match="expected filters=None for a guarded file"):
+        SafeModel(out, filters=parse_filter_spec("argmax").build())
+    with pytest.raises(GuardError, match="allow_unsafe_raw_outputs=False"):
+        SafeModel(out, allow_unsafe_raw_outputs=True)
+    edited = onnx.load(str(out))
+    edited.graph.output.append(helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 10]))
+    onnx.save(edited, str(tmp_path / "edited.onnx"))
+    with pytest.raises(GuardIntegrityError, match="single_output"):
+        SafeModel(tmp_path / "edited.onnx")
+
+
+def test_safemodel_runs_a_random_guarded_file_with_fresh_uniforms(models, tmp_path):
+    out = tmp_path / "noisy.onnx"
+    assert _cli_guard(models["logits"], "gaussian:1", out, "--input-dither").exit_code == 0
+    safe = SafeModel(out)
+    assert safe.input_dither and safe.pipeline.is_random
+    x = _images(256)
+    released = safe.predict(x)
+    assert not np.array_equal(released, safe.predict(x))
+    assert _ks(released, _run(out, x)) <= KS_C * math.sqrt(2.0 / released.size)

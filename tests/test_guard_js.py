@@ -55,7 +55,9 @@ def _python(path: Path, x: np.ndarray) -> np.ndarray:
 def _ks(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.sort(a.ravel()), np.sort(b.ravel())
     grid = np.concatenate([a, b])
-    return float(np.max(np.abs(np.searchsorted(a, grid, "right") / len(a) - np.searchsorted(b, grid, "right") / len(b))))
+    return float(
+        np.max(np.abs(np.searchsorted(a, grid, "right") / len(a) - np.searchsorted(b, grid, "right") / len(b)))
+    )
 
 
 def test_the_deterministic_default_pipelines_are_covered():

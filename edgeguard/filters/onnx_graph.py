@@ -121,6 +121,7 @@ class NoiseInput:
 
     name: str
     kind: str  # "normal" (float32 N(0, scale^2)) | "laplace" (float64 Laplace(0, scale)) | "uniform" (dither)
+    # | "u01" (a guarded file's U(0, 1) input, drawn by uniform_noise)
     scale: float
     num_classes: int  # values per row
     shape: tuple[int, ...] = ()  # the per-row shape when it is not (num_classes,) (the dither: (C, H, W))
@@ -132,6 +133,8 @@ class NoiseInput:
         they are sliced from blocks drawn 256 values per fresh OS seed (the rule of
         :func:`edgeguard.filters.secure_rng`); every value is used once.
         """
+        if self.kind == "u01":  # a guarded file's edgeguard_uniform input: always the OS CSPRNG (no seed)
+            return uniform_noise(rows, self.num_classes)
         shape = (rows, *(self.shape or (self.num_classes,)))
         if rng is not None:
             return _draw(self.kind, self.scale, rng, rows * self.num_classes).reshape(shape)

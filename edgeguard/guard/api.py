@@ -16,11 +16,9 @@ from edgeguard.filters import FilterPipeline, FilterSpec, parse_filter_spec
 from edgeguard.filters.onnx_graph import UNIFORM_INPUT
 from edgeguard.guard.build import GuardedGraph, build_guarded_graph, dither_half_width
 from edgeguard.guard.metadata import PREFIX, GuardMetadata, edgeguard_version, encode_outputs, graph_sha256
+from edgeguard.verdicts import VERDICTS
 
-__all__ = ["GuardResult", "guard_model", "assemble_guarded", "write_atomic", "VERDICT_NAMES"]
-
-#: The verdicts a vet report can hold.
-VERDICT_NAMES = ("honest", "vicious", "inconclusive")
+__all__ = ["GuardResult", "guard_model", "assemble_guarded", "write_atomic"]
 
 
 @dataclass(frozen=True)
@@ -130,8 +128,8 @@ def _read_vet_report(path: str | os.PathLike, source_sha256: str) -> tuple[str, 
             f"expected a vet report for this model (sha256 {source_sha256[:16]}...), got one for "
             f"{str(sha)[:16]}...; vet this very file, or pass the report that belongs to it"
         )
-    if verdict not in VERDICT_NAMES:
-        raise GuardError(f"expected a verdict in {VERDICT_NAMES} in the vet report, got {str(verdict)[:40]!r}")
+    if verdict not in VERDICTS:
+        raise GuardError(f"expected a verdict in {VERDICTS} in the vet report, got {str(verdict)[:40]!r}")
     return hashlib.sha256(data).hexdigest(), verdict
 
 
@@ -181,7 +179,7 @@ def guard_model(
     ``input_dither``: add uniform noise of +-half a grey level to the input in the graph.
     Nothing is written when anything fails (temporary file, then rename).
     """
-    from edgeguard.model_file import load_model
+    from edgeguard.model import load_model
 
     source_path = Path(model)
     out_path = Path(out)

@@ -27,6 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import math
+
 import numpy as np
 
 from edgeguard.errors import GuardError
@@ -43,6 +45,7 @@ __all__ = [
     "build_guarded_graph",
     "dither_half_width",
     "guarded_feeds",
+    "input_check_range",
 ]
 
 #: Prefix of the dither's nodes and tensors.
@@ -53,6 +56,17 @@ RESERVED_PREFIXES = (GUARD_PREFIX, "edgeguard_fusion/", UNIFORM_INPUT)
 RELEASE_NAME = "release"
 #: Grey levels assumed across the declared pixel range (8-bit images).
 DITHER_LEVELS = 255
+
+
+def input_check_range(info: Any) -> tuple[float, float] | None:
+    """The range the graph checks the input against: the declared one; any finite value when none is
+    declared (features); nothing for uint8 inputs (every value is in range)."""
+    if getattr(info, "input_dtype", "float32") != "float32":
+        return None
+    if info.pixel_range is None:
+        return (-math.inf, math.inf)  # x - clip(x) is NaN for NaN and inf: finiteness only
+    low, high = info.pixel_range
+    return (float(low), float(high))
 
 
 def dither_half_width(pixel_range: tuple[float, float]) -> float:
@@ -156,6 +170,11 @@ def _add_dither(proto: Any, info: Any, noise: str) -> tuple[str, NoiseInput | No
 
     graph = proto.graph
     value = next(v for v in graph.input if v.name == info.input_name)
+    if info.pixel_range is None:
+        raise GuardError(
+            f"expected a declared input range for the input dither (half a grey level of it), got none for "
+            f"{info.input_name!r}; declare pixel_range in the model's metadata or drop input_dither"
+        )
     if value.type.tensor_type.elem_type != TensorProto.FLOAT:
         got = TensorProto.DataType.Name(value.type.tensor_type.elem_type)
         raise GuardError(
@@ -211,13 +230,15 @@ def build_guarded_graph(
     noise: str = "uniform",
     require_all: bool = True,
     keep_raw: bool = False,
+    pixel_range: Any = "declared",
 ) -> GuardedGraph:
     """The guarded graph of ``proto`` (not modified) for the bound ``pipeline``; see the module docstring.
 
-    ``info`` is the model's :class:`edgeguard.model_info.ModelInfo`. With ``require_all``
+    ``info`` is the model's :class:`edgeguard.model.ModelInfo`. With ``require_all``
     (files) every stage must run in the graph, else :class:`GuardError` names the first
     stage that cannot and why; without it (SafeModel) the leading stages that can are
-    fused and ``fusion.rest`` lists the others.
+    fused and ``fusion.rest`` lists the others. ``pixel_range``: the range the graph checks the
+    input against (default :func:`input_check_range`; None: no input check).
     """
     import onnx
 
@@ -247,7 +268,7 @@ def build_guarded_graph(
         task_type=info.task_type,
         keep_raw=keep_raw,
         input_name=info.input_name,
-        pixel_range=tuple(float(v) for v in info.pixel_range),
+        pixel_range=input_check_range(info) if pixel_range == "declared" else pixel_range,
         noise=noise,
         uniform_offset=offset,
     )

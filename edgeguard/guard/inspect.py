@@ -125,7 +125,7 @@ def inspect_proto(
 ) -> InspectReport:
     """Check a loaded guarded ModelProto (see the module docstring)."""
     from edgeguard.guard.api import assemble_guarded
-    from edgeguard.model_info import ModelInfo
+    from edgeguard.model import ModelInfo
 
     checks: list[GuardCheck] = []
     try:
@@ -212,7 +212,7 @@ def inspect_proto(
 
 
 def _check_source_file(source: str | os.PathLike, metadata: GuardMetadata) -> GuardCheck:
-    from edgeguard.model_file import load_model
+    from edgeguard.model import load_model
 
     loaded = load_model(source, require_info=False)
     if loaded.sha256 != metadata.source_sha256:
@@ -251,7 +251,7 @@ def inspect_guarded(
     verdict: str | os.PathLike | None = None,
 ) -> InspectReport:
     """Read ``path`` (with edgeguard's loader and its checks) and run every check on it."""
-    from edgeguard.model_file import load_model
+    from edgeguard.model import load_model
 
-    loaded = load_model(path, require_info=False)
+    loaded = load_model(path, require_info=False, prepare=False)  # the file exactly as written
     return inspect_proto(loaded.proto, path=str(path), source=source, verdict=verdict)

@@ -41,13 +41,10 @@ FORMAT = "1"
 
 
 def edgeguard_version() -> str:
-    """The installed edgeguard version (package metadata)."""
-    from importlib.metadata import PackageNotFoundError, version
+    """The installed edgeguard version (:mod:`edgeguard._version`)."""
+    from edgeguard._version import __version__
 
-    try:
-        return version("edgeguard")
-    except PackageNotFoundError:  # pragma: no cover - a source tree that was not installed
-        return "0+unknown"
+    return __version__
 
 
 def graph_sha256(graph: Any) -> str:

@@ -34,6 +34,7 @@ import numpy as np
 from edgeguard.errors import (
     EdgeguardError,
     FilterError,
+    GuardError,
     InferenceError,
     InvalidInputError,
     ModelLoadError,
@@ -41,7 +42,8 @@ from edgeguard.errors import (
 )
 from edgeguard.filters import FilterPipeline, OutputFilter, make_rng
 from edgeguard.filters.base import SUM_TOLERANCE, describe_bits
-from edgeguard.filters.fusion import fuse_pipeline
+from edgeguard.guard import build_guarded_graph
+from edgeguard.guard.trusted import TrustedGuarded, is_guarded, open_guarded
 from edgeguard.model import load_model
 from edgeguard.model.signature import fixed_batches, stitch
 from edgeguard.safe_model.outputs import (
@@ -68,6 +70,7 @@ logger = logging.getLogger("edgeguard.safe_model")
 _FLOAT32 = np.dtype(np.float32)
 _UINT32 = np.dtype(np.uint32)
 _UMAX = np.maximum.reduce  # the ufunc's reduce, without ndarray.max's Python wrapper
+
 
 class SafeModel:
     """An ONNX classifier whose outputs are released only through output filters.
@@ -100,6 +103,9 @@ class SafeModel:
         size is computed at run time (ConstantOfShape, Expand, Tile, Range, Resize, ...);
         refused by default (UnsafeModelError), since a crafted input can make them loop or
         allocate without bound. With it, every call runs under ``run_deadline_s``.
+    input_dither: add uniform noise of +-half a grey level of the declared pixel range to
+        every input, inside the graph, clipped back into the range
+        (:mod:`edgeguard.guard.build`, the builder guarded files use too).
     run_deadline_s: per-call deadline in seconds (onnxruntime's RunOptions.terminate is
         set from a timer; InferenceError, nothing released). Default: 10 s when
         ``allow_dynamic_ops`` let such ops through, else none.
@@ -138,6 +144,7 @@ class SafeModel:
         input_shape: Sequence[int] | None = None,
         input_range: Sequence[float] | None = None,
         input_layout: str | None = None,
+        input_dither: bool = False,
     ) -> None:
         import onnxruntime as ort
 
@@ -145,7 +152,7 @@ class SafeModel:
             raise ModelRefusedError(f"expected on_vicious in {VET_POLICIES}, got {on_vicious!r}")
         self.path = Path(path)
         # one read of every file, checked before onnxruntime sees anything; the digest covers those bytes
-        loaded = load_model(
+        loaded = _load(
             self.path,
             allow_dynamic_ops=allow_dynamic_ops,
             output=output,
@@ -154,9 +161,21 @@ class SafeModel:
         )
         model = loaded.proto  # the prepared graph: only the chosen output, as (N, K) scores
         self.model_sha256 = loaded.sha256
-        self.info = with_input_range(loaded.info, input_range)
-        if self.info.output_kind_source == "default":  # nothing declared, no Softmax: look at the values
-            self.info = output_kind_from_values(loaded.serialized, self.info)
+        #: the checks of a guarded file (edgeguard guard) this SafeModel runs, or None for a plain model
+        self.guard_report = None
+        trusted = None
+        if is_guarded(model):  # its pipeline is in the graph; trusted only once every inspect check passes
+            trusted = open_guarded(model, path=self.path.name)
+            _check_guarded_options(trusted, filters, verdict, allow_unsafe_raw_outputs)
+            self.guard_report = trusted.report
+            self.info = trusted.source_info
+            filters = list(trusted.pipeline.filters)
+            input_dither = bool(trusted.report.metadata.input_dither.get("enabled"))  # what the file holds
+            model = trusted.source_proto
+        else:
+            self.info = with_input_range(loaded.info, input_range)
+            if self.info.output_kind_source == "default":  # nothing declared, no Softmax: look at the values
+                self.info = output_kind_from_values(loaded.serialized, self.info)
         self.num_classes = self.info.num_classes
         self._check_graph(model)
 
@@ -210,22 +229,30 @@ class SafeModel:
         # onnxruntime prints failing nodes' messages (which can quote values computed from the input)
         # to stderr at ERROR severity: keep it silent (FATAL only), for the session and every run.
         options.log_severity_level = ORT_SILENT
-        # The leading deterministic / noise stages run inside the graph (edgeguard.filters.fusion):
-        # one run returns the release and raw outputs never reach Python for such pipelines.
-        self._fusion = fuse_pipeline(
-            model,
-            self.pipeline,
-            output_name=self.info.output_name,
-            num_classes=self.num_classes,
-            output_kind=self.info.output_kind,
-            task_type=self.info.task_type,
-            keep_raw=bool(allow_unsafe_raw_outputs),
-            input_name=self.info.input_name,
-            pixel_range=graph_input_range(self.info),
-        )
-        model_bytes = loaded.serialized if self._fusion is None else self._fusion.proto.SerializeToString()
+        # The graph that runs is built by edgeguard.guard, the builder of guarded files too: the input
+        # dither (if asked for) in front of the model, the leading deterministic / noise stages after it
+        # (edgeguard.filters.fusion), so one run returns the release and raw outputs never reach Python
+        # for such pipelines. Noise is fed from Python (noise="input"): seeded, or from the OS.
+        self.input_dither = bool(input_dither)
+        if trusted is not None:
+            guarded = trusted.graph
+        else:
+            guarded = build_guarded_graph(
+                model,
+                self.info,
+                self.pipeline,
+                input_dither=self.input_dither,
+                noise="input",
+                require_all=False,
+                keep_raw=bool(allow_unsafe_raw_outputs),
+                pixel_range=graph_input_range(self.info),
+            )
+        self._fusion = guarded.fusion
+        changed = trusted is None and (guarded.fusion is not None or guarded.dithered_input is not None)
+        model_bytes = guarded.proto.SerializeToString() if changed else loaded.serialized
+        guarded.proto = None  # the session holds the graph; keep no second copy
         if self._fusion is not None:
-            self._fusion.proto = None  # the session holds the graph; keep no second copy
+            self._fusion.proto = None
         try:
             self._session = ort.InferenceSession(model_bytes, options, providers=resolved)
         except Exception as error:
@@ -268,9 +295,11 @@ class SafeModel:
         self._check_simplex = self.info.output_kind == "probabilities"
         self._allow_raw = bool(allow_unsafe_raw_outputs)
         fusion = self._fusion
-        self._release_names = [fusion.release_name] if fusion is not None else self._output_names
-        self._raw_names = [fusion.raw_name] if fusion is not None else self._output_names
-        self._noise = fusion.noise if fusion is not None else ()
+        self._release_names = [guarded.release_name] if fusion is not None else self._output_names
+        self._raw_names = [guarded.raw_name] if fusion is not None else self._output_names
+        # the stages' noise inputs first (a seed then gives numpy's draws), the dither's last
+        self._noise = tuple(sorted(guarded.noise_inputs, key=lambda noise: noise.kind == "uniform"))
+        self._dither = tuple(noise for noise in self._noise if noise.kind == "uniform")
         self._rest = fusion.rest if fusion is not None else None
         # what the fused release is: 1 = float (N, K), NaN everywhere when a check in the graph failed;
         # 2 = label indices, -1 everywhere when a check failed
@@ -314,9 +343,12 @@ class SafeModel:
     def _run(self, batch: np.ndarray) -> np.ndarray:
         """Raw outputs of a validated batch (used by predict_unfiltered_unsafe)."""
         feed = {self._input_name: batch}
-        for noise in self._noise:  # the raw output does not depend on them
-            dtype = np.float32 if noise.kind == "normal" else np.float64
-            feed[noise.name] = np.zeros((len(batch), self.num_classes), dtype)
+        for noise in self._noise:  # the raw output does not depend on the stages' noise (the dither's is drawn)
+            if noise.kind == "uniform":
+                feed[noise.name] = noise.draw(None, len(batch))
+            else:
+                dtype = np.float32 if noise.kind == "normal" else np.float64
+                feed[noise.name] = np.zeros((len(batch), self.num_classes), dtype)
         failure = None
         try:
             raw = self._run_session(self._raw_names, feed, self._run_options)[0]
@@ -392,8 +424,11 @@ class SafeModel:
         rows = len(batch)
         if self._fusion is None:
             rng = make_rng(seed, rows * self.num_classes) if pipeline.is_random else None
+            feed = {self._input_name: batch}
+            for noise in self._dither:  # a child stream with a seed, so the pipeline's draws stay numpy's
+                feed[noise.name] = noise.draw(make_rng(seed).spawn(1)[0] if seed is not None else None, rows)
             try:
-                raw = self._run_session(self._output_names, {self._input_name: batch}, self._run_options)[0]
+                raw = self._run_session(self._output_names, feed, self._run_options)[0]
             except Exception as error:  # onnxruntime raises its own exception types
                 return None, scrub_inference_error(error, rows, self.num_classes, self._op_types)
             if self._check_simplex or not (
@@ -409,7 +444,11 @@ class SafeModel:
             except EdgeguardError as error:  # already free of output values (FilterPipeline fails closed)
                 return None, error.with_traceback(None)  # its traceback holds this frame, and raw
         # fused: noise for the graph's random stages comes first (a seeded stream then feeds the rest)
-        rng = make_rng(seed, rows * self.num_classes) if seed is not None and pipeline.is_random else None
+        rng = (
+            make_rng(seed, rows * self.num_classes)
+            if seed is not None and (pipeline.is_random or self._noise)
+            else None
+        )
         feed = {self._input_name: batch}
         for noise in self._noise:
             feed[noise.name] = noise.draw(rng, rows)
@@ -539,6 +578,8 @@ class SafeModel:
             "vet_action": self.vet_action,
             "raw_outputs_enabled": self._allow_raw,
             "fusion": None if self._fusion is None else self._fusion.to_dict(),
+            "input_dither": self.input_dither,
+            "guarded_file": None if self.guard_report is None else self.guard_report.to_dict(),
         }
 
     def __repr__(self) -> str:
@@ -546,3 +587,35 @@ class SafeModel:
             f"SafeModel({self.path.name!r}, providers={self.providers}, filters={list(self.pipeline.filters)}, "
             f"capacity={describe_bits(self.capacity_bits)!r})"
         )
+
+
+def _check_guarded_options(trusted: TrustedGuarded, filters: Any, verdict: Any, allow_raw: bool) -> None:
+    """A guarded file carries its pipeline and its vet report: options that would change them are refused."""
+    spec = trusted.report.metadata.filters
+    if filters is not None:
+        raise GuardError(
+            f"expected filters=None for a guarded file (its pipeline {spec!r} is in the graph), got filters; "
+            "guard the source model with other --filters instead"
+        )
+    if verdict is not None:
+        raise GuardError(
+            "expected no verdict= for a guarded file (a vet report names the source model; `edgeguard guard "
+            f"--verdict` records it in the file: {trusted.report.metadata.vet_verdict!r} here), got one"
+        )
+    if allow_raw:
+        raise GuardError(
+            "expected allow_unsafe_raw_outputs=False for a guarded file, got True; its only output is the release"
+        )
+
+
+def _load(path: Path, **options: Any) -> Any:
+    """``load_model``; for a guarded file (``edgeguard guard``) the file exactly as written (not prepared)."""
+    exact = {"allow_dynamic_ops": options["allow_dynamic_ops"], "require_info": False, "prepare": False}
+    try:
+        loaded = load_model(path, **options)
+    except ModelLoadError:  # a guarded file with noise has two inputs: no plain classifier signature
+        plain = load_model(path, **exact)
+        if not is_guarded(plain.proto):
+            raise
+        return plain
+    return load_model(path, **exact) if is_guarded(loaded.proto) else loaded
