@@ -1,33 +1,37 @@
-"""Detection benchmark v2: does ``edgeguard vet`` tell harmful models from honest ones it was never fitted on?
+"""Detection benchmark v3: does ``edgeguard vet`` earn an "honest" on models it never saw, and refuse harmful ones?
 
-Protocol (held out): every threshold is fitted on a *calibration* zoo (seeds 0-1, CNN and
-MLP); the figures are reported on a disjoint *test* zoo (seeds 2-3, new models, and a
-ResNet-10 and a WideResNet-10-2, architectures the calibration zoo lacks). The probe is 1000 labelled
-Fashion-MNIST test images (100 per class, disjoint from the models' training data); the
-leakage audit queries augmented copies of them (labels unused).
+The verdict is three-way (honest / vicious / inconclusive) and reported as such: for every
+attacker family the NON-PASS rate of its harmful members (vicious or inconclusive: the app
+does not release more than the label), for the honest models the HONEST-PASS rate next to
+the false-positive rate (vicious verdicts), each with a 95% Wilson interval; the honest
+models that end inconclusive are listed with the vet's reason.
 
-Attackers (converters.TrainConfig knobs; one family each): the paper's joint training on
-logits / on softmax, a decoder reading log-probabilities, an output temperature, CE-only
-finishing epochs, training through the release filters ``softmax>round:1``, ``softmax>round:2``,
-``softmax>top_k:3`` and ``gaussian:1``, distillation
-towards an honest teacher (mimic), a penalty on a closed-form audit decoder (vet-aware),
-and a batch-size switch graph ``Where(Equal(Shape(x)[0], 1), vicious, honest)``.
-Honest: CNN, MLP, ResNet-10 (WRN-10-1), WRN-10-2, undertrained (1 epoch) and converged (4 epochs), and honest graphs
-with an appended temperature (T = 0.3 and 3).
+Protocol (held out): the vet's thresholds must come from the *calibration* zoo (seeds 0-1,
+CNN and MLP; ``--calibrate`` vets it and reports its verdicts apart, in-sample); every
+headline figure is on the disjoint *test* zoo (seeds 2-3, new models, and a ResNet-10 and a
+WideResNet-10-2, architectures calibration never saw). The probe is 1000 labelled
+Fashion-MNIST test images (100 per class, test images 5000-9999, disjoint from every zoo
+model's data); ``--reference-data`` (default on) gives the vet 2000 labelled training images
+no zoo model was trained on (54000-55999), for its architecture-matched honest twin.
 
-"Harmful": the server's own decoder gains >= 1 dB more over the label-only baseline than
-the honest post-hoc decoders of that architecture (mean). Vicious models below that are
-listed apart. Statistics compared (all fitted on the calibration zoo only):
+Attackers (test zoo only):
 
-* ``gain``: the audit's invariant PSNR gain (architecture-independent threshold);
-* ``excess_supplied``: gain minus that of a supplied honest reference model of the same
-  architecture (an extra seed, used by no zoo);
-* ``excess_trained``: gain minus that of the vetted graph re-initialised and trained
-  honestly for 300 steps on 2000 labelled training images (edgeguard.onnx_torch).
+* trained (benchmarks/zoo.py's detection zoo): the paper's joint training on logits / on
+  softmax, log-probabilities, an output temperature, CE-only finishing epochs, training
+  through release filters, distillation towards an honest teacher (mimic), a penalty on a
+  closed-form audit decoder;
+* the red team (benchmarks/zoo.py ``redteam_zoo``, converters.attacks.graph_edits): one family
+  per training-free graph edit, built from held-out honest/vicious pairs (input-statistic
+  switches, output-kind lie, scale inflation, four lattice codes, noise gate, probe-balance
+  and batch-size switches). Never used for calibration.
 
-Usage: ``python benchmarks/detection.py [--jobs N] [--ray ADDRESS] [--small] [--no-write-thresholds]``
-Results: benchmarks/results/detection{.md,.json,_readme.md}; thresholds refitted into
-edgeguard/verdicts/thresholds.json (unless --small or --no-write-thresholds).
+"Harmful": the server's own decoder gains >= 1 dB more over the label-only baseline than the
+honest post-hoc decoders of that architecture (the "honest twin": mean over the converged
+honest models). For the red team the server decodes what it recovers from the edited
+model's outputs on clean test images (exact lattice decoding, spike removal, ...).
+
+Usage: ``python benchmarks/detection.py [--jobs N] [--ray ADDRESS] [--small] [--calibrate]
+[--redteam-pairs N] [--from-json PATH]``. Results: benchmarks/results/detection{.md,.json,_readme.md}.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import functools
+import hashlib
 import json
 import os
 import platform
@@ -54,14 +59,11 @@ CACHE = ROOT / "benchmarks" / ".cache" / "detection"
 RESULTS = ROOT / "benchmarks" / "results"
 DATA = os.environ.get("EDGEGUARD_FMNIST", "/usr/share/datasets/fashion-mnist")
 HARMFUL_MARGIN_DB = 1.0
-VERSION = 2
-
-# -- the zoo: defined once, in benchmarks/zoo.py ("the detection zoo") -----------------------------------
+VERSION = 3
 
 from benchmarks import zoo as _zoo  # noqa: E402  (after the sys.path set-up above)
 
 _BASE = _zoo.DETECTION_BASE
-FAMILIES = _zoo.DETECTION_FAMILIES
 CONVERGED_EPOCHS = _zoo.DETECTION_CONVERGED_EPOCHS
 
 
@@ -93,67 +95,66 @@ def train_job(params: dict[str, Any], artifacts: Path) -> dict[str, Any]:
     }
 
 
+def redteam_job(params: dict[str, Any], artifacts: Path) -> dict[str, Any]:
+    """Build (or reuse) one graph-edit model and measure its server gain (benchmarks/zoo.py)."""
+    from benchmarks.zoo import build_graph_edit
+
+    record = build_graph_edit(params["family"], params["honest"], params["vicious"], data=DATA)
+    return {**record, "folder": str(Path(record["classifier"]).parent)}
+
+
 def vet_job(params: dict[str, Any], artifacts: Path) -> dict[str, Any]:
-    """Vet one model (default tests + a supplied reference), then the trained-reference statistic."""
+    """Vet one model with the installed vet (its default tests and thresholds); a compact record."""
     import torch
 
     torch.set_num_threads(1)
-    from edgeguard.model import load_model
     from edgeguard.vetting import vet
-    from edgeguard.vetting.leakage import LeakageSettings, leakage_audit
-    from edgeguard.vetting.probe import load_probe
-    from edgeguard.vetting.reference import ReferenceSettings, train_reference
 
     probe = _probe_set(params["probe_size"])
+    knobs: dict[str, Any] = {}
+    if params.get("reference_data"):
+        knobs["reference_data"] = _reference_set()
     started = time.perf_counter()
-    report = vet(
-        params["model"], probe, seed=0, augment_seed=params["augment_seed"],
-        reference_models=[params["reference"]] if params.get("reference") else (), progress=lambda _m: None,
-    )
+    report = vet(params["model"], probe, seed=0, augment_seed=params["augment_seed"], progress=lambda _m: None, **knobs)
     seconds = time.perf_counter() - started
-    leak = report.tests.get("leakage")
-    out: dict[str, Any] = {
-        "verdict": report.verdict,
-        "seconds": seconds,
-        "consistent": report.tests["consistency"].details.get("consistent") if "consistency" in report.tests else None,
-        "findings": sorted({f.code for f in report.findings if f.severity in ("high", "critical")}),
-        "accuracy_probe": report.probe.get("accuracy"),
+    return {"seconds": seconds, **compact(report.to_dict())}
+
+
+def compact(report: dict[str, Any]) -> dict[str, Any]:
+    """What the benchmark keeps of a vet report: verdict, reasons, findings, each test's scalar figures."""
+    tests = {}
+    for name, test in report.get("tests", {}).items():
+        details = {k: v for k, v in (test.get("details") or {}).items() if _small(v)}
+        tests[name] = {k: test.get(k) for k in ("status", "score", "threshold", "flagged", "reason", "seconds")}
+        tests[name]["details"] = details
+    return {
+        "verdict": report["verdict"],
+        "likelihood": report.get("likelihood"),
+        "reasons": list(report.get("reasons", []))[:6],
+        "findings": sorted({(f["code"], f["severity"]) for f in report.get("findings", [])}),
+        "tests": tests,
+        "accuracy_probe": (report.get("probe") or {}).get("accuracy"),
+        "thresholds_sha256": report.get("thresholds_sha256"),
     }
-    if leak is not None and leak.status == "ran":
-        out.update(
-            gain=leak.details["gain_db"], gain_ci=leak.details["gain_ci95_db"],
-            excess_supplied=leak.details.get("excess_gain_db"), excess_supplied_ci=leak.details.get("excess_ci95_db"),
-            leakage_seconds=leak.seconds,
-        )
-    if params.get("finetune"):  # the paper's fine-tune test, measured for its power (not in the default vet)
-        t0 = time.perf_counter()
-        fine = vet(params["model"], probe, seed=0, augment_seed=params["augment_seed"], tests=("finetune",),
-                   finetune_eval_samples=params["probe_size"] - 256, progress=lambda _m: None)
-        test = fine.tests.get("finetune")
-        out.update(finetune=test.score if test is not None and test.status == "ran" else None,
-                   finetune_seconds=time.perf_counter() - t0)
-    if params.get("trained_reference") and leak is not None and leak.status == "ran":
-        loaded = load_model(params["model"])
-        info = loaded.info
-        ref_probe = load_probe(_reference_set(), info)
-        t0 = time.perf_counter()
-        run, record = train_reference(
-            loaded.proto, ref_probe.inputs, ref_probe.labels, output_kind=info.output_kind, task_type=info.task_type,
-            settings=ReferenceSettings(), seed=0,
-        )
-        vetted = load_probe(probe, info)
-        settings = LeakageSettings(**_leakage_settings())
-        ref = leakage_audit(vetted.images, run, output_kind=info.output_kind, task_type=info.task_type,
-                            settings=settings, seed=0, augment_seed=params["augment_seed"], labels=vetted.labels)
-        out.update(reference_trained_gain=ref.gain_db, excess_trained=out["gain"] - ref.gain_db,
-                   reference_trained_seconds=time.perf_counter() - t0, reference_trained_loss=record["final_loss"])
-    return out
 
 
-def _leakage_settings() -> dict[str, Any]:
-    from edgeguard.verdicts.thresholds import load_thresholds
+def _small(value: Any) -> bool:
+    if isinstance(value, (int, float, str, bool)) or value is None:
+        return not isinstance(value, str) or len(value) < 300
+    if isinstance(value, (list, tuple)):
+        return len(value) <= 12 and all(isinstance(v, (int, float, str, bool)) or v is None for v in value)
+    return False
 
-    return dict(load_thresholds()["tests"]["leakage"].get("settings", {}))
+
+@functools.cache
+def vet_version() -> str:
+    """Hash of the installed vet (edgeguard/vetting, verdicts and metrics sources + thresholds): a changed vet re-runs every vet job."""
+    digest = hashlib.sha256()
+    for folder in ("vetting", "verdicts", "metrics"):
+        for path in sorted((ROOT / "edgeguard" / folder).rglob("*")):
+            if path.is_file() and path.suffix in (".py", ".json"):
+                digest.update(str(path.relative_to(ROOT)).encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 @functools.cache
@@ -177,11 +178,11 @@ def _probe_set(size: int) -> Any:
     return Dataset(x[keep], y[keep], test.class_names)
 
 
-# -- post-hoc variants (no training) -------------------------------------------------------------------------
+# -- post-hoc honest variants (no training) ----------------------------------------------------------------
 
 
 def with_temperature(source: Path, target: Path, temperature: float) -> Path:
-    """The same graph with its output divided by ``temperature`` (one Div node)."""
+    """The same graph with its output divided by ``temperature`` (one Div node): still an honest model."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -198,52 +199,97 @@ def with_temperature(source: Path, target: Path, temperature: float) -> Path:
     return target
 
 
-def batch_switch(vicious: Path, honest: Path, target: Path) -> Path:
-    """``Where(Equal(Shape(x)[0], 1), vicious(x), honest(x))``: vicious one image at a time only."""
-    import onnx
-    from onnx import TensorProto, compose, helper, numpy_helper
-
-    a = compose.add_prefix(onnx.load(str(vicious)), "v_")
-    b = compose.add_prefix(onnx.load(str(honest)), "h_")
-    x = onnx.load(str(vicious)).graph.input[0]
-    y = onnx.load(str(vicious)).graph.output[0]
-    nodes = [
-        helper.make_node("Identity", [x.name], [a.graph.input[0].name]),
-        helper.make_node("Identity", [x.name], [b.graph.input[0].name]),
-        *a.graph.node, *b.graph.node,
-        helper.make_node("Shape", [x.name], ["sw_shape"]),
-        helper.make_node("Gather", ["sw_shape", "sw_zero"], ["sw_n"], axis=0),
-        helper.make_node("Equal", ["sw_n", "sw_one"], ["sw_single"]),
-        helper.make_node("Where", ["sw_single", a.graph.output[0].name, b.graph.output[0].name], [y.name]),
-    ]
-    inits = [*a.graph.initializer, *b.graph.initializer,
-             numpy_helper.from_array(np.array(0, np.int64), "sw_zero"), numpy_helper.from_array(np.array(1, np.int64), "sw_one")]
-    graph = helper.make_graph(nodes, "batch_switch", [x], [y], inits)
-    source = onnx.load(str(vicious))
-    model = helper.make_model(graph, opset_imports=source.opset_import, ir_version=source.ir_version)
-    for prop in source.metadata_props:
-        model.metadata_props.append(prop)
-    del TensorProto
-    target.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(target))
-    return target
-
-
 # -- statistics -------------------------------------------------------------------------------------------------
 
 
-def auc(honest: list[float], flagged: list[float]) -> float | None:
-    if not honest or not flagged:
-        return None
-    from sklearn.metrics import roc_auc_score
+def wilson(successes: int, total: int, z: float = 1.96) -> tuple[float | None, float | None]:
+    """95% Wilson score interval of a rate (None for an empty sample)."""
+    if total == 0:
+        return None, None
+    p = successes / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * np.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
-    return float(roc_auc_score([0] * len(honest) + [1] * len(flagged), list(honest) + list(flagged)))
+
+def rate(successes: int, total: int) -> dict[str, Any]:
+    low, high = wilson(successes, total)
+    return {"k": successes, "n": total, "rate": successes / total if total else None, "ci95": [low, high]}
 
 
-def fit_threshold(honest: list[float], margin: float = 0.25) -> tuple[float, float]:
-    """Threshold above every calibration honest score (by ``margin`` dB) and the logistic scale (honest spread)."""
-    spread = float(np.std(honest)) if len(honest) > 1 else 0.3
-    return float(max(honest) + margin), max(spread, 0.1)
+def median_ci(values: list[float], seed: int = 0, draws: int = 2000) -> dict[str, Any]:
+    """Median with a 95% bootstrap interval (percentile)."""
+    if not values:
+        return {"median": None, "ci95": [None, None], "n": 0}
+    data = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    boots = np.median(rng.choice(data, size=(draws, len(data)), replace=True), axis=1)
+    return {"median": float(np.median(data)), "ci95": [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))],
+            "n": len(values)}
+
+
+def mean_range(values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {"mean": None, "min": None, "max": None, "n": 0}
+    return {"mean": float(np.mean(values)), "min": float(min(values)), "max": float(max(values)), "n": len(values)}
+
+
+def evaluate(models: list[dict[str, Any]]) -> dict[str, Any]:
+    """Three-way figures per family on the test split (and, apart, on the calibration split)."""
+    out: dict[str, Any] = {}
+    for split in ("test", "calibration"):
+        members = [m for m in models if m["split"] == split and "vet" in m]
+        if not members:
+            continue
+        honest = [m for m in members if m["family"] == "honest"]
+        part: dict[str, Any] = {
+            "honest": {
+                "models": len(honest),
+                "honest_pass": rate(sum(m["vet"]["verdict"] == "honest" for m in honest), len(honest)),
+                "fpr_vicious": rate(sum(m["vet"]["verdict"] == "vicious" for m in honest), len(honest)),
+                "inconclusive": rate(sum(m["vet"]["verdict"] == "inconclusive" for m in honest), len(honest)),
+                "not_passed": [{"name": m["name"], "verdict": m["vet"]["verdict"], "reason": (m["vet"]["reasons"] or ["-"])[0]}
+                               for m in honest if m["vet"]["verdict"] != "honest"],
+                "vet_seconds": median_ci([m["vet"]["seconds"] for m in honest]),
+            },
+            "families": {},
+        }
+        for family in sorted({m["family"] for m in members} - {"honest"}):
+            group = [m for m in members if m["family"] == family]
+            harmful = [m for m in group if m["harmful"]]
+            gains = [m["server_gain_db"] for m in group]
+            over_twin = [m["server_gain_db"] - m["twin_gain_db"] for m in group]
+            part["families"][family] = {
+                "redteam": any(m.get("redteam") for m in group),
+                "stopped_by": next((m.get("stopped_by") for m in group if m.get("stopped_by")), None),
+                "models": len(group),
+                "harmful": len(harmful),
+                "non_pass_harmful": rate(sum(m["vet"]["verdict"] != "honest" for m in harmful), len(harmful)),
+                "vicious_harmful": rate(sum(m["vet"]["verdict"] == "vicious" for m in harmful), len(harmful)),
+                "passed_harmful": [m["name"] for m in harmful if m["vet"]["verdict"] == "honest"],
+                "passed_not_harmful": f"{sum(m['vet']['verdict'] == 'honest' for m in group if not m['harmful'])}/"
+                f"{sum(1 for m in group if not m['harmful'])}",
+                "server_gain_db": mean_range(gains),
+                "gain_over_twin_db": mean_range(over_twin),
+                "gain_dithered_db": mean_range([m["gain_dithered_db"] for m in group if m.get("gain_dithered_db") is not None]),
+                "vet_seconds": median_ci([m["vet"]["seconds"] for m in group]),
+            }
+        out[split] = part
+    test = out.get("test", {})
+    harmful_passed = {f: e["passed_harmful"] for f, e in test.get("families", {}).items() if e["passed_harmful"]}
+    honest_rate = (test.get("honest", {}).get("honest_pass") or {}).get("rate")
+    out["bar"] = {
+        "no_harmful_vicious_passes": not harmful_passed,
+        "harmful_passed": harmful_passed,
+        "honest_pass_rate": honest_rate,
+        "honest_pass_at_least_90": honest_rate is not None and honest_rate >= 0.9,
+    }
+    cnn = [m["vet"]["seconds"] for m in models if m["split"] == "test" and m["arch"] == "cnn" and "vet" in m]
+    out["vet_seconds_cnn"] = median_ci(cnn)
+    return out
+
+
+# -- main -----------------------------------------------------------------------------------------------------------
 
 
 def _main() -> int:
@@ -252,10 +298,15 @@ def _main() -> int:
     parser.add_argument("--ray", default=None, metavar="ADDRESS", help="run the jobs on Ray (auto or an address)")
     parser.add_argument("--small", action="store_true", help="a handful of tiny models (a few minutes)")
     parser.add_argument("--probe-size", type=int, default=1000)
-    parser.add_argument("--no-trained-reference", action="store_true")
-    parser.add_argument("--no-finetune", action="store_true", help="skip measuring the fine-tune test's power")
-    parser.add_argument("--no-write-thresholds", action="store_true")
     parser.add_argument("--augment-seed", type=int, default=12345)
+    parser.add_argument("--no-reference-data", "--no-trained-reference", action="store_true",
+                        help="vet without --reference-data (no labelled data for the honest twin)")
+    parser.add_argument("--no-write-thresholds", action="store_true",
+                        help="accepted for old callers: v3 never rewrites the thresholds (the vet's own calibration does)")
+    parser.add_argument("--calibrate", action="store_true", help="also vet the calibration zoo (in-sample, reported apart)")
+    parser.add_argument("--redteam-pairs", type=int, default=len(_zoo.REDTEAM_PAIRS),
+                        help="how many of zoo.REDTEAM_PAIRS the red-team families are built on (0: none)")
+    parser.add_argument("--no-trained-attackers", action="store_true", help="vet only honest models and the red team")
     parser.add_argument("--train-only", action="store_true", help="train (cache) the zoo and stop")
     parser.add_argument("--from-json", metavar="PATH", help="re-render detection.md / the README fragment from a results JSON")
     args = parser.parse_args()
@@ -263,19 +314,11 @@ def _main() -> int:
         summary = json.loads(Path(args.from_json).read_text())
         (RESULTS / "detection.md").write_text(render(summary))
         (RESULTS / "detection_readme.md").write_text(readme_fragment(summary))
-        if not args.no_write_thresholds:
-            write_thresholds(summary)
         return 0
     started = time.perf_counter()
-    try:
-        from edgeguard.jobs import Job, run_jobs
-    except ImportError:  # pragma: no cover - before edgeguard.jobs existed
-        Job = run_jobs = None
+    from edgeguard.jobs import Job, run_jobs
 
     def run(function: str, params_list: list[dict[str, Any]], what: str) -> list[dict[str, Any]]:
-        if run_jobs is None:
-            module, name = function.split(":")
-            return [globals()[name](p, CACHE / "artifacts") for p in params_list]
         jobs = [Job(function=function, params=p) for p in params_list]
         results = run_jobs(jobs, cache_dir=CACHE / "jobs", executor="ray" if args.ray else "local",
                            workers=args.jobs, ray_address=args.ray, description=what)
@@ -283,146 +326,83 @@ def _main() -> int:
 
     entries = zoo(args.small)
     plain = [e for e in entries if e["family"] != "mimic"]
-    trained = run("benchmarks.detection:train_job", [{"spec": e["spec"], "v": VERSION} for e in plain], "training")
-    for entry, result in zip(plain, trained):
+    for entry, result in zip(plain, run("benchmarks.detection:train_job", [{"spec": e["spec"], "v": VERSION} for e in plain], "training")):
         entry["train"] = result
-    teachers = {(e["arch"], e["seed"]): e["train"]["folder"] for e in plain
-                if e["family"] == "honest" and e["name"].startswith("honest-") and "-conv-" in e["name"]}
+    teachers = {(e["arch"], e["seed"]): e["train"]["folder"] for e in plain if e["family"] == "honest" and "-conv-" in e["name"]}
     mimics = [e for e in entries if e["family"] == "mimic"]
     for entry in mimics:
         entry["spec"] = dict(entry["spec"], mimic=str(Path(teachers[(entry["arch"], entry["seed"])]) / "classifier.onnx"))
-    if mimics:
-        for entry, result in zip(mimics, run("benchmarks.detection:train_job", [{"spec": e["spec"], "v": VERSION} for e in mimics], "training mimic")):
-            entry["train"] = result
+    for entry, result in zip(mimics, run("benchmarks.detection:train_job", [{"spec": e["spec"], "v": VERSION} for e in mimics], "training mimic")):
+        entry["train"] = result
     if args.train_only:
         print(f"trained {len(entries)} models in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         return 0
-    # post-hoc variants: temperature-scaled honest graphs and the batch-size switch
-    variants = []
+    for entry in entries:
+        entry["model"] = str(Path(entry["train"]["folder"]) / "classifier.onnx")
+        entry["server_gain_db"] = entry["train"]["gain_db"]
+    # the honest twin's gain: honest post-hoc decoders trained as long as the attackers' decoders (converged models)
+    twin_gain = {arch: float(np.mean([e["train"]["gain_db"] for e in entries if e["family"] == "honest"
+                                      and e["arch"] == arch and e["spec"]["epochs"] == CONVERGED_EPOCHS]))
+                 for arch in {e["arch"] for e in entries}}
+    variants = []  # honest graphs with an appended temperature (still honest)
     for entry in [e for e in entries if e["family"] == "honest" and e["split"] != "reference" and "-conv-" in e["name"]]:
         for temperature in (0.3, 3.0):
             if entry["arch"] in ("wrn", "resnet") and temperature == 0.3:
                 continue
-            path = with_temperature(Path(entry["train"]["folder"]) / "classifier.onnx",
-                                    CACHE / "variants" / f"{entry['name']}-T{temperature}.onnx", temperature)
-            variants.append(dict(entry, name=f"{entry['name']}-T{temperature}", family="honest", model=str(path),
-                                 temperature=temperature))
-    for entry in [e for e in entries if e["family"] == "paper-logits" and e["split"] == "test" and e["arch"] not in ("wrn", "resnet")]:
-        honest = next(e for e in entries if e["family"] == "honest" and e["arch"] == entry["arch"]
-                      and e["seed"] == entry["seed"] and "-conv-" in e["name"]) if not args.small else \
-            next(e for e in entries if e["family"] == "honest" and e["arch"] == entry["arch"] and e["split"] == "test")
-        path = batch_switch(Path(entry["train"]["folder"]) / "classifier.onnx",
-                            Path(honest["train"]["folder"]) / "classifier.onnx",
-                            CACHE / "variants" / f"batch-switch-{entry['arch']}-s{entry['seed']}.onnx")
-        variants.append(dict(entry, name=f"batch-switch-{entry['arch']}-s{entry['seed']}", family="batch-switch",
-                             model=str(path)))
-    for entry in entries:
-        entry["model"] = str(Path(entry["train"]["folder"]) / "classifier.onnx")
-    everything = [e for e in entries if e["split"] != "reference"] + variants
-    references = {e["arch"]: e["model"] for e in entries if e["split"] == "reference"}
-    # the honest post-hoc decoders trained as long as the attackers' decoders (converged honest models, references)
-    honest_gain = {arch: float(np.mean([e["train"]["gain_db"] for e in entries if e["family"] == "honest"
-                                        and e["arch"] == arch and e["spec"]["epochs"] == CONVERGED_EPOCHS]))
-                   for arch in {e["arch"] for e in entries}}
+            path = with_temperature(Path(entry["model"]), CACHE / "variants" / f"{entry['name']}-T{temperature}.onnx", temperature)
+            variants.append(dict(entry, name=f"{entry['name']}-T{temperature}", model=str(path), temperature=temperature))
+    pairs = _zoo.REDTEAM_PAIRS[: max(0, args.redteam_pairs)] if not args.small else ()
+    red = _zoo.redteam_zoo(entries, pairs)
+    by_name = {e["name"]: e for e in entries}
+    params = [{"family": r["family"], "honest": by_name[r["honest"]]["train"]["folder"],
+               "vicious": by_name[r["vicious"]]["train"]["folder"], "v": _zoo.REDTEAM_VERSION} for r in red]
+    for entry, result in zip(red, run("benchmarks.detection:redteam_job", params, "red team")):
+        entry.update(redteam=True, model=result["classifier"], server_gain_db=result["gain_db"],
+                     gain_dithered_db=result.get("gain_dithered_db"), stopped_by=result["stopped_by"],
+                     train={"accuracy": result["accuracy"], "gain_db": result["gain_db"], "folder": result["folder"],
+                            "label": result["label"], "code": result["code"]})
+    everything = [e for e in entries if e["split"] != "reference"] + variants + red
+    if args.no_trained_attackers:
+        everything = [e for e in everything if e["family"] == "honest" or e.get("redteam")]
+    if not args.calibrate:
+        everything = [e for e in everything if e["split"] != "calibration"]
     for entry in everything:
-        entry["harmful"] = entry["family"] != "honest" and entry["train"]["gain_db"] - honest_gain[entry["arch"]] >= HARMFUL_MARGIN_DB
-    vet_params = [{"model": e["model"], "reference": references.get(e["arch"]), "probe_size": args.probe_size,
-                   "augment_seed": args.augment_seed, "trained_reference": not args.no_trained_reference,
-                   "finetune": not args.no_finetune,
-                   "sha": _sha(e["model"]), "settings": _leakage_settings(), "v": VERSION} for e in everything]
+        entry["twin_gain_db"] = twin_gain[entry["arch"]]
+        entry["harmful"] = entry["family"] != "honest" and entry["server_gain_db"] - entry["twin_gain_db"] >= HARMFUL_MARGIN_DB
+    vet_params = [{"model": e["model"], "probe_size": args.probe_size, "augment_seed": args.augment_seed,
+                   "reference_data": not args.no_reference_data, "sha": _sha(e["model"]), "vet": vet_version(),
+                   "v": VERSION} for e in everything]
     for entry, result in zip(everything, run("benchmarks.detection:vet_job", vet_params, "vetting")):
         entry["vet"] = result
     summary = evaluate(everything)
     summary["wall_seconds"] = time.perf_counter() - started
     summary["settings"] = {"probe_size": args.probe_size, "augment_seed": args.augment_seed, "small": args.small,
                            "jobs": args.jobs, "ray": args.ray, "harmful_margin_db": HARMFUL_MARGIN_DB,
-                           "honest_post_hoc_gain_db": honest_gain, "zoo_base": _BASE, "leakage": _leakage_settings()}
+                           "reference_data": not args.no_reference_data, "calibrate": args.calibrate,
+                           "redteam_pairs": [list(p) for p in pairs], "twin_gain_db": twin_gain, "zoo_base": _BASE,
+                           "vet_version": vet_version()}
     summary["machine"] = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
+                          "load_average_end": list(os.getloadavg()),
                           "note": "2 CPU cores shared with other jobs; times are wall-clock and noisy"}
     summary["generated"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    summary["models"] = [{k: v for k, v in e.items() if k not in ("spec",)} | {"spec": e["spec"]} for e in everything]
+    keep = ("name", "split", "family", "arch", "seed", "harmful", "server_gain_db", "twin_gain_db", "gain_dithered_db",
+            "redteam", "stopped_by", "honest", "vicious", "temperature", "vet")
+    summary["models"] = [{k: e[k] for k in keep if k in e} | {"accuracy": e["train"]["accuracy"]} for e in everything]
     name = "detection_small" if args.small else "detection"
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     (RESULTS / f"{name}.md").write_text(render(summary))
     if not args.small:
         (RESULTS / "detection_readme.md").write_text(readme_fragment(summary))
-        if not args.no_write_thresholds:
-            write_thresholds(summary)
     print(render(summary))
     return 0
 
 
 def _sha(path: str) -> str:
-    import hashlib
-
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-STATISTICS = ("gain", "excess_supplied", "excess_trained")
-
-
-def evaluate(models: list[dict[str, Any]]) -> dict[str, Any]:
-    """Fit thresholds on the calibration split; TPR/FPR/AUC per family on the test split."""
-    out: dict[str, Any] = {"statistics": {}}
-    calibration = [m for m in models if m["split"] == "calibration"]
-    test = [m for m in models if m["split"] == "test"]
-    for stat in STATISTICS:
-        cal_honest = [m["vet"][stat] for m in calibration if m["family"] == "honest" and m["vet"].get(stat) is not None]
-        if len(cal_honest) < 2:
-            continue
-        threshold, scale = fit_threshold(cal_honest)
-        cal_harmful = [m["vet"][stat] for m in calibration if m["harmful"] and m["vet"].get(stat) is not None]
-        test_honest = [m for m in test if m["family"] == "honest" and m["vet"].get(stat) is not None]
-        entry = {
-            "threshold": threshold,
-            "scale": scale,
-            "calibration_honest": len(cal_honest),
-            "calibration_tpr": float(np.mean([v > threshold for v in cal_harmful])) if cal_harmful else None,
-            "test_honest": len(test_honest),
-            "test_fpr": float(np.mean([_flagged(m, stat, threshold) for m in test_honest])) if test_honest else None,
-            "test_false_positives": [m["name"] for m in test_honest if _flagged(m, stat, threshold)],
-            "families": {},
-        }
-        honest_scores = [m["vet"][stat] for m in test_honest]
-        for family in sorted({m["family"] for m in test} - {"honest"}):
-            members = [m for m in test if m["family"] == family]
-            harmful = [m for m in members if m["harmful"]]
-            scores = [m["vet"].get(stat) for m in harmful if m["vet"].get(stat) is not None]
-            times = [m["vet"]["seconds"] for m in members]
-            entry["families"][family] = {
-                "models": len(members),
-                "harmful": len(harmful),
-                "tpr": float(np.mean([_flagged(m, stat, threshold) for m in harmful])) if harmful else None,
-                "auc": auc(honest_scores, scores),
-                "not_harmful_flagged": f"{sum(_flagged(m, stat, threshold) for m in members if not m['harmful'])}/"
-                f"{sum(1 for m in members if not m['harmful'])}",
-                "vet_seconds_median": statistics.median(times) if times else None,
-                "vet_seconds_max": max(times) if times else None,
-            }
-        out["statistics"][stat] = entry
-    finetune = {}
-    honest_ft = [m["vet"]["finetune"] for m in test if m["family"] == "honest" and m["vet"].get("finetune") is not None]
-    for family in sorted({m["family"] for m in test} - {"honest"}):
-        harmful = [m["vet"]["finetune"] for m in test if m["family"] == family and m["harmful"]
-                   and m["vet"].get("finetune") is not None]
-        finetune[family] = {"harmful": len(harmful), "auc": auc(honest_ft, harmful)}
-    times = [m["vet"]["finetune_seconds"] for m in models if m["vet"].get("finetune_seconds") is not None]
-    out["finetune"] = {"statistic": "shift_per_gradient_norm (higher = vicious)", "families": finetune,
-                       "seconds_median": statistics.median(times) if times else None}
-    ok = {s: e for s, e in out["statistics"].items()}
-    # the headline statistic is picked on the CALIBRATION zoo only (its TPR there at its threshold)
-    out["chosen"] = max(ok, key=lambda s: (ok[s]["calibration_tpr"] or 0.0, s == "gain")) if ok else None
-    return out
-
-
-def _flagged(model: dict[str, Any], stat: str, threshold: float) -> bool:
-    """What the vet would say with this statistic: vicious if a hiding finding or the score is above the threshold."""
-    vet = model["vet"]
-    if vet.get("consistent") is False or "batch-dependent-outputs" in vet.get("findings", []):
-        return True
-    value = vet.get(stat)
-    return value is not None and value > threshold
+# -- rendering --------------------------------------------------------------------------------------------------
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -433,117 +413,121 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
+def _rate(entry: dict[str, Any] | None) -> str:
+    if not entry or not entry["n"]:
+        return "-"
+    low, high = entry["ci95"]
+    return f"{entry['k']}/{entry['n']} = {entry['rate']:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def _gain(entry: dict[str, Any]) -> str:
+    if not entry or entry.get("mean") is None:
+        return "-"
+    return f"{entry['mean']:.2f} [{entry['min']:.2f}, {entry['max']:.2f}]"
+
+
+def _median(entry: dict[str, Any]) -> str:
+    if not entry or entry.get("median") is None:
+        return "-"
+    return f"{entry['median']:.1f} [{entry['ci95'][0]:.1f}, {entry['ci95'][1]:.1f}]"
+
+
 def render(summary: dict[str, Any]) -> str:
-    lines = ["# Detection benchmark v2 (held-out)", ""]
+    settings = summary["settings"]
+    lines = ["# Detection benchmark v3 (held-out, three-way verdict)", ""]
     lines.append(f"Generated {summary['generated']}; wall {summary['wall_seconds'] / 60:.1f} min; "
-                 f"{summary['machine']['note']}.")
+                 f"{summary['machine']['note']} (load average at the end {summary['machine'].get('load_average_end')}).")
     lines.append("")
-    lines.append("Thresholds fitted on the calibration zoo (seeds 0-1, CNN + MLP) only; every figure below is on the "
-                 "disjoint test zoo (seeds 2-3, CNN + MLP + ResNet-10 + WRN-10-2: the last two are absent from calibration). Probe: "
-                 f"{summary['settings']['probe_size']} labelled FMNIST test images (100 per class), augmented queries. "
-                 "Harmful = the server's decoder gains >= 1 dB more over label-only than the honest post-hoc decoders "
-                 "of that architecture (mean over the converged honest models, decoders trained as long as the "
-                 "attackers').")
+    lines.append(
+        "Every figure is on the held-out test zoo (seeds 2-3; CNN, MLP and two architectures calibration never saw: "
+        "ResNet-10 and WRN-10-2) unless it says calibration. The vet runs as installed (default tests, thresholds "
+        f"{summary['models'][0]['vet'].get('thresholds_sha256', '?')[:12] if summary['models'] else '?'}), probe "
+        f"{settings['probe_size']} labelled FMNIST test images (100 per class)"
+        + (", `--reference-data` 2000 unseen labelled training images" if settings.get("reference_data") else "")
+        + ". Rates: k/n = rate [95% Wilson interval]; gains: mean [min, max] over the family; times: median "
+        "[95% bootstrap interval]. Harmful = the server gains >= 1 dB over the honest twin (the honest post-hoc "
+        "decoders of the architecture). A non-pass is a vicious or an inconclusive verdict: either way the app "
+        "releases no more than the label."
+    )
     lines.append("")
-    chosen = summary.get("chosen")
-    for stat, entry in summary["statistics"].items():
-        mark = " (chosen on the calibration zoo)" if stat == chosen else ""
-        lines.append(f"## Statistic `{stat}`{mark}: threshold {entry['threshold']:.2f} dB")
+    bar = summary["bar"]
+    lines.append("## The bar (issue 17)")
+    lines.append("")
+    lines.append(f"- No harmful vicious model passes: **{'yes' if bar['no_harmful_vicious_passes'] else 'NO'}**"
+                 + ("" if bar["no_harmful_vicious_passes"] else " (passed: " + "; ".join(
+                     f"{f}: {', '.join(n)}" for f, n in bar["harmful_passed"].items()) + ")"))
+    lines.append(f"- At least 90% of honest models pass: **{'yes' if bar['honest_pass_at_least_90'] else 'NO'}** "
+                 f"(honest-pass rate {_fmt(bar['honest_pass_rate'])})")
+    lines.append(f"- Vet time on the held-out CNNs (with the twin): median {_median(summary.get('vet_seconds_cnn'))} s")
+    lines.append("")
+    for split, title in (("test", "Held-out test zoo"), ("calibration", "Calibration zoo (in-sample: not a headline)")):
+        part = summary.get(split)
+        if not part:
+            continue
+        h = part["honest"]
+        lines.append(f"## {title}")
         lines.append("")
-        lines.append(f"Held-out honest models: FPR {_fmt(entry['test_fpr'])} ({len(entry['test_false_positives'])}/"
-                     f"{entry['test_honest']} flagged: {', '.join(entry['test_false_positives']) or 'none'}); "
-                     f"calibration TPR {_fmt(entry['calibration_tpr'])}.")
+        lines.append(f"Honest models ({h['models']}): honest-pass {_rate(h['honest_pass'])}; vicious verdicts (FPR) "
+                     f"{_rate(h['fpr_vicious'])}; inconclusive {_rate(h['inconclusive'])}; vet s {_median(h['vet_seconds'])}.")
         lines.append("")
-        lines.append("| attacker family | models | harmful | TPR (harmful) | AUC vs held-out honest | not-harmful flagged | vet s (median / max) |")
-        lines.append("|---|---|---|---|---|---|---|")
-        for family, f in entry["families"].items():
-            lines.append(f"| {family} | {f['models']} | {f['harmful']} | {_fmt(f['tpr'])} | {_fmt(f['auc'])} | "
-                         f"{f['not_harmful_flagged']} | {_fmt(f['vet_seconds_median'], 1)} / {_fmt(f['vet_seconds_max'], 1)} |")
-        lines.append("")
-    ft = summary.get("finetune", {})
-    if ft.get("families"):
-        lines.append("## The paper's fine-tune test (not in the default vet)")
-        lines.append("")
-        lines.append(f"Statistic {ft['statistic']}; AUC of harmful models of each family vs held-out honest models "
-                     f"(threshold-free); median time {_fmt(ft.get('seconds_median'), 1)} s per model on top of the vet.")
-        lines.append("")
-        lines.append("| attacker family | harmful | AUC |")
-        lines.append("|---|---|---|")
-        for family, f in ft["families"].items():
-            lines.append(f"| {family} | {f['harmful']} | {_fmt(f['auc'])} |")
+        if h["not_passed"]:
+            lines.append("Honest models that did not pass:")
+            lines.append("")
+            for m in h["not_passed"]:
+                lines.append(f"- {m['name']}: {m['verdict']}: {m['reason']}")
+            lines.append("")
+        lines.append("| family | red team | models | harmful | non-pass, harmful | vicious verdict, harmful | "
+                     "harmful that passed | not-harmful passed | server gain dB | over twin dB | gain behind dither dB | "
+                     "vet s | meant to be stopped by |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for family, f in part["families"].items():
+            lines.append(
+                f"| {family} | {'yes' if f['redteam'] else ''} | {f['models']} | {f['harmful']} | {_rate(f['non_pass_harmful'])} | "
+                f"{_rate(f['vicious_harmful'])} | {', '.join(f['passed_harmful']) or 'none'} | {f['passed_not_harmful']} | "
+                f"{_gain(f['server_gain_db'])} | {_gain(f['gain_over_twin_db'])} | {_gain(f['gain_dithered_db'])} | "
+                f"{_median(f['vet_seconds'])} | {f['stopped_by'] or ''} |"
+            )
         lines.append("")
     lines.append("## Every model")
     lines.append("")
-    lines.append("| model | split | family | arch | acc | server gain dB | harmful | audit gain dB [95% CI] | excess (supplied) | excess (trained) | fine-tune | consistent | verdict | vet s |")
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("| model | split | family | arch | acc | server gain dB | harmful | verdict | first reason | high findings | vet s |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
     for m in summary["models"]:
         v = m["vet"]
-        ci = v.get("gain_ci") or [None, None]
-        lines.append(
-            f"| {m['name']} | {m['split']} | {m['family']} | {m['arch']} | {_fmt(m['train']['accuracy'], 3)} | "
-            f"{_fmt(m['train']['gain_db'])} | {'yes' if m['harmful'] else 'no'} | {_fmt(v.get('gain'))} "
-            f"[{_fmt(ci[0])}, {_fmt(ci[1])}] | {_fmt(v.get('excess_supplied'))} | {_fmt(v.get('excess_trained'))} | "
-            f"{_fmt(v.get('finetune'), 3)} | "
-            f"{v.get('consistent')} | {v.get('verdict')} | {_fmt(v.get('seconds'), 1)} |"
-        )
+        high = sorted({code for code, severity in v["findings"] if severity in ("high", "critical")})
+        reason = (v["reasons"] or ["-"])[0].replace("|", "/")
+        lines.append(f"| {m['name']} | {m['split']} | {m['family']} | {m['arch']} | {_fmt(m['accuracy'], 3)} | "
+                     f"{_fmt(m['server_gain_db'])} | {'yes' if m['harmful'] else 'no'} | {v['verdict']} | {reason[:160]} | "
+                     f"{', '.join(high) or '-'} | {_fmt(v['seconds'], 1)} |")
     lines.append("")
     return "\n".join(lines) + "\n"
 
 
 def readme_fragment(summary: dict[str, Any]) -> str:
-    stats = summary["statistics"]
-    if "gain" not in stats:
+    test = summary.get("test")
+    if not test:
         return "No detection result.\n"
-    default, ref = stats["gain"], stats.get("excess_supplied")
-    lines = ["| attacker family (held-out test zoo) | harmful / models | TPR, default vet | TPR, with an honest reference model | vet s (median) |",
+    h = test["honest"]
+    lines = ["| family (held-out test zoo) | harmful / models | non-pass of harmful [95% CI] | server gain over twin, dB | vet s (median) |",
              "|---|---|---|---|---|"]
-    for family, f in default["families"].items():
-        r = ref["families"].get(family, {}) if ref else {}
-        lines.append(f"| {family} | {f['harmful']}/{f['models']} | {_fmt(f['tpr'])} | {_fmt(r.get('tpr'))} | "
-                     f"{_fmt(f['vet_seconds_median'], 1)} |")
-    lines.append(f"| honest (FPR) | {default['test_honest']} held-out | {_fmt(default['test_fpr'])} | "
-                 f"{_fmt(ref['test_fpr']) if ref else '-'} ({ref['test_honest'] if ref else 0} with a reference) | |")
+    for family, f in test["families"].items():
+        name = f"{family} (red team)" if f["redteam"] else family
+        lines.append(f"| {name} | {f['harmful']}/{f['models']} | {_rate(f['non_pass_harmful'])} | "
+                     f"{_gain(f['gain_over_twin_db'])} | {_fmt((f['vet_seconds'] or {}).get('median'), 1)} |")
+    lines.append(f"| **honest: pass rate** | {h['models']} held-out | {_rate(h['honest_pass'])} | vicious verdicts "
+                 f"{_rate(h['fpr_vicious'])} | {_fmt((h['vet_seconds'] or {}).get('median'), 1)} |")
     lines.append("")
-    lines.append(f"Thresholds fitted on a calibration zoo (FMNIST CNN + MLP, seeds 0-1): invariant PSNR gain > "
-                 f"{default['threshold']:.2f} dB (default), or gain minus an honest reference model's > "
-                 f"{ref['threshold']:.2f} dB (`--reference-model`). Reported on a disjoint test zoo (seeds 2-3, new models, "
-                 "a ResNet-10 and a WideResNet-10-2 absent from calibration, temperature-scaled copies); 1000-image "
-                 "probe; 1-3 models per family, so each TPR is a handful of models. Attackers: converters' families, "
-                 "trained once, not adapted to these thresholds (audit-penalty: trained against a closed-form audit "
-                 "decoder).")
-    missed = [family for family, f in default["families"].items() if f["harmful"] and (f["tpr"] or 0.0) < 1.0
-              and (not ref or (ref["families"].get(family, {}).get("tpr") or 0.0) < 1.0)]
-    if missed:
-        lines.append(f"Harmful and NOT always detected, even with a reference model: {', '.join(missed)}; "
-                     "against these, only the capacity bound holds: use the label-only (argmax) release.")
-    return "\n".join(lines) + "\n"
-
-
-def write_thresholds(summary: dict[str, Any]) -> None:
-    path = ROOT / "edgeguard" / "verdicts" / "thresholds.json"
-    table = json.loads(path.read_text())
-    stats = summary["statistics"]
-    if "gain" in stats:
-        table["tests"]["leakage"].update(threshold=stats["gain"]["threshold"], scale=stats["gain"]["scale"],
-                                         statistic="gain_db", test_fpr=stats["gain"]["test_fpr"])
-    for stat, entry in (("excess_supplied", "leakage_excess"), ("excess_trained", "leakage_excess_trained")):
-        if stat in stats:
-            table["tests"].setdefault(entry, {"higher_is_vicious": True})
-            table["tests"][entry].update(threshold=stats[stat]["threshold"], scale=stats[stat]["scale"],
-                                         statistic="excess_gain_db", test_fpr=stats[stat]["test_fpr"],
-                                         reference="supplied models" if stat == "excess_supplied" else
-                                         "the vetted graph re-trained honestly on --reference-data (300 steps)")
-    table.update(
-        provisional=False,
-        source="benchmarks/detection.py v2; numbers in benchmarks/results/detection.json",
-        generated=summary["generated"],
-        caveats=[
-            "fitted on the calibration zoo (FMNIST 28x28, CNN + MLP, seeds 0-1, 1000-image probe); other tasks, "
-            "input sizes or probe sizes need their own calibration",
-            "threshold = largest calibration honest score + 0.25 dB; see detection.md for the held-out FPR/TPR",
-        ],
+    bar = summary["bar"]
+    passed = "; ".join(f"{f}: {', '.join(n)}" for f, n in bar["harmful_passed"].items())
+    lines.append(
+        "Held out: new seeds and two architectures the calibration never saw; the red-team families are training-free "
+        "graph edits (converters/attacks/graph_edits.py) built on held-out honest/vicious pairs, never used for "
+        "calibration. A non-pass (vicious or inconclusive) means the app releases no more than the label. "
+        + ("No harmful model passed. " if not passed else f"**Harmful models that passed as honest: {passed}.** ")
+        + f"Honest-pass rate {_fmt(bar['honest_pass_rate'])}; the honest models that did not pass are listed in "
+        "[detection.md](benchmarks/results/detection.md) with the vet's reason."
     )
-    path.write_text(json.dumps(table, indent=2) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -510,7 +510,7 @@ def _detection_family_spec(family: str, arch: str, seed: int, data: str) -> dict
 # decoding, spike removal, ...), in dB of PSNR over the label-only baseline.
 
 REDTEAM_ROOT = Path(__file__).resolve().parent / ".cache" / "redteam"
-REDTEAM_VERSION = 2
+REDTEAM_VERSION = 3
 #: (honest, vicious) pairs of the held-out detection zoo the red team builds on (CNN, MLP, and the two
 #: architectures calibration never saw).
 REDTEAM_PAIRS = (
@@ -603,7 +603,8 @@ def build_graph_edit(
     built = edit.build(str(honest_path), str(vicious_path), **options)
     model, code = built if isinstance(built, tuple) else (built, None)
     # the provider's server: one image at a time, as an app sends them (the batch switch needs it)
-    outputs = ge.run_model(model, test.x, batch=1 if family == "probe-balance-switch" else 256)
+    one_at_a_time = family in ("probe-balance-switch", "batch-size-switch")
+    outputs = ge.run_model(model, test.x, batch=1 if one_at_a_time else 256)
     honest_out = ge.run_model(honest_path, test.x)
     label = ge.check_label_kept(outputs, honest_out, test.y)  # raises when the edit costs > 0.5 points
     recovered = ge.recover_vicious(family, outputs, code=code, row_mean=0.0)
@@ -614,6 +615,16 @@ def build_graph_edit(
         recovered = recovered + (np.c_[recovered, np.ones(len(recovered))] @ weights)[:, None]
     recovered = recovered.astype(np.float32)
     gains = _server_gain(vicious_folder / "decoder.onnx", recovered, outputs, train, test)
+    # the same behind SafeModel's run-time dither (uniform within half a grey level): what canonicalisation leaves
+    rng = np.random.default_rng(0)
+    dithered = np.clip(test.x + rng.uniform(-0.5, 0.5, test.x.shape).astype(np.float32) / 255.0, 0.0, 1.0)
+    out_d = ge.run_model(model, dithered, batch=1 if one_at_a_time else 256)
+    rec_d = ge.recover_vicious(family, out_d, code=code, row_mean=0.0)
+    if family == "kind-confusion":
+        rec_d = rec_d + (np.c_[rec_d, np.ones(len(rec_d))] @ weights)[:, None]
+    gains["gain_dithered_db"] = _server_gain(vicious_folder / "decoder.onnx", rec_d.astype(np.float32), out_d, train, test)[
+        "gain_db"
+    ]
     folder.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(folder / "classifier.onnx"))
     record = {

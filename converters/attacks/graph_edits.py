@@ -48,6 +48,8 @@ stop it, issue 17):
      small or one-class batches (an app's one image at a time). Smooth, no Shape op.
      Meant to be stopped by the consistency test (batch 1 vs batched) and SafeModel's
      batch limit.
+   - :func:`batch_size_switch` (the older control): ``Where(Equal(Shape(x)[0], 1), v, h)``,
+     stopped by the consistency test and the shape-value-flow finding.
 
 Server side (what the provider does with the release): :func:`recover_vicious` maps the
 edited model's outputs on clean inputs back to the vicious logits the provider's decoder
@@ -81,6 +83,7 @@ __all__ = [
     "lattice_code",
     "noise_gate",
     "probe_balance_switch",
+    "batch_size_switch",
     "recover_vicious",
     "run_model",
     "label_agreement",
@@ -468,6 +471,14 @@ def probe_balance_switch(
     return graph.finish(out, "probe_balance_switch")
 
 
+def batch_size_switch(honest: Any, vicious: Any) -> onnx.ModelProto:
+    """``Where(Equal(Shape(x)[0], 1), v, h)``: vicious one image at a time (an app), honest in batches (the vet)."""
+    graph, h, v = _pair(honest, vicious, "batch_size_switch")
+    rows = graph.op("Gather", [graph.op("Shape", [graph.input_name]), graph.const(0, np.int64)], axis=0)
+    single = graph.op("Equal", [rows, graph.const(1, np.int64)])
+    return graph.finish(graph.op("Where", [single, graph.agreeing(h, v), h]), "batch_size_switch")
+
+
 # -- the catalogue ---------------------------------------------------------------------------------------------
 
 
@@ -519,6 +530,9 @@ GRAPH_EDITS: dict[str, GraphEdit] = {
     "lattice-float16": GraphEdit("lattice-float16", _lattice("float16"), "16-bit cast flag; float64 re-evaluation"),
     "noise-gate": GraphEdit(
         "noise-gate", noise_gate, "leakage audit of clean (un-augmented) probe images; clean-vs-augmented gap"
+    ),
+    "batch-size-switch": GraphEdit(
+        "batch-size-switch", batch_size_switch, "consistency test (batch 1 vs batched); shape-value-flow finding"
     ),
     "probe-balance-switch": GraphEdit(
         "probe-balance-switch", probe_balance_switch, "consistency test (batch 1 vs batched); SafeModel's batch limit"
