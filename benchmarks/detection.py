@@ -43,7 +43,6 @@ import hashlib
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -65,6 +64,10 @@ from benchmarks import zoo as _zoo  # noqa: E402  (after the sys.path set-up abo
 
 _BASE = _zoo.DETECTION_BASE
 CONVERGED_EPOCHS = _zoo.DETECTION_CONVERGED_EPOCHS
+
+
+#: The red team's base pair in the --small zoo.
+_SMALL_REDTEAM_PAIRS = (("honest-cnn-s1", "paper-logits-cnn-s1"),)
 
 
 def zoo(small: bool = False) -> list[dict[str, Any]]:
@@ -224,8 +227,21 @@ def median_ci(values: list[float], seed: int = 0, draws: int = 2000) -> dict[str
     data = np.asarray(values, dtype=float)
     rng = np.random.default_rng(seed)
     boots = np.median(rng.choice(data, size=(draws, len(data)), replace=True), axis=1)
-    return {"median": float(np.median(data)), "ci95": [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))],
-            "n": len(values)}
+    return {
+        "median": float(np.median(data)),
+        "ci95": [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))],
+        "n": len(values),
+    }
+
+
+def _observed(group: list[dict[str, Any]]) -> dict[str, int]:
+    """What actually stopped (or passed) the family's models: verdict and the vet's first reason, counted."""
+    counts: dict[str, int] = {}
+    for m in group:
+        reason = (m["vet"]["reasons"] or ["-"])[0]
+        key = f"{m['vet']['verdict']}: {reason[:90]}"
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: -item[1]))
 
 
 def mean_range(values: list[float]) -> dict[str, Any]:
@@ -248,8 +264,11 @@ def evaluate(models: list[dict[str, Any]]) -> dict[str, Any]:
                 "honest_pass": rate(sum(m["vet"]["verdict"] == "honest" for m in honest), len(honest)),
                 "fpr_vicious": rate(sum(m["vet"]["verdict"] == "vicious" for m in honest), len(honest)),
                 "inconclusive": rate(sum(m["vet"]["verdict"] == "inconclusive" for m in honest), len(honest)),
-                "not_passed": [{"name": m["name"], "verdict": m["vet"]["verdict"], "reason": (m["vet"]["reasons"] or ["-"])[0]}
-                               for m in honest if m["vet"]["verdict"] != "honest"],
+                "not_passed": [
+                    {"name": m["name"], "verdict": m["vet"]["verdict"], "reason": (m["vet"]["reasons"] or ["-"])[0]}
+                    for m in honest
+                    if m["vet"]["verdict"] != "honest"
+                ],
                 "vet_seconds": median_ci([m["vet"]["seconds"] for m in honest]),
             },
             "families": {},
@@ -271,8 +290,11 @@ def evaluate(models: list[dict[str, Any]]) -> dict[str, Any]:
                 f"{sum(1 for m in group if not m['harmful'])}",
                 "server_gain_db": mean_range(gains),
                 "gain_over_twin_db": mean_range(over_twin),
-                "gain_dithered_db": mean_range([m["gain_dithered_db"] for m in group if m.get("gain_dithered_db") is not None]),
+                "gain_dithered_db": mean_range(
+                    [m["gain_dithered_db"] for m in group if m.get("gain_dithered_db") is not None]
+                ),
                 "vet_seconds": median_ci([m["vet"]["seconds"] for m in group]),
+                "observed": _observed(group),
             }
         out[split] = part
     test = out.get("test", {})
@@ -289,6 +311,79 @@ def evaluate(models: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+# -- calibration (the calibration zoo only) -----------------------------------------------------------------------
+
+#: Slack added above the largest calibration honest upper bound when the leakage margin is refitted (dB).
+MARGIN_SLACK_DB = 0.1
+
+
+def fit_thresholds(models: list[dict[str, Any]], table: dict[str, Any]) -> dict[str, Any]:
+    """Refit the vet's decisive margins on the CALIBRATION zoo's honest models; returns what changed.
+
+    - the leakage entry each honest model was decided on (``details.threshold_entry``: the excess
+      over the twin when the twin ran): margin = the largest upper 95% bound over the calibration
+      honest models + :data:`MARGIN_SLACK_DB`, so that calibration honest models pass;
+    - continuity / precision: the threshold is raised to 1.5x the largest calibration honest score
+      when an honest model reached it (never lowered; hard limits unchanged).
+
+    The held-out zoo never enters: its figures then test the refitted margins out of sample.
+    """
+    honest = [m for m in models if m["split"] == "calibration" and m["family"] == "honest" and "vet" in m]
+    changes: dict[str, Any] = {}
+    uppers: dict[str, list[float]] = {}
+    for m in honest:
+        leak = m["vet"]["tests"].get("leakage") or {}
+        details = leak.get("details") or {}
+        ci = details.get("ci95")
+        if leak.get("status") == "ran" and isinstance(ci, list) and len(ci) == 2 and ci[1] is not None:
+            uppers.setdefault(str(details.get("threshold_entry") or "leakage"), []).append(float(ci[1]))
+    for key, values in uppers.items():
+        entry = table.setdefault("tests", {}).setdefault(key, {"higher_is_vicious": True})
+        new = max(values) + MARGIN_SLACK_DB
+        changes[key] = {
+            "old": entry.get("threshold"),
+            "new": new,
+            "calibration_honest": len(values),
+            "largest_upper_bound": max(values),
+        }
+        entry.update(
+            threshold=new,
+            provisional=False,
+            fitted_on=f"benchmarks/detection.py v3 calibration zoo ({len(values)} honest models, seeds 0-1, CNN + "
+            f"MLP): largest upper 95% bound + {MARGIN_SLACK_DB} dB",
+        )
+    for name in ("continuity", "precision"):
+        scores = [
+            float(m["vet"]["tests"][name]["score"])
+            for m in honest
+            if (m["vet"]["tests"].get(name) or {}).get("score") is not None
+        ]
+        entry = table.get("tests", {}).get(name)
+        if not scores or not entry:
+            continue
+        changes[name] = {"old": entry.get("threshold"), "calibration_honest_max": max(scores)}
+        if max(scores) >= float(entry["threshold"]):
+            entry["threshold"] = min(1.5 * max(scores), float(entry.get("hard", float("inf"))))
+        changes[name]["new"] = entry["threshold"]
+    return changes
+
+
+def _write_thresholds(models: list[dict[str, Any]], generated: str) -> dict[str, Any]:
+    candidates = (
+        ROOT / "edgeguard" / "verdicts" / "thresholds.json",
+        ROOT / "edgeguard" / "vetting" / "thresholds.json",
+    )
+    path = next(p for p in candidates if p.is_file())
+    table = json.loads(path.read_text())
+    changes = fit_thresholds(models, table)
+    table["source"] = (
+        "benchmarks/detection.py v3 (calibration zoo); held-out figures in benchmarks/results/detection.md"
+    )
+    table["generated"] = generated
+    path.write_text(json.dumps(table, indent=2) + "\n")
+    return {"path": str(path.relative_to(ROOT)), "changes": changes}
+
+
 # -- main -----------------------------------------------------------------------------------------------------------
 
 
@@ -299,16 +394,40 @@ def _main() -> int:
     parser.add_argument("--small", action="store_true", help="a handful of tiny models (a few minutes)")
     parser.add_argument("--probe-size", type=int, default=1000)
     parser.add_argument("--augment-seed", type=int, default=12345)
-    parser.add_argument("--no-reference-data", "--no-trained-reference", action="store_true",
-                        help="vet without --reference-data (no labelled data for the honest twin)")
-    parser.add_argument("--no-write-thresholds", action="store_true",
-                        help="accepted for old callers: v3 never rewrites the thresholds (the vet's own calibration does)")
-    parser.add_argument("--calibrate", action="store_true", help="also vet the calibration zoo (in-sample, reported apart)")
-    parser.add_argument("--redteam-pairs", type=int, default=len(_zoo.REDTEAM_PAIRS),
-                        help="how many of zoo.REDTEAM_PAIRS the red-team families are built on (0: none)")
+    parser.add_argument(
+        "--no-reference-data",
+        "--no-trained-reference",
+        action="store_true",
+        help="vet without --reference-data (no labelled data for the honest twin)",
+    )
+    parser.add_argument(
+        "--write-thresholds",
+        action="store_true",
+        help="refit the vet's margins on the calibration zoo (implies --calibrate), then vet the held-out zoo with them",
+    )
+    parser.add_argument("--no-write-thresholds", action="store_true", help="accepted for old callers (the default)")
+    parser.add_argument(
+        "--calibrate", action="store_true", help="also vet the calibration zoo (in-sample, reported apart)"
+    )
+    parser.add_argument(
+        "--redteam-pairs",
+        type=int,
+        default=len(_zoo.REDTEAM_PAIRS),
+        help="how many of zoo.REDTEAM_PAIRS the red-team families are built on (0: none)",
+    )
     parser.add_argument("--no-trained-attackers", action="store_true", help="vet only honest models and the red team")
+    parser.add_argument(
+        "--no-temperature-variants", action="store_true", help="skip the temperature-scaled honest graphs"
+    )
+    parser.add_argument(
+        "--cached-only",
+        action="store_true",
+        help="use only zoo models already trained (benchmarks/.cache/zoo); the skipped ones are listed in the results",
+    )
     parser.add_argument("--train-only", action="store_true", help="train (cache) the zoo and stop")
-    parser.add_argument("--from-json", metavar="PATH", help="re-render detection.md / the README fragment from a results JSON")
+    parser.add_argument(
+        "--from-json", metavar="PATH", help="re-render detection.md / the README fragment from a results JSON"
+    )
     args = parser.parse_args()
     if args.from_json:
         summary = json.loads(Path(args.from_json).read_text())
@@ -320,19 +439,42 @@ def _main() -> int:
 
     def run(function: str, params_list: list[dict[str, Any]], what: str) -> list[dict[str, Any]]:
         jobs = [Job(function=function, params=p) for p in params_list]
-        results = run_jobs(jobs, cache_dir=CACHE / "jobs", executor="ray" if args.ray else "local",
-                           workers=args.jobs, ray_address=args.ray, description=what)
+        results = run_jobs(
+            jobs,
+            cache_dir=CACHE / "jobs",
+            executor="ray" if args.ray else "local",
+            workers=args.jobs,
+            ray_address=args.ray,
+            description=what,
+        )
         return [r.result for r in results]
 
     entries = zoo(args.small)
+    skipped: list[str] = []
+    if args.cached_only:  # a budget cut, stated in the results: models not trained yet are left out
+        cached = [
+            e for e in entries if e["family"] == "mimic" or (_zoo.folder_for(e["spec"]) / "report.json").is_file()
+        ]
+        skipped = sorted(e["name"] for e in entries if e not in cached)
+        entries = cached
     plain = [e for e in entries if e["family"] != "mimic"]
-    for entry, result in zip(plain, run("benchmarks.detection:train_job", [{"spec": e["spec"], "v": VERSION} for e in plain], "training")):
+    for entry, result in zip(
+        plain, run("benchmarks.detection:train_job", [{"spec": e["spec"], "v": VERSION} for e in plain], "training")
+    ):
         entry["train"] = result
-    teachers = {(e["arch"], e["seed"]): e["train"]["folder"] for e in plain if e["family"] == "honest" and "-conv-" in e["name"]}
-    mimics = [e for e in entries if e["family"] == "mimic"]
+    teachers = {
+        (e["arch"], e["seed"]): e["train"]["folder"] for e in plain if e["family"] == "honest" and "-conv-" in e["name"]
+    }
+    mimics = [e for e in entries if e["family"] == "mimic" and (e["arch"], e["seed"]) in teachers]
+    entries = [e for e in entries if e["family"] != "mimic" or e in mimics]
     for entry in mimics:
-        entry["spec"] = dict(entry["spec"], mimic=str(Path(teachers[(entry["arch"], entry["seed"])]) / "classifier.onnx"))
-    for entry, result in zip(mimics, run("benchmarks.detection:train_job", [{"spec": e["spec"], "v": VERSION} for e in mimics], "training mimic")):
+        entry["spec"] = dict(
+            entry["spec"], mimic=str(Path(teachers[(entry["arch"], entry["seed"])]) / "classifier.onnx")
+        )
+    for entry, result in zip(
+        mimics,
+        run("benchmarks.detection:train_job", [{"spec": e["spec"], "v": VERSION} for e in mimics], "training mimic"),
+    ):
         entry["train"] = result
     if args.train_only:
         print(f"trained {len(entries)} models in {time.perf_counter() - started:.0f} s", file=sys.stderr)
@@ -341,52 +483,129 @@ def _main() -> int:
         entry["model"] = str(Path(entry["train"]["folder"]) / "classifier.onnx")
         entry["server_gain_db"] = entry["train"]["gain_db"]
     # the honest twin's gain: honest post-hoc decoders trained as long as the attackers' decoders (converged models)
-    twin_gain = {arch: float(np.mean([e["train"]["gain_db"] for e in entries if e["family"] == "honest"
-                                      and e["arch"] == arch and e["spec"]["epochs"] == CONVERGED_EPOCHS]))
-                 for arch in {e["arch"] for e in entries}}
+    twin_gain = {arch: _twin_gain(entries, arch) for arch in {e["arch"] for e in entries}}
     variants = []  # honest graphs with an appended temperature (still honest)
-    for entry in [e for e in entries if e["family"] == "honest" and e["split"] != "reference" and "-conv-" in e["name"]]:
-        for temperature in (0.3, 3.0):
+    for entry in [
+        e for e in entries if e["family"] == "honest" and e["split"] != "reference" and "-conv-" in e["name"]
+    ]:
+        for temperature in () if args.no_temperature_variants else (0.3, 3.0):
             if entry["arch"] in ("wrn", "resnet") and temperature == 0.3:
                 continue
-            path = with_temperature(Path(entry["model"]), CACHE / "variants" / f"{entry['name']}-T{temperature}.onnx", temperature)
-            variants.append(dict(entry, name=f"{entry['name']}-T{temperature}", model=str(path), temperature=temperature))
-    pairs = _zoo.REDTEAM_PAIRS[: max(0, args.redteam_pairs)] if not args.small else ()
+            path = with_temperature(
+                Path(entry["model"]), CACHE / "variants" / f"{entry['name']}-T{temperature}.onnx", temperature
+            )
+            variants.append(
+                dict(entry, name=f"{entry['name']}-T{temperature}", model=str(path), temperature=temperature)
+            )
+    pairs = (_SMALL_REDTEAM_PAIRS if args.small else _zoo.REDTEAM_PAIRS)[: max(0, args.redteam_pairs)]
     red = _zoo.redteam_zoo(entries, pairs)
     by_name = {e["name"]: e for e in entries}
-    params = [{"family": r["family"], "honest": by_name[r["honest"]]["train"]["folder"],
-               "vicious": by_name[r["vicious"]]["train"]["folder"], "v": _zoo.REDTEAM_VERSION} for r in red]
+    params = [
+        {
+            "family": r["family"],
+            "honest": by_name[r["honest"]]["train"]["folder"],
+            "vicious": by_name[r["vicious"]]["train"]["folder"],
+            "v": _zoo.REDTEAM_VERSION,
+        }
+        for r in red
+    ]
     for entry, result in zip(red, run("benchmarks.detection:redteam_job", params, "red team")):
-        entry.update(redteam=True, model=result["classifier"], server_gain_db=result["gain_db"],
-                     gain_dithered_db=result.get("gain_dithered_db"), stopped_by=result["stopped_by"],
-                     train={"accuracy": result["accuracy"], "gain_db": result["gain_db"], "folder": result["folder"],
-                            "label": result["label"], "code": result["code"]})
+        entry.update(
+            redteam=True,
+            model=result["classifier"],
+            server_gain_db=result["gain_db"],
+            gain_dithered_db=result.get("gain_dithered_db"),
+            stopped_by=result["stopped_by"],
+            train={
+                "accuracy": result["accuracy"],
+                "gain_db": result["gain_db"],
+                "folder": result["folder"],
+                "label": result["label"],
+                "code": result["code"],
+            },
+        )
     everything = [e for e in entries if e["split"] != "reference"] + variants + red
     if args.no_trained_attackers:
         everything = [e for e in everything if e["family"] == "honest" or e.get("redteam")]
-    if not args.calibrate:
+    if not (args.calibrate or args.write_thresholds):
         everything = [e for e in everything if e["split"] != "calibration"]
     for entry in everything:
         entry["twin_gain_db"] = twin_gain[entry["arch"]]
-        entry["harmful"] = entry["family"] != "honest" and entry["server_gain_db"] - entry["twin_gain_db"] >= HARMFUL_MARGIN_DB
-    vet_params = [{"model": e["model"], "probe_size": args.probe_size, "augment_seed": args.augment_seed,
-                   "reference_data": not args.no_reference_data, "sha": _sha(e["model"]), "vet": vet_version(),
-                   "v": VERSION} for e in everything]
-    for entry, result in zip(everything, run("benchmarks.detection:vet_job", vet_params, "vetting")):
-        entry["vet"] = result
+        entry["harmful"] = (
+            entry["family"] != "honest" and entry["server_gain_db"] - entry["twin_gain_db"] >= HARMFUL_MARGIN_DB
+        )
+
+    def vet_all(models: list[dict[str, Any]], what: str) -> None:
+        params = [
+            {
+                "model": e["model"],
+                "probe_size": args.probe_size,
+                "augment_seed": args.augment_seed,
+                "reference_data": not args.no_reference_data,
+                "sha": _sha(e["model"]),
+                "vet": vet_version(),
+                "v": VERSION,
+            }
+            for e in models
+        ]
+        for entry, result in zip(models, run("benchmarks.detection:vet_job", params, what)):
+            entry["vet"] = result
+
+    calibration = [e for e in everything if e["split"] == "calibration"]
+    refit = None
+    if calibration:
+        vet_all(calibration, "vetting (calibration zoo)")
+        if args.write_thresholds:  # refit on the calibration zoo, then vet everything with the refitted margins
+            refit = _write_thresholds(calibration, _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+            vet_version.cache_clear()
+            print(f"thresholds refitted: {json.dumps(refit)}", file=sys.stderr)
+            vet_all(calibration, "vetting (calibration zoo, refitted margins)")
+    vet_all([e for e in everything if e["split"] != "calibration"], "vetting (held-out zoo)")
     summary = evaluate(everything)
+    summary["refit"] = refit
     summary["wall_seconds"] = time.perf_counter() - started
-    summary["settings"] = {"probe_size": args.probe_size, "augment_seed": args.augment_seed, "small": args.small,
-                           "jobs": args.jobs, "ray": args.ray, "harmful_margin_db": HARMFUL_MARGIN_DB,
-                           "reference_data": not args.no_reference_data, "calibrate": args.calibrate,
-                           "redteam_pairs": [list(p) for p in pairs], "twin_gain_db": twin_gain, "zoo_base": _BASE,
-                           "vet_version": vet_version()}
-    summary["machine"] = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
-                          "load_average_end": list(os.getloadavg()),
-                          "note": "2 CPU cores shared with other jobs; times are wall-clock and noisy"}
+    summary["settings"] = {
+        "probe_size": args.probe_size,
+        "augment_seed": args.augment_seed,
+        "small": args.small,
+        "jobs": args.jobs,
+        "ray": args.ray,
+        "harmful_margin_db": HARMFUL_MARGIN_DB,
+        "reference_data": not args.no_reference_data,
+        "calibrate": args.calibrate,
+        "write_thresholds": args.write_thresholds,
+        "skipped_not_trained": skipped,
+        "temperature_variants": not args.no_temperature_variants,
+        "redteam_pairs": [list(p) for p in pairs],
+        "twin_gain_db": twin_gain,
+        "zoo_base": _BASE,
+        "vet_version": vet_version(),
+    }
+    summary["machine"] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "load_average_end": list(os.getloadavg()),
+        "note": "2 CPU cores shared with other jobs; times are wall-clock and noisy",
+    }
     summary["generated"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    keep = ("name", "split", "family", "arch", "seed", "harmful", "server_gain_db", "twin_gain_db", "gain_dithered_db",
-            "redteam", "stopped_by", "honest", "vicious", "temperature", "vet")
+    keep = (
+        "name",
+        "split",
+        "family",
+        "arch",
+        "seed",
+        "harmful",
+        "server_gain_db",
+        "twin_gain_db",
+        "gain_dithered_db",
+        "redteam",
+        "stopped_by",
+        "honest",
+        "vicious",
+        "temperature",
+        "vet",
+    )
     summary["models"] = [{k: e[k] for k in keep if k in e} | {"accuracy": e["train"]["accuracy"]} for e in everything]
     name = "detection_small" if args.small else "detection"
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -396,6 +615,13 @@ def _main() -> int:
         (RESULTS / "detection_readme.md").write_text(readme_fragment(summary))
     print(render(summary))
     return 0
+
+
+def _twin_gain(entries: list[dict[str, Any]], arch: str) -> float:
+    """Mean gain of the honest post-hoc decoders of the architecture's converged (longest-trained) honest models."""
+    honest = [e for e in entries if e["family"] == "honest" and e["arch"] == arch]
+    longest = max(e["spec"]["epochs"] for e in honest)
+    return float(np.mean([e["train"]["gain_db"] for e in honest if e["spec"]["epochs"] == longest]))
 
 
 def _sha(path: str) -> str:
@@ -435,8 +661,10 @@ def _median(entry: dict[str, Any]) -> str:
 def render(summary: dict[str, Any]) -> str:
     settings = summary["settings"]
     lines = ["# Detection benchmark v3 (held-out, three-way verdict)", ""]
-    lines.append(f"Generated {summary['generated']}; wall {summary['wall_seconds'] / 60:.1f} min; "
-                 f"{summary['machine']['note']} (load average at the end {summary['machine'].get('load_average_end')}).")
+    lines.append(
+        f"Generated {summary['generated']}; wall {summary['wall_seconds'] / 60:.1f} min; "
+        f"{summary['machine']['note']} (load average at the end {summary['machine'].get('load_average_end')})."
+    )
     lines.append("")
     lines.append(
         "Every figure is on the held-out test zoo (seeds 2-3; CNN, MLP and two architectures calibration never saw: "
@@ -450,14 +678,37 @@ def render(summary: dict[str, Any]) -> str:
         "releases no more than the label."
     )
     lines.append("")
+    if settings.get("skipped_not_trained"):
+        lines.append(
+            "Budget cut: zoo models not trained in time were left out (`--cached-only`): "
+            + ", ".join(settings["skipped_not_trained"])
+            + "."
+        )
+        lines.append("")
+    if not settings.get("temperature_variants", True):
+        lines.append("Budget cut: the temperature-scaled honest graphs were not vetted (`--no-temperature-variants`).")
+        lines.append("")
+    if summary.get("refit"):
+        lines.append(
+            "Margins refitted on the calibration zoo before the held-out run (`--write-thresholds`): "
+            + json.dumps(summary["refit"]["changes"])
+        )
+        lines.append("")
     bar = summary["bar"]
     lines.append("## The bar (issue 17)")
     lines.append("")
-    lines.append(f"- No harmful vicious model passes: **{'yes' if bar['no_harmful_vicious_passes'] else 'NO'}**"
-                 + ("" if bar["no_harmful_vicious_passes"] else " (passed: " + "; ".join(
-                     f"{f}: {', '.join(n)}" for f, n in bar["harmful_passed"].items()) + ")"))
-    lines.append(f"- At least 90% of honest models pass: **{'yes' if bar['honest_pass_at_least_90'] else 'NO'}** "
-                 f"(honest-pass rate {_fmt(bar['honest_pass_rate'])})")
+    lines.append(
+        f"- No harmful vicious model passes: **{'yes' if bar['no_harmful_vicious_passes'] else 'NO'}**"
+        + (
+            ""
+            if bar["no_harmful_vicious_passes"]
+            else " (passed: " + "; ".join(f"{f}: {', '.join(n)}" for f, n in bar["harmful_passed"].items()) + ")"
+        )
+    )
+    lines.append(
+        f"- At least 90% of honest models pass: **{'yes' if bar['honest_pass_at_least_90'] else 'NO'}** "
+        f"(honest-pass rate {_fmt(bar['honest_pass_rate'])})"
+    )
     lines.append(f"- Vet time on the held-out CNNs (with the twin): median {_median(summary.get('vet_seconds_cnn'))} s")
     lines.append("")
     for split, title in (("test", "Held-out test zoo"), ("calibration", "Calibration zoo (in-sample: not a headline)")):
@@ -467,8 +718,10 @@ def render(summary: dict[str, Any]) -> str:
         h = part["honest"]
         lines.append(f"## {title}")
         lines.append("")
-        lines.append(f"Honest models ({h['models']}): honest-pass {_rate(h['honest_pass'])}; vicious verdicts (FPR) "
-                     f"{_rate(h['fpr_vicious'])}; inconclusive {_rate(h['inconclusive'])}; vet s {_median(h['vet_seconds'])}.")
+        lines.append(
+            f"Honest models ({h['models']}): honest-pass {_rate(h['honest_pass'])}; vicious verdicts (FPR) "
+            f"{_rate(h['fpr_vicious'])}; inconclusive {_rate(h['inconclusive'])}; vet s {_median(h['vet_seconds'])}."
+        )
         lines.append("")
         if h["not_passed"]:
             lines.append("Honest models that did not pass:")
@@ -476,9 +729,11 @@ def render(summary: dict[str, Any]) -> str:
             for m in h["not_passed"]:
                 lines.append(f"- {m['name']}: {m['verdict']}: {m['reason']}")
             lines.append("")
-        lines.append("| family | red team | models | harmful | non-pass, harmful | vicious verdict, harmful | "
-                     "harmful that passed | not-harmful passed | server gain dB | over twin dB | gain behind dither dB | "
-                     "vet s | meant to be stopped by |")
+        lines.append(
+            "| family | red team | models | harmful | non-pass, harmful | vicious verdict, harmful | "
+            "harmful that passed | not-harmful passed | server gain dB | over twin dB | gain behind dither dB | "
+            "vet s | meant to be stopped by |"
+        )
         lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for family, f in part["families"].items():
             lines.append(
@@ -488,17 +743,29 @@ def render(summary: dict[str, Any]) -> str:
                 f"{_median(f['vet_seconds'])} | {f['stopped_by'] or ''} |"
             )
         lines.append("")
+    test = summary.get("test") or {}
+    if test.get("families"):
+        lines.append("## What stopped each family (held-out; verdict: the vet's first reason, count)")
+        lines.append("")
+        for family, f in test["families"].items():
+            observed = "; ".join(f"{reason} ({count})" for reason, count in (f.get("observed") or {}).items())
+            lines.append(f"- **{family}**: {observed.replace('|', '/')}")
+        lines.append("")
     lines.append("## Every model")
     lines.append("")
-    lines.append("| model | split | family | arch | acc | server gain dB | harmful | verdict | first reason | high findings | vet s |")
+    lines.append(
+        "| model | split | family | arch | acc | server gain dB | harmful | verdict | first reason | high findings | vet s |"
+    )
     lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
     for m in summary["models"]:
         v = m["vet"]
         high = sorted({code for code, severity in v["findings"] if severity in ("high", "critical")})
         reason = (v["reasons"] or ["-"])[0].replace("|", "/")
-        lines.append(f"| {m['name']} | {m['split']} | {m['family']} | {m['arch']} | {_fmt(m['accuracy'], 3)} | "
-                     f"{_fmt(m['server_gain_db'])} | {'yes' if m['harmful'] else 'no'} | {v['verdict']} | {reason[:160]} | "
-                     f"{', '.join(high) or '-'} | {_fmt(v['seconds'], 1)} |")
+        lines.append(
+            f"| {m['name']} | {m['split']} | {m['family']} | {m['arch']} | {_fmt(m['accuracy'], 3)} | "
+            f"{_fmt(m['server_gain_db'])} | {'yes' if m['harmful'] else 'no'} | {v['verdict']} | {reason[:160]} | "
+            f"{', '.join(high) or '-'} | {_fmt(v['seconds'], 1)} |"
+        )
     lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -508,14 +775,20 @@ def readme_fragment(summary: dict[str, Any]) -> str:
     if not test:
         return "No detection result.\n"
     h = test["honest"]
-    lines = ["| family (held-out test zoo) | harmful / models | non-pass of harmful [95% CI] | server gain over twin, dB | vet s (median) |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| family (held-out test zoo) | harmful / models | non-pass of harmful [95% CI] | server gain over twin, dB | vet s (median) |",
+        "|---|---|---|---|---|",
+    ]
     for family, f in test["families"].items():
         name = f"{family} (red team)" if f["redteam"] else family
-        lines.append(f"| {name} | {f['harmful']}/{f['models']} | {_rate(f['non_pass_harmful'])} | "
-                     f"{_gain(f['gain_over_twin_db'])} | {_fmt((f['vet_seconds'] or {}).get('median'), 1)} |")
-    lines.append(f"| **honest: pass rate** | {h['models']} held-out | {_rate(h['honest_pass'])} | vicious verdicts "
-                 f"{_rate(h['fpr_vicious'])} | {_fmt((h['vet_seconds'] or {}).get('median'), 1)} |")
+        lines.append(
+            f"| {name} | {f['harmful']}/{f['models']} | {_rate(f['non_pass_harmful'])} | "
+            f"{_gain(f['gain_over_twin_db'])} | {_fmt((f['vet_seconds'] or {}).get('median'), 1)} |"
+        )
+    lines.append(
+        f"| **honest: pass rate** | {h['models']} held-out | {_rate(h['honest_pass'])} | vicious verdicts "
+        f"{_rate(h['fpr_vicious'])} | {_fmt((h['vet_seconds'] or {}).get('median'), 1)} |"
+    )
     lines.append("")
     bar = summary["bar"]
     passed = "; ".join(f"{f}: {', '.join(n)}" for f, n in bar["harmful_passed"].items())
