@@ -424,6 +424,13 @@ def _main() -> int:
         action="store_true",
         help="use only zoo models already trained (benchmarks/.cache/zoo); the skipped ones are listed in the results",
     )
+    parser.add_argument(
+        "--models",
+        default=None,
+        metavar="PATTERNS",
+        help="comma-separated name patterns (fnmatch) of the models to vet, vetted in that order (a budget cut, "
+        "stated in the results)",
+    )
     parser.add_argument("--train-only", action="store_true", help="train (cache) the zoo and stop")
     parser.add_argument(
         "--from-json", metavar="PATH", help="re-render detection.md / the README fragment from a results JSON"
@@ -499,6 +506,10 @@ def _main() -> int:
             )
     pairs = (_SMALL_REDTEAM_PAIRS if args.small else _zoo.REDTEAM_PAIRS)[: max(0, args.redteam_pairs)]
     red = _zoo.redteam_zoo(entries, pairs)
+    if args.models:  # build only the red-team models that will be vetted
+        import fnmatch
+
+        red = [r for r in red if any(fnmatch.fnmatch(r["name"], p.strip()) for p in args.models.split(","))]
     by_name = {e["name"]: e for e in entries}
     params = [
         {
@@ -529,6 +540,13 @@ def _main() -> int:
         everything = [e for e in everything if e["family"] == "honest" or e.get("redteam")]
     if not (args.calibrate or args.write_thresholds):
         everything = [e for e in everything if e["split"] != "calibration"]
+    if args.models:  # keep the models matching the patterns, in the patterns' order
+        import fnmatch
+
+        chosen: list[dict[str, Any]] = []
+        for pattern in args.models.split(","):
+            chosen += [e for e in everything if fnmatch.fnmatch(e["name"], pattern.strip()) and e not in chosen]
+        everything = chosen
     for entry in everything:
         entry["twin_gain_db"] = twin_gain[entry["arch"]]
         entry["harmful"] = (
@@ -575,6 +593,7 @@ def _main() -> int:
         "calibrate": args.calibrate,
         "write_thresholds": args.write_thresholds,
         "skipped_not_trained": skipped,
+        "models_selected": args.models,
         "temperature_variants": not args.no_temperature_variants,
         "redteam_pairs": [list(p) for p in pairs],
         "twin_gain_db": twin_gain,
@@ -683,6 +702,12 @@ def render(summary: dict[str, Any]) -> str:
             "Budget cut: zoo models not trained in time were left out (`--cached-only`): "
             + ", ".join(settings["skipped_not_trained"])
             + "."
+        )
+        lines.append("")
+    if settings.get("models_selected"):
+        lines.append(
+            f"Budget cut: only the models matching `--models {settings['models_selected']}` were vetted "
+            f"({len(summary['models'])} models)."
         )
         lines.append("")
     if not settings.get("temperature_variants", True):
