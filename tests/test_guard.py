@@ -544,3 +544,23 @@ def test_safemodel_runs_a_random_guarded_file_with_fresh_uniforms(models, tmp_pa
     released = safe.predict(x)
     assert not np.array_equal(released, safe.predict(x))
     assert _ks(released, _run(out, x)) <= KS_C * math.sqrt(2.0 / released.size)
+
+
+def test_a_model_that_names_the_noise_input_is_refused(tmp_path):
+    """A vicious graph that reads `edgeguard_uniform` could subtract the app's noise: such names are reserved."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Flatten", ["image"], ["edgeguard_uniform"], axis=1),
+            helper.make_node("MatMul", ["edgeguard_uniform", "weight"], ["scores"]),
+        ],
+        "reader",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, 2, 2])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 4])],
+        [numpy_helper.from_array(np.eye(4, dtype=np.float32), "weight")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "reader.onnx"))
+    result = _cli_guard(tmp_path / "reader.onnx", "gaussian:1", tmp_path / "out.onnx")
+    assert result.exit_code == 2 and "expected a model without names starting with" in result.output
+    assert not (tmp_path / "out.onnx").exists()

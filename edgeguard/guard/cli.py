@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-__all__ = ["guard_command", "inspect_command"]
+from edgeguard.verdicts import EXIT_FLAGGED, EXIT_OK
 
-EXIT_OK, EXIT_FAILED = 0, 1
+__all__ = ["guard_command", "inspect_command"]
 
 _GUARD_HELP = """Write GUARDED.onnx: MODEL with the output filters and input checks inside its graph.
 
@@ -90,5 +90,5 @@ def inspect_command(guarded: Path, source: Path | None, verdict: Path | None, ou
         for check in report.checks:
             click.echo(f"{'ok  ' if check.passed else 'FAIL'} {check.name}: {check.detail}")
         click.echo(f"{guarded}: {'every check passed' if report.ok else 'FAILED'}")
-    click.get_current_context().exit(EXIT_OK if report.ok else EXIT_FAILED)
+    click.get_current_context().exit(EXIT_OK if report.ok else EXIT_FLAGGED)
     return EXIT_OK  # pragma: no cover - exit raises
