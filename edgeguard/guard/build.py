@@ -24,10 +24,9 @@ its noise in every new session of a process; see :mod:`edgeguard.filters.onnx_gr
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
-
-import math
 
 import numpy as np
 
