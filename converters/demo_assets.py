@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeguard.errors import ConfigError
+
 __all__ = [
     "build_demo_assets",
     "DEFAULT_ASSET_DIR",
@@ -166,7 +168,7 @@ def build_demo_assets(
     train = load_fashion_mnist("train", root=data)
     test = load_fashion_mnist("test", root=data)
     if not 1 <= subset_size <= len(test):
-        raise ValueError(f"expected a subset size in [1, {len(test)}], got {subset_size}")
+        raise ConfigError(f"expected a subset size in [1, {len(test)}], got {subset_size}; pick a size in that range")
     _say(f"Fashion-MNIST: {len(train)} training and {len(test)} test images")
     configs = demo_configs(epochs, seed, threads, cnn_width, decoder_channels, train_limit, progress)
     models: dict[str, Any] = {}

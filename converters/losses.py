@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as functional
 
+from edgeguard.errors import InvalidInputError
 from edgeguard.metrics import gaussian_window
 
 __all__ = ["ssim", "reconstruction_loss", "task_loss", "positive_weights"]
@@ -36,7 +37,7 @@ def ssim(
 ) -> torch.Tensor:
     """SSIM between image batches (N, C, H, W); ``reduction`` "mean" (scalar) or "none" (per image)."""
     if x.shape != xhat.shape or x.ndim != 4:
-        raise ValueError(
+        raise InvalidInputError(
             f"expected two (N, C, H, W) batches of the same shape, got {tuple(x.shape)} and {tuple(xhat.shape)}"
         )
     kernel = torch.from_numpy(gaussian_window(window_size, sigma)).to(dtype=x.dtype, device=x.device)

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgeguard.errors import ConfigError
+
 __all__ = ["TABULAR_SETS", "TabularThreat", "load_tabular", "train_tabular", "decoder_scores", "export_tabular"]
 
 TABULAR_SETS = ("breast_cancer", "digits")
@@ -41,7 +43,7 @@ def load_tabular(name: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], tu
     elif name == "digits":
         data = datasets.load_digits()
     else:
-        raise ValueError(f"expected a data set in {TABULAR_SETS}, got {name!r}")
+        raise ConfigError(f"expected a data set in {TABULAR_SETS}, got {name!r}; pick one of those")
     features = tuple(str(f) for f in getattr(data, "feature_names", [f"f{i}" for i in range(data.data.shape[1])]))
     return data.data.astype(np.float32), data.target.astype(np.int64), tuple(str(c) for c in data.target_names), features
 
@@ -161,7 +163,7 @@ def decoder_scores(threat: TabularThreat, released_logits: np.ndarray | None = N
     pass a filtered release, as logits, to score the joint decoder through a filter).
     Returns the MSE gain over label-only in dB and R^2 per feature of both.
     """
-    from edgeguard.vetting.targets import per_feature_r2
+    from edgeguard.metrics import per_feature_r2
 
     z_test = threat.standardise(threat.x_test).astype(np.float64)
     z_train = threat.standardise(threat.x_train).astype(np.float64)

@@ -95,11 +95,11 @@ class NoiseSource:
 
     def gaussian(self, shape: tuple[int, ...], std: float, like: torch.Tensor) -> torch.Tensor:
         """N(0, std^2) noise in ``like``'s dtype (float32), as edgeguard scales standard normals."""
-        raise NotImplementedError
+        raise FilterError(f"expected a NoiseSource subclass that implements gaussian(), got {type(self).__name__}")
 
     def laplace(self, shape: tuple[int, ...], scale: float, like: torch.Tensor) -> torch.Tensor:
         """Laplace(0, scale) noise in float64 (edgeguard draws Laplace noise in float64)."""
-        raise NotImplementedError
+        raise FilterError(f"expected a NoiseSource subclass that implements laplace(), got {type(self).__name__}")
 
 
 class TorchNoise(NoiseSource):
@@ -182,7 +182,7 @@ class _Stage(nn.Module):
         return repr(self.stage)
 
     def forward(self, x: torch.Tensor, noise: NoiseSource) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+        raise FilterError(f"expected a straight-through stage that implements forward(), got {type(self).__name__}")
 
 
 @through_twin(Softmax)

@@ -21,8 +21,10 @@ __all__ = [
     "ModelRefusedError",
     "InferenceError",
     "ConfigError",
+    "MissingDependencyError",
     "GuardError",
     "GuardIntegrityError",
+    "MissingDependencyError",
 ]
 
 
@@ -84,3 +86,7 @@ class GuardError(EdgeguardError, ValueError):
 
 class GuardIntegrityError(GuardError):
     """A guarded ONNX file does not match what its metadata claims (edited after ``edgeguard guard``)."""
+
+
+class MissingDependencyError(EdgeguardError, ImportError):
+    """An optional package that a feature needs is not installed (the message names the extra to install)."""

@@ -28,7 +28,9 @@ from edgeguard import (
     ModelRefusedError,
     OutputFilter,
     PrivacyBudgetExceededError,
+    Round,
     SafeModel,
+    Softmax,
     UnsafeModelError,
     model_sha256,
 )
@@ -531,3 +533,54 @@ def test_external_data_model_vetted_from_another_directory_passes_the_checker(tm
     found = {f.code: f.severity for f in static_audit(folder / "m.onnx")}
     assert "checker-failed" not in found and found.get("external-data") == "info", found
     assert SafeModel(folder / "m.onnx").predict(np.zeros(SHAPE, np.float32)) == 2
+
+
+# -- the two escapes the fuzzing campaign left (issue 21) --------------------------------------------
+
+
+@pytest.mark.parametrize("name", [b"image", b"scores", b"Flatten", b"multiclass"], ids=lambda n: n.decode())
+def test_a_name_that_is_not_utf8_is_a_model_load_error(tmp_path, name):
+    """A flipped bit in a name: protobuf hands it over as bytes, onnx.helper raised UnicodeDecodeError."""
+    data = _linear().SerializeToString()
+    assert name in data
+    path = tmp_path / "m.onnx"
+    path.write_bytes(data.replace(name, b"\xff" + name[1:]))
+    for filters in (None, [Softmax(), Round(2)]):  # the fused release builds nodes from the graph's names
+        with pytest.raises(ModelLoadError, match="UTF-8"):
+            SafeModel(path, filters=filters)
+    with pytest.raises(ModelLoadError, match="UTF-8"):
+        load_model(path)
+    assert {f.code for f in static_audit(path) if f.severity == "critical"} == {"onnx-invalid"}
+
+
+class _Secret(BaseException):
+    """A filter's own BaseException subclass."""
+
+
+class _Picky(BaseException):
+    """One whose constructor wants two arguments."""
+
+    def __init__(self, text, value):
+        super().__init__(text, value)
+
+
+class _Blurts(OutputFilter):
+    name = "blurts"
+
+    def __init__(self, kind):
+        self.kind = kind
+
+    def apply(self, outputs, rng, *, user_id=None):
+        text = f"outputs were {outputs[0, 0]:.6f}"
+        raise self.kind(text, outputs[0, 0]) if self.kind is _Picky else self.kind(text)
+
+
+@pytest.mark.parametrize("kind", [_Secret, _Picky, SystemExit, KeyboardInterrupt], ids=lambda k: k.__name__)
+def test_a_filters_base_exception_keeps_its_type_and_loses_its_values(tmp_path, kind):
+    model = SafeModel(_save(_linear(), tmp_path / "m.onnx"), filters=[_Blurts(kind)])
+    with pytest.raises(kind) as caught:
+        model.predict(np.zeros(SHAPE, np.float32))  # the raw outputs are BIAS: 0.5, -1, 2
+    error = caught.value
+    shown = " ".join(map(str, (error, *error.args, getattr(error, "code", ""))))
+    assert "0.5" not in shown and "blurts" in shown and "withheld" in shown
+    assert error.__context__ is None and error.__cause__ is None

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from _vet_models import linear_classifier, save, write_probe
 
-from edgeguard.errors import EdgeguardError
+from edgeguard.errors import ConfigError, EdgeguardError
 from edgeguard.jobs import Job, JobError, RayNotInstalledError, executor_options, job_key, run_jobs
 
 SQUARE = "_job_functions:square"
@@ -44,9 +44,9 @@ def test_key_is_canonical_and_params_must_be_json():
     assert a.key == b.key == job_key(SQUARE, a.params) and len(a.key) == 64
     assert Job(SQUARE, {"x": 3}).key != Job(SQUARE, {"x": 2}).key
     assert Job("_job_functions:fail", {"x": 2}).key != Job(SQUARE, {"x": 2}).key
-    with pytest.raises(TypeError, match="JSON-serialisable"):
+    with pytest.raises(ConfigError, match="JSON-serialisable"):
         Job(SQUARE, {"path": Path("x")})
-    with pytest.raises(ValueError, match="package.module:function"):
+    with pytest.raises(ConfigError, match="package.module:function"):
         Job("no_colon", {})
     assert Job(SQUARE, {"device": "cuda:0"}).num_gpus == 1 and Job(SQUARE, {"device": "cpu"}).num_gpus == 0
     assert Job(SQUARE, {"spec": {"device": "cuda"}}).num_gpus == 1 and Job(SQUARE, {}, gpus=0.5).num_gpus == 0.5
@@ -56,7 +56,7 @@ def test_key_is_canonical_and_params_must_be_json():
 
 
 def test_unknown_function_fails_before_running(tmp_path):
-    with pytest.raises(ValueError, match="importable"):
+    with pytest.raises(ConfigError, match="importable"):
         run_jobs([Job("_job_functions:nope", {})], cache_dir=tmp_path, progress=False)
     assert entries(tmp_path) == []
 

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 
-from edgeguard.errors import ModelLoadError, UnsafeModelError, UnsupportedOpError
+from edgeguard.errors import InvalidInputError, ModelLoadError, UnsafeModelError, UnsupportedOpError
 from edgeguard.onnx_torch import SUPPORTED_OPS, OnnxModule, to_torch
 
 torch.set_num_threads(1)
@@ -686,7 +686,7 @@ def test_external_data_outside_the_model_folder_is_refused(tmp_path):
         to_torch(folder / "m.onnx")
 
 
-def test_wrong_number_of_inputs_is_a_type_error():
+def test_wrong_number_of_inputs_is_an_invalid_input_error():
     module = to_torch(relu_model())
-    with pytest.raises(TypeError, match=r"expected 1 input tensor\(s\) \['x'\], got 2"):
+    with pytest.raises(InvalidInputError, match=r"expected 1 input tensor\(s\) \['x'\], got 2"):
         module(torch.zeros(2, 3), torch.zeros(2, 3))

@@ -41,6 +41,7 @@ from edgeguard import (
     model_sha256,
     pipeline_capacity_bits,
 )
+from edgeguard.errors import ConfigError
 from edgeguard.model import ModelInfo
 from edgeguard.safe_model import GPU_PROVIDERS
 from edgeguard.safe_model.session import resolve_providers as _resolve_providers
@@ -349,7 +350,7 @@ def test_provider_selection_and_reporting(models, monkeypatch):
     assert SafeModel(models["logits"], filters=[Argmax()], providers=["CPUExecutionProvider"]).providers == [
         "CPUExecutionProvider"
     ]
-    with pytest.raises(ModelLoadError, match=r"expected execution providers .*CPUExecutionProvider.*got \['Foo'\]"):
+    with pytest.raises(ConfigError, match=r"expected execution providers .*CPUExecutionProvider.*got \['Foo'\]"):
         SafeModel(models["logits"], filters=[Argmax()], providers=["Foo"])
     assert _resolve_providers("auto", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
     assert _resolve_providers("auto", ["DmlExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]) == [
@@ -490,8 +491,13 @@ def test_verdict_from_a_json_report_or_mapping(models, tmp_path):
     for verdict in bad.values():
         with pytest.raises(ModelRefusedError, match="expected"):
             SafeModel(models["multilabel"], verdict=verdict)
-    with pytest.raises(ModelRefusedError, match="on_vicious"):
+    with pytest.raises(ConfigError, match="on_vicious"):
         SafeModel(models["multilabel"], on_vicious="ignore")
+    for threads in (0, -1, 1.5, True):
+        with pytest.raises(ConfigError, match="threads"):
+            SafeModel(models["multilabel"], threads=threads)
+    with pytest.raises(ConfigError, match="run_deadline_s"):
+        SafeModel(models["multilabel"], run_deadline_s=0)
 
 
 def test_to_dict_describes_the_release(models):

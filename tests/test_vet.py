@@ -26,7 +26,7 @@ from _vet_models import (
 import edgeguard
 from edgeguard import SafeModel, model_sha256
 from edgeguard.data import Dataset
-from edgeguard.errors import DataError, ModelRefusedError
+from edgeguard.errors import ConfigError, DataError, ModelRefusedError
 from edgeguard.model import ModelInfo
 from edgeguard.vetting import VetReport, vet
 from edgeguard.vetting.leakage import LeakageSettings, leakage_audit, output_features
@@ -91,13 +91,13 @@ def test_report_round_trip_and_safe_model_binding(tmp_path, probe):
 
 def test_knob_validation(tmp_path, probe):
     path = save(linear_classifier(), tmp_path / "m.onnx")
-    with pytest.raises(TypeError, match="finetune_stpes"):
+    with pytest.raises(ConfigError, match="finetune_stpes"):
         vet(path, probe, finetune_stpes=3)
-    with pytest.raises(ValueError, match="optimiser"):
+    with pytest.raises(ConfigError, match="optimiser"):
         vet(path, probe, finetune_optimiser="rmsprop")
-    with pytest.raises(ValueError, match="decoder"):
+    with pytest.raises(ConfigError, match="decoder"):
         vet(path, probe, leakage_decoder="gan")
-    with pytest.raises(ValueError, match="tests"):
+    with pytest.raises(ConfigError, match="tests"):
         vet(path, probe, tests=["magic"])
 
 

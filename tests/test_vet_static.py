@@ -200,3 +200,20 @@ def test_shape_value_flow_into_the_output_is_high(tmp_path, build):
 def test_shape_arguments_of_reshape_are_not_value_flow(tmp_path):
     findings = static_audit(save(shape_cast_classifier(), tmp_path / "m.onnx"))
     assert "shape-value-flow" not in codes(findings, "info")
+
+
+def test_the_vet_reads_the_model_file_once(tmp_path, monkeypatch):
+    """The static audit's load is the one the tests run on (issue 21: vet loaded the model twice)."""
+    from _vet_models import linear_classifier, save, write_probe
+
+    import edgeguard.model
+    from edgeguard.vetting import vet
+
+    path = save(linear_classifier(), tmp_path / "m.onnx")
+    probe = write_probe(tmp_path / "probe.npz", 60)
+    calls = []
+    real = edgeguard.model.load_model
+    monkeypatch.setattr(edgeguard.model, "load_model", lambda *args, **kwargs: calls.append(args) or real(*args, **kwargs))
+    report = vet(path, probe, tests=["consistency"], min_per_class=5)
+    assert report.model_sha256 == real(path, allow_dynamic_ops=True, require_info=False).sha256
+    assert len(calls) == 1

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeguard.errors import DataError
+
 __all__ = ["FigureRow", "attack_figure"]
 
 _TONES = {"neutral": (30, 30, 30), "danger": (180, 20, 20), "safe": (20, 120, 40), "muted": (90, 90, 90)}
@@ -73,7 +75,7 @@ def attack_figure(
     from PIL import Image, ImageDraw
 
     if not rows:
-        raise ValueError("expected at least one row of images, got none")
+        raise DataError("expected at least one row of images, got none; pass the rows to draw")
     count = max(len(row.images) for row in rows)
     _, _, height, width = np.asarray(rows[0].images).shape
     cell_w, cell_h, gap = width * scale, height * scale, 4

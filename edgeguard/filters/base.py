@@ -134,7 +134,10 @@ class OutputFilter:
 
     def apply(self, outputs: np.ndarray, rng: np.random.Generator | None, *, user_id: Any = None) -> np.ndarray:
         """Filter a validated ``(N, K)`` float array; override in subclasses."""
-        raise NotImplementedError
+        raise FilterError(
+            f"expected {type(self).__name__} to override OutputFilter.apply(), got the base method; "
+            "implement apply(outputs, rng, *, user_id=None) in the subclass"
+        )
 
     # --- typing -------------------------------------------------------------------------
     def check_input(self, domain: OutputDomain) -> None:
@@ -303,7 +306,7 @@ class FilterPipeline:
             rng = secure_rng(getattr(outputs, "size", RESEED_AFTER_DRAWS))
         stage_index = -1
         result = outputs
-        failure: Exception | None = None
+        failure: BaseException | None = None
         if not isinstance(outputs, np.ndarray) or outputs.ndim != 2 or outputs.dtype.kind != "f":
             got = f"{type(outputs).__name__} {getattr(outputs, 'shape', '')} {getattr(outputs, 'dtype', '')}"
             raise FilterError(f"expected a 2-D float array of shape (N, K), got {got.strip()}; pass a batch of rows")
@@ -334,6 +337,8 @@ class FilterPipeline:
                 f"{self.filters[stage_index].name!r} (pipeline position {stage_index}); nothing was released. "
                 "Run that filter alone on synthetic outputs to see the details"
             )
+        except BaseException as error:  # KeyboardInterrupt, SystemExit, a filter's own BaseException subclass
+            failure = _without_values(error, f"filter {self.filters[stage_index].name!r} (pipeline position {stage_index})")
         if failure is None:
             # Fast path (one reduction): a finite sum means finite values; anything else is checked in full.
             if (
@@ -494,3 +499,23 @@ def make_rng(seed: Any = None, draws: int = RESEED_AFTER_DRAWS) -> np.random.Gen
     if isinstance(seed, np.random.Generator):
         return seed
     return np.random.default_rng(seed)
+
+
+def _without_values(error: BaseException, where: str) -> BaseException:
+    """A fresh exception of ``error``'s type whose message holds no output values (fail closed).
+
+    A BaseException (KeyboardInterrupt, SystemExit, a filter's own subclass) keeps its type, so
+    the caller's handling is unchanged, but not its message, arguments or traceback: they can
+    quote the outputs the filter was given.
+    """
+    kind = type(error)
+    message = (
+        f"{kind.__name__} raised in {where}; nothing was released. Its message is withheld (it can quote "
+        "output values): run that filter alone on synthetic outputs to see it"
+    )
+    try:
+        fresh = kind(message)
+    except Exception:  # a constructor that wants other arguments
+        fresh = kind.__new__(kind)
+    fresh.args = (message,)
+    return fresh

@@ -151,7 +151,7 @@ class _AdditiveNoise(OutputFilter):
         return out
 
     def _noise_scale(self) -> float:
-        raise NotImplementedError
+        raise FilterError(f"expected {type(self).__name__} to define _noise_scale(), got the base method")
 
     def _keyed(self, outputs: np.ndarray, row_keys: Sequence[bytes] | None) -> np.ndarray:
         if row_keys is None or len(row_keys) != len(outputs):
@@ -200,7 +200,7 @@ class _AdditiveNoise(OutputFilter):
         return domain.continuous("logits" if domain.kind == "logits" else "scores")
 
     def _noise(self, shape: tuple[int, ...], dtype: np.dtype, rng: np.random.Generator) -> np.ndarray:
-        raise NotImplementedError
+        raise FilterError(f"expected {type(self).__name__} to define _noise(), got the base method")
 
     def _noisy(self, outputs: np.ndarray, rng: np.random.Generator, row_keys: Any = None) -> np.ndarray:
         if self.key is not None:

@@ -45,20 +45,24 @@ UNLIMITED_BUDGET = 1e300
 _NONE_NAMES = ("none", "raw")
 
 
+class _BadValue(FilterError):
+    """A parameter value that does not parse; its message says what was expected."""
+
+
 def _integer(text: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise ValueError("an integer") from None
+        raise _BadValue("an integer") from None
 
 
 def _number(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise ValueError("a number") from None
+        raise _BadValue("a number") from None
     if not math.isfinite(value):
-        raise ValueError("a finite number")
+        raise _BadValue("a finite number")
     return value
 
 
@@ -68,7 +72,7 @@ def _boolean(text: str) -> bool:
         return True
     if lowered in ("false", "no", "0"):
         return False
-    raise ValueError("true or false")
+    raise _BadValue("true or false")
 
 
 def _renormalize(text: str) -> bool | str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from edgeguard.errors import ConfigError
 from edgeguard.jobs._cache import CACHE_VERSION
 from edgeguard.jobs.runner import EXECUTORS, Job, JobError, JobResult, RayNotInstalledError, job_key, run_jobs
 
@@ -43,7 +44,7 @@ __all__ = [
 def executor_options(jobs: int = 1, ray: str | None = None) -> dict[str, Any]:
     """``run_jobs`` keyword arguments from ``--jobs N`` and ``--ray auto|ADDRESS`` (Ray wins when given)."""
     if jobs < 1:
-        raise ValueError(f"expected --jobs >= 1, got {jobs}")
+        raise ConfigError(f"expected --jobs >= 1, got {jobs}; pass --jobs 1 or more")
     if ray:
         return {"executor": "ray", "workers": jobs, "ray_address": ray}
     return {"executor": "local", "workers": jobs, "ray_address": None}

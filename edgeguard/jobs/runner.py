@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeguard.errors import EdgeguardError
+from edgeguard.errors import ConfigError, EdgeguardError, MissingDependencyError
 from edgeguard.jobs import _cache
 
 __all__ = [
@@ -48,7 +48,7 @@ class JobError(EdgeguardError, RuntimeError):
         self.failures = dict(failures or {})
 
 
-class RayNotInstalledError(EdgeguardError, ImportError):
+class RayNotInstalledError(MissingDependencyError):
     """The Ray executor was asked for, but Ray is not installed."""
 
 
@@ -73,13 +73,13 @@ class Job:
     def __post_init__(self) -> None:
         module, _, name = self.function.partition(":")
         if not module or not name:
-            raise ValueError(f"expected a job function as 'package.module:function', got {self.function!r}")
+            raise ConfigError(f"expected a job function as 'package.module:function', got {self.function!r}")
         if not isinstance(self.params, dict):
-            raise TypeError(f"expected the job params as a dict, got {type(self.params).__name__}")
+            raise ConfigError(f"expected the job params as a dict, got {type(self.params).__name__}")
         try:
             _cache.canonical_json(self.params)
         except (TypeError, ValueError) as error:
-            raise TypeError(
+            raise ConfigError(
                 f"expected JSON-serialisable job params (str, numbers, bools, None, lists, dicts), got: {error}"
             ) from None
 
@@ -152,13 +152,13 @@ def run_jobs(
     finished ones are committed, so a re-run only redoes the failed ones.
     """
     if executor not in EXECUTORS:
-        raise ValueError(f"expected an executor in {EXECUTORS}, got {executor!r}")
+        raise ConfigError(f"expected an executor in {EXECUTORS}, got {executor!r}; pick one of those")
     if workers < 1:
-        raise ValueError(f"expected workers >= 1, got {workers}")
+        raise ConfigError(f"expected workers >= 1, got {workers}; pass workers=1 or more")
     jobs = list(jobs)
     for job in jobs:
         if not isinstance(job, Job):
-            raise TypeError(f"expected Job objects, got {type(job).__name__}")
+            raise ConfigError(f"expected Job objects, got {type(job).__name__}; wrap each call in Job(function, params)")
         _resolve(job.function)  # fail fast on a typo, before anything runs
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
@@ -238,12 +238,12 @@ def _resolve(function: str) -> Callable[[dict[str, Any], Path], dict[str, Any]]:
         for part in attribute.split("."):
             target = getattr(target, part)
     except (ImportError, AttributeError) as error:
-        raise ValueError(
+        raise ConfigError(
             f"expected an importable job function 'package.module:function', got {function!r} ({error}); "
             "check the name and that its package is installed (or on sys.path)"
         ) from None
     if not callable(target):
-        raise ValueError(f"expected {function!r} to name a callable, got a {type(target).__name__}")
+        raise ConfigError(f"expected {function!r} to name a callable, got a {type(target).__name__}; name a function")
     return target
 
 
@@ -260,12 +260,12 @@ def _execute(function: str, params: dict[str, Any], key: str, cache_dir: str) ->
         result = target(dict(params), tmp / _cache.ARTIFACTS_DIR)
         seconds = time.perf_counter() - started
         if not isinstance(result, dict):
-            raise TypeError(f"expected job function {function} to return a dict, got {type(result).__name__}")
+            raise JobError(f"expected job function {function} to return a dict, got {type(result).__name__}")
         record = {"result": result, "seconds": seconds, "finished": time.time(), "pid": os.getpid()}
         try:  # the JSON round trip makes a fresh result equal, type for type, to a cached one
             record = json.loads(_cache.canonical_json(record, allow_nan=True))
         except (TypeError, ValueError) as error:
-            raise TypeError(f"expected a JSON-serialisable result from job function {function}, got: {error}") from None
+            raise JobError(f"expected a JSON-serialisable result from job function {function}, got: {error}") from None
         _cache.commit(cache, key, tmp, {"function": function, "params": params, "key": key}, record)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -23,6 +23,7 @@ __all__ = [
     "reconstruction_risk",
     "MahalanobisReference",
     "DEFAULT_RISK_RCOND",
+    "per_feature_r2",
 ]
 
 
@@ -175,3 +176,20 @@ def reconstruction_risk(
     to_mean = reference.distance(flat_x, np.broadcast_to(reference.mean, flat_x.shape))
     to_reconstruction = np.maximum(reference.distance(flat_x, flat_xhat), eps)
     return float(np.mean(to_mean / to_reconstruction))
+
+
+def per_feature_r2(decoded: np.ndarray, baseline: np.ndarray, truth: np.ndarray) -> dict[str, list[float]]:
+    """R^2 per target value of the decoder and of the label-only baseline (1 - SSE / total sum of squares).
+
+    For vector inputs only (each target value is one standardised feature); a feature
+    that does not vary among the scored items gets NaN.
+    """
+    truth = np.asarray(truth, dtype=np.float64).reshape(len(truth), -1)
+    total = ((truth - truth.mean(axis=0)) ** 2).sum(axis=0)
+    safe = np.where(total > 1e-12, total, np.nan)
+
+    def r2(predicted: np.ndarray) -> list[float]:
+        sse = ((np.asarray(predicted, dtype=np.float64).reshape(truth.shape) - truth) ** 2).sum(axis=0)
+        return [float(v) for v in 1.0 - sse / safe]
+
+    return {"r2_per_feature": r2(decoded), "r2_per_feature_label_only": r2(baseline)}

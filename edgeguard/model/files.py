@@ -10,7 +10,7 @@ from typing import Any
 from edgeguard.errors import ModelLoadError, ModelTooLargeError, UnsafeModelError
 from edgeguard.model.limits import MAX_MODEL_BYTES
 
-__all__ = ["open_regular", "read_all", "read_model_bytes", "parse_model"]
+__all__ = ["open_regular", "read_all", "read_model_bytes", "parse_model", "first_undecodable_text"]
 
 
 def open_regular(path: Path, what: str, *, single_link: bool = False) -> tuple[int, os.stat_result]:
@@ -108,7 +108,69 @@ def parse_model(data: bytes, path: Path) -> Any:
         ) from None
     if not proto.HasField("graph"):
         raise ModelLoadError(f"expected an ONNX model with a graph in {path}, got none; fetch it again")
+    where = first_undecodable_text(proto)
+    if where is not None:
+        raise ModelLoadError(
+            f"expected UTF-8 text in every name of the ONNX model in {path}, got undecodable bytes in {where}; "
+            "the file is corrupt (a flipped bit?): fetch it again"
+        )
     return proto
+
+
+def first_undecodable_text(proto: Any) -> str | None:
+    """Where a name or metadata string of ``proto`` is not valid UTF-8 (None when all are).
+
+    protobuf hands such proto2 strings over as ``bytes``; onnx's helpers would later raise
+    UnicodeDecodeError on them (and onnxruntime would print them), so the loader refuses them.
+    """
+
+    def graph(g: Any, where: str, depth: int = 0) -> str | None:
+        if depth > 64:
+            return None  # the tensor walk refuses such nesting with its own message
+        texts = [("graph name", g.name)]
+        for kind in ("input", "output", "value_info"):
+            texts += [(f"graph {kind} name", v.name) for v in getattr(g, kind)]
+        texts += [("initializer name", t.name) for t in g.initializer]
+        for text_where, text in texts:
+            if isinstance(text, bytes):
+                return f"a {text_where}{where}"
+        for node in g.node:
+            found = nodes([node], where, depth)
+            if found:
+                return found
+        return None
+
+    def nodes(items: Any, where: str, depth: int) -> str | None:
+        for node in items:
+            fields = [node.name, node.op_type, node.domain, *node.input, *node.output]
+            fields += [attribute.name for attribute in node.attribute]
+            if any(isinstance(text, bytes) for text in fields):
+                return f"node #{list(items).index(node)} ({'op ' + node.op_type if isinstance(node.op_type, str) else 'its op type'}){where}"
+            for attribute in node.attribute:
+                subgraphs = ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs)
+                for sub in subgraphs:
+                    found = graph(sub, f" inside {node.op_type!s}", depth + 1)
+                    if found:
+                        return found
+        return None
+
+    for entry in proto.metadata_props:
+        if isinstance(entry.key, bytes) or isinstance(entry.value, bytes):
+            return "the metadata_props"
+    for opset in proto.opset_import:
+        if isinstance(opset.domain, bytes):
+            return "an opset domain"
+    found = graph(proto.graph, "")
+    if found:
+        return found
+    for function in proto.functions:
+        texts = [function.name, function.domain, *function.input, *function.output]
+        if any(isinstance(text, bytes) for text in texts):
+            return "a model-local function's signature"
+        found = nodes(function.node, " in a model-local function", 0)
+        if found:
+            return found
+    return None
 
 
 def _file_kind(mode: int) -> str:

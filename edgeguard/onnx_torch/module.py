@@ -41,7 +41,7 @@ import onnx.external_data_helper
 import onnx.numpy_helper
 import torch
 
-from edgeguard.errors import EdgeguardError, ModelLoadError, UnsupportedOpError
+from edgeguard.errors import EdgeguardError, InvalidInputError, ModelLoadError, UnsupportedOpError
 from edgeguard.model import load_proto
 from edgeguard.onnx_torch import ops_conv, ops_math, ops_shape  # noqa: F401  (each registers its ops)
 from edgeguard.onnx_torch.ops_shape import constant_value
@@ -117,7 +117,10 @@ class OnnxModule(torch.nn.Module):
 
     def forward(self, *inputs: torch.Tensor):
         if len(inputs) != len(self.input_names):
-            raise TypeError(f"expected {len(self.input_names)} input tensor(s) {self.input_names}, got {len(inputs)}")
+            raise InvalidInputError(
+                f"expected {len(self.input_names)} input tensor(s) {self.input_names}, got {len(inputs)}; "
+                "call the module with one tensor per graph input"
+            )
         env: dict[str, torch.Tensor] = {k: getattr(self, v) for k, v in self._slots.items()}
         env.update(zip(self.input_names, inputs))
         for node in self._nodes:

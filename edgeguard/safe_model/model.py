@@ -32,13 +32,13 @@ from typing import Any
 import numpy as np
 
 from edgeguard.errors import (
+    ConfigError,
     EdgeguardError,
     FilterError,
     GuardError,
     InferenceError,
     InvalidInputError,
     ModelLoadError,
-    ModelRefusedError,
 )
 from edgeguard.filters import FilterPipeline, OutputFilter, make_rng
 from edgeguard.filters.base import SUM_TOLERANCE, describe_bits
@@ -149,7 +149,7 @@ class SafeModel:
         import onnxruntime as ort
 
         if on_vicious not in VET_POLICIES:
-            raise ModelRefusedError(f"expected on_vicious in {VET_POLICIES}, got {on_vicious!r}")
+            raise ConfigError(f"expected on_vicious in {VET_POLICIES}, got {on_vicious!r}; pick one of those")
         self.path = Path(path)
         # one read of every file, checked before onnxruntime sees anything; the digest covers those bytes
         loaded = _load(
@@ -224,7 +224,9 @@ class SafeModel:
         options = session_options if session_options is not None else ort.SessionOptions()
         if threads is not None:
             if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-                raise ModelLoadError(f"expected threads to be a positive integer or None, got {threads!r}")
+                raise ConfigError(
+                    f"expected threads to be a positive integer or None, got {threads!r}; pass threads=1 or more"
+                )
             options.intra_op_num_threads = threads
         # onnxruntime prints failing nodes' messages (which can quote values computed from the input)
         # to stderr at ERROR severity: keep it silent (FATAL only), for the session and every run.

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from edgeguard.errors import InferenceError, ModelLoadError
+from edgeguard.errors import ConfigError, InferenceError
 from edgeguard.filters.fusion import SHAPE_CHECK_NODE
 
 __all__ = [
@@ -76,12 +76,12 @@ def resolve_providers(providers: str | Sequence[Any], available: Sequence[str]) 
     if isinstance(providers, str):
         providers = [providers]
     if not isinstance(providers, Iterable) or not providers:
-        raise ModelLoadError(f"expected providers='auto' or a non-empty list of provider names, got {providers!r}")
+        raise ConfigError(f"expected providers='auto' or a non-empty list of provider names, got {providers!r}")
     providers = list(providers)
     names = [p[0] if isinstance(p, tuple) else p for p in providers]
     unknown = [name for name in names if name not in available]
     if unknown:
-        raise ModelLoadError(
+        raise ConfigError(
             f"expected execution providers that onnxruntime offers here ({', '.join(available)}), got {unknown}; "
             "pick from that list or use providers='auto' (for CUDA install the onnxruntime-gpu package)"
         )
@@ -96,7 +96,7 @@ def run_deadline(value: float | None, dynamic: bool) -> float | None:
     if value is None:
         return DEFAULT_RUN_DEADLINE_S if dynamic else None
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e6:
-        raise ModelLoadError(f"expected run_deadline_s to be a positive number of seconds or None, got {value!r}")
+        raise ConfigError(f"expected run_deadline_s to be a positive number of seconds or None, got {value!r}")
     return float(value)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from edgeguard._version import __version__
 from edgeguard.data import Dataset
-from edgeguard.errors import EdgeguardError, InferenceError, ModelLoadError, UnsupportedOpError
+from edgeguard.errors import ConfigError, EdgeguardError, InferenceError, ModelLoadError, UnsupportedOpError
 from edgeguard.model import ModelInfo
 from edgeguard.model.limits import DEFAULT_MAX_TENSOR_BYTES, DEFAULT_MAX_TOTAL_BYTES
 from edgeguard.model.signature import looks_like_probabilities
@@ -116,7 +116,7 @@ def vet(
     say = progress or logger.info
     unknown_tests = [t for t in tests if t not in TESTS]
     if unknown_tests:
-        raise ValueError(f"expected tests among {TESTS}, got {unknown_tests}")
+        raise ConfigError(f"expected tests among {TESTS}, got {unknown_tests}; pick from that list")
     table = load_thresholds(thresholds)
     finetune_settings, leakage_settings, reference_settings = _settings(knobs, table)
     path = Path(model_path)
@@ -149,7 +149,7 @@ def vet(
     )
 
     say(f"static audit of {path}")
-    findings, _ = _audit(path, max_tensor_bytes, max_total_bytes)
+    findings, loaded = _audit(path, max_tensor_bytes, max_total_bytes)  # the one read of the file
     report.findings = findings
     if report.critical:
         report.model_sha256 = _file_digest(path)
@@ -162,7 +162,8 @@ def vet(
         "class_names": None if class_names is None else tuple(str(c) for c in class_names),
     }
     try:
-        loaded = _load(path, max_tensor_bytes, max_total_bytes, describe)
+        if loaded is None or any(value is not None for value in describe.values()):
+            loaded = _load(path, max_tensor_bytes, max_total_bytes, describe)  # the audit's load is the same read
     except EdgeguardError as error:
         report.model_sha256 = _file_digest(path)
         report.findings.append(Finding("load-failed", "critical", str(error), "", str(path)))
@@ -581,7 +582,7 @@ def _settings(
     known = set(_FINETUNE_KNOBS) | set(_LEAKAGE_KNOBS) | set(_REFERENCE_KNOBS)
     unknown = sorted(set(knobs) - known)
     if unknown:
-        raise TypeError(f"expected test knobs among {sorted(known)}, got unknown {unknown}")
+        raise ConfigError(f"expected test knobs among {sorted(known)}, got unknown {unknown}; check the spelling")
     finetune = dict(table["tests"]["finetune"].get("settings", {}))
     leakage = dict(table["tests"]["leakage"].get("settings", {}))
     reference = dict(table.get("reference", {}).get("settings", {}))

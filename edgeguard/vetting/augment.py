@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgeguard.errors import ConfigError
+
 __all__ = ["AugmentSettings", "augment", "draw_seed"]
 
 
@@ -28,7 +30,7 @@ class AugmentSettings:
 
     def __post_init__(self) -> None:
         if self.max_shift < 0 or self.noise < 0 or not 0 <= self.mixup < 0.5:
-            raise ValueError(
+            raise ConfigError(
                 f"expected max_shift >= 0, noise >= 0 and mixup in [0, 0.5), got "
                 f"{self.max_shift}, {self.noise}, {self.mixup}"
             )

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeguard.errors import ConfigError
+
 __all__ = ["ConsistencySettings", "ConsistencyResult", "consistency_test", "DEFAULT_BATCH_SIZES"]
 
 #: Batch sizes the test runs (the leakage audit's chunk size is the largest).
@@ -34,7 +36,7 @@ class ConsistencySettings:
 
     def __post_init__(self) -> None:
         if self.rows < 2 or not self.batch_sizes or min(self.batch_sizes) < 1 or self.tolerance <= 0:
-            raise ValueError(
+            raise ConfigError(
                 f"expected rows >= 2, batch sizes >= 1 and a positive tolerance, got {self.rows}, "
                 f"{self.batch_sizes}, {self.tolerance}"
             )

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeguard.errors import DataError
+from edgeguard.errors import ConfigError, DataError
 
 __all__ = ["FinetuneSettings", "finetune_test", "STATISTICS"]
 
@@ -68,16 +68,16 @@ class FinetuneSettings:
 
     def __post_init__(self) -> None:
         if self.optimiser not in ("sgd", "adam"):
-            raise ValueError(f"expected optimiser 'sgd' or 'adam', got {self.optimiser!r}")
+            raise ConfigError(f"expected optimiser 'sgd' or 'adam', got {self.optimiser!r}")
         if self.statistic not in STATISTICS:
-            raise ValueError(f"expected statistic in {tuple(STATISTICS)}, got {self.statistic!r}")
+            raise ConfigError(f"expected statistic in {tuple(STATISTICS)}, got {self.statistic!r}")
         if self.steps < 1 or self.batch_size < 1 or self.train_samples < 1 or self.eval_samples < 1:
-            raise ValueError(
+            raise ConfigError(
                 "expected steps, batch_size, train_samples and eval_samples >= 1, got "
                 f"{self.steps}, {self.batch_size}, {self.train_samples}, {self.eval_samples}"
             )
         if not self.learning_rate > 0:
-            raise ValueError(f"expected a positive learning rate, got {self.learning_rate}")
+            raise ConfigError(f"expected a positive learning rate, got {self.learning_rate}")
 
 
 def _claimed_loss(outputs: Any, labels: Any, output_kind: str, task_type: str) -> Any:

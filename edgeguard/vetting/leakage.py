@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeguard.errors import DataError
+from edgeguard.errors import ConfigError, DataError
 from edgeguard.metrics.baselines import (
     kernel_ridge_reconstruct,
     knn_reconstruct,
@@ -85,16 +85,16 @@ class LeakageSettings:
 
     def __post_init__(self) -> None:
         if self.decoder not in DECODERS:
-            raise ValueError(f"expected decoder in {DECODERS}, got {self.decoder!r}")
+            raise ConfigError(f"expected decoder in {DECODERS}, got {self.decoder!r}")
         if self.features not in FEATURES:
-            raise ValueError(f"expected features in {FEATURES}, got {self.features!r}")
+            raise ConfigError(f"expected features in {FEATURES}, got {self.features!r}")
         if self.folds < 2 or self.augmentations < 0 or self.neighbours < 1 or self.max_fit < 10:
-            raise ValueError(
+            raise ConfigError(
                 f"expected folds >= 2, augmentations >= 0, neighbours >= 1, max_fit >= 10, got "
                 f"{self.folds}, {self.augmentations}, {self.neighbours}, {self.max_fit}"
             )
         if not (self.kernel_gamma > 0 and self.ridge_alpha > 0):
-            raise ValueError(
+            raise ConfigError(
                 f"expected kernel_gamma > 0 and ridge_alpha > 0, got {self.kernel_gamma} and {self.ridge_alpha}"
             )
 
@@ -179,7 +179,7 @@ def output_features(
         return probabilities
     if features == "both":
         return np.hstack([logs, probabilities])
-    raise ValueError(f"expected features in {FEATURES}, got {features!r}")
+    raise ConfigError(f"expected features in {FEATURES}, got {features!r}")
 
 
 def _normalise(fit: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeguard._version import __version__
-from edgeguard.errors import DataNotFoundError, EdgeguardError
+from edgeguard.errors import ConfigError, DataNotFoundError, EdgeguardError
 from edgeguard.model.hashing import file_sha256
 from edgeguard.verdicts import EXIT_PRIORITY, worst_exit_code
 
@@ -234,7 +234,7 @@ def vet_many(
     from edgeguard.jobs import Job, executor_options, run_jobs
 
     if output_format not in REPORT_SUFFIXES:
-        raise ValueError(f"expected an output format in {sorted(REPORT_SUFFIXES)}, got {output_format!r}")
+        raise ConfigError(f"expected an output format in {sorted(REPORT_SUFFIXES)}, got {output_format!r}")
     paths = expand_model_paths(models)
     probe = Path(probe_data)
     knobs = {key: _jsonable(value) for key, value in vet_knobs.items() if value is not None}

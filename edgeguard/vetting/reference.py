@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeguard.errors import DataError
+from edgeguard.errors import ConfigError, DataError
 
 __all__ = ["ReferenceSettings", "train_reference", "reinitialise"]
 
@@ -35,7 +35,7 @@ class ReferenceSettings:
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or not self.learning_rate > 0:
-            raise ValueError(
+            raise ConfigError(
                 f"expected steps >= 1, batch_size >= 1 and a positive learning rate, got "
                 f"{self.steps}, {self.batch_size}, {self.learning_rate}"
             )

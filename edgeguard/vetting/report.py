@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeguard.errors import DataError
+from edgeguard.errors import ConfigError, DataError
 from edgeguard.verdicts import EXIT_CODES, VERDICTS
 
 __all__ = [
@@ -42,7 +42,7 @@ class Finding:
 
     def __post_init__(self) -> None:
         if self.severity not in SEVERITIES:
-            raise ValueError(f"expected a severity in {SEVERITIES}, got {self.severity!r}")
+            raise ConfigError(f"expected a severity in {SEVERITIES}, got {self.severity!r}")
 
     @property
     def rank(self) -> int:
@@ -118,7 +118,7 @@ class VetReport:
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
-            raise ValueError(f"expected a verdict in {VERDICTS}, got {self.verdict!r}")
+            raise ConfigError(f"expected a verdict in {VERDICTS}, got {self.verdict!r}")
 
     # -- derived -------------------------------------------------------------------------
     @property

@@ -16,6 +16,7 @@ import numpy as np
 
 from edgeguard.errors import InferenceError
 from edgeguard.model.signature import fixed_batches, stitch
+from edgeguard.safe_model.session import scrub_inference_error
 from edgeguard.vetting.probe import model_inputs
 
 __all__ = ["load_for_vet", "session", "runner", "scaler", "CHUNK"]
@@ -60,14 +61,17 @@ def runner(session: Any, info: Any, chunk: int = CHUNK) -> Callable[[np.ndarray]
     fixed = getattr(info, "fixed_batch", None)
 
     def run(inputs: np.ndarray) -> np.ndarray:
+        failure = None
         try:
             if fixed:
                 parts = [(session.run(None, {name: part})[0], rows) for part, rows in fixed_batches(inputs, fixed)]
                 chunks = [stitch(parts)]
             else:
                 chunks = [session.run(None, {name: inputs[i : i + chunk]})[0] for i in range(0, len(inputs), chunk)]
-        except Exception as error:  # onnxruntime raises its own exception types
-            raise InferenceError(f"expected onnxruntime to run the model, got an error: {error}") from None
+        except Exception as error:  # onnxruntime's message can quote values computed from the probe images
+            failure = scrub_inference_error(error, len(inputs), info.num_classes, frozenset())
+        if failure is not None:
+            raise failure
         outputs = np.concatenate(chunks).astype(np.float64)
         if outputs.ndim != 2 or outputs.shape[1] != info.num_classes:
             raise InferenceError(

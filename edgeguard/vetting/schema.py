@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from edgeguard.errors import DataError
+from edgeguard.errors import DataError, MissingDependencyError
 
 __all__ = ["REPORT_SCHEMA_FILE", "report_schema", "validate_report"]
 
@@ -36,7 +36,7 @@ def validate_report(data: dict[str, Any]) -> None:
     try:
         import jsonschema
     except ImportError:
-        raise ImportError(
+        raise MissingDependencyError(
             "expected the jsonschema package to validate vet reports, got none; pip install jsonschema"
         ) from None
     validator = jsonschema.Draft202012Validator(report_schema())

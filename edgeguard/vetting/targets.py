@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeguard.metrics.quality import per_feature_r2
 from edgeguard.vetting.augment import AugmentSettings, augment
 
 __all__ = ["AuditTarget", "audit_target", "per_feature_r2", "thumbnail", "DEFAULT_MAX_VALUES", "THUMBNAIL_SIDE"]
@@ -134,20 +135,3 @@ def audit_target(items: np.ndarray, *, max_values: int = DEFAULT_MAX_VALUES) -> 
     # augmented copies are convex mixes plus a little noise: they stay within the probe's |z| plus a margin
     bound = float(np.abs((flat - mean) / std).max()) + 3.0 if flat.size else 1.0
     return AuditTarget("standardised", f"standardised features ({shape})", flat.shape[1], mean=mean, std=std, bound=bound)
-
-
-def per_feature_r2(decoded: np.ndarray, baseline: np.ndarray, truth: np.ndarray) -> dict[str, list[float]]:
-    """R^2 per target value of the decoder and of the label-only baseline (1 - SSE / total sum of squares).
-
-    For vector inputs only (each target value is one standardised feature); a feature
-    that does not vary among the scored items gets NaN.
-    """
-    truth = np.asarray(truth, dtype=np.float64).reshape(len(truth), -1)
-    total = ((truth - truth.mean(axis=0)) ** 2).sum(axis=0)
-    safe = np.where(total > 1e-12, total, np.nan)
-
-    def r2(predicted: np.ndarray) -> list[float]:
-        sse = ((np.asarray(predicted, dtype=np.float64).reshape(truth.shape) - truth) ** 2).sum(axis=0)
-        return [float(v) for v in 1.0 - sse / safe]
-
-    return {"r2_per_feature": r2(decoded), "r2_per_feature_label_only": r2(baseline)}
