@@ -24,7 +24,6 @@ __all__ = [
     "MissingDependencyError",
     "GuardError",
     "GuardIntegrityError",
-    "MissingDependencyError",
 ]
 
 
