@@ -111,6 +111,7 @@ _TINY_BASE = {"epochs": 1, "train_limit": 1000, "test_limit": 200, "cnn_width": 
 def run_tiny(label: str, options: dict[str, Any], probe: Path, count: int = len(TINY_ZOO)) -> dict[str, Any]:
     """Train the tiny zoo, then vet every classifier, as jobs on one executor with a cold cache."""
     from edgeguard.jobs import Job, run_jobs
+    from edgeguard.model import file_sha256
 
     cache = Path(tempfile.mkdtemp(prefix=f"edgeguard-jobs-{label}-"))
     print(f"[jobs_scaling] {label}: tiny zoo, {options}", file=sys.stderr, flush=True)
@@ -127,7 +128,7 @@ def run_tiny(label: str, options: dict[str, Any], probe: Path, count: int = len(
                 "edgeguard.vetting.many:vet_job",
                 {
                     "model": str(done.artifacts / "classifier.onnx"),
-                    "model_sha256": _sha256(done.artifacts / "classifier.onnx"),
+                    "model_sha256": file_sha256(done.artifacts / "classifier.onnx"),
                     "probe": str(probe),
                     "vet": {"tests": ["leakage"], "augment_seed": 12345},
                 },
@@ -148,7 +149,7 @@ def run_tiny(label: str, options: dict[str, Any], probe: Path, count: int = len(
                 "spec": spec,
                 "accuracy": done.result["accuracy"],
                 "psnr_gain_db": done.result["psnr_gain_db"],
-                "classifier_sha256": _sha256(done.artifacts / "classifier.onnx"),
+                "classifier_sha256": file_sha256(done.artifacts / "classifier.onnx"),
                 "verdict": vetted.result.get("verdict"),
                 "likelihood": vetted.result.get("likelihood"),
                 "leakage_score": leakage.get("score"),
@@ -163,12 +164,6 @@ def run_tiny(label: str, options: dict[str, Any], probe: Path, count: int = len(
         "wall_seconds": wall,
         "summary": {"models": models},
     }
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _tiny_probe(folder: Path, size: int = 1000) -> Path:

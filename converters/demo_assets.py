@@ -22,7 +22,6 @@ deterministic algorithms). edgeguard reads these files; it never imports this mo
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import platform
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from edgeguard.errors import ConfigError
+from edgeguard.model import file_sha256
 
 __all__ = [
     "build_demo_assets",
@@ -123,10 +123,6 @@ def demo_configs(
         progress=progress,
     )
     return {objective: TrainConfig(objective=objective, **common) for objective in ("honest", "vicious")}
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _say(message: str) -> None:
@@ -236,7 +232,7 @@ def build_demo_assets(
             "class_counts": np.bincount(labels, minlength=len(test.class_names)).tolist(),
             "license": LICENSE_FILE,
         },
-        "files": {name: {"sha256": _sha256(out / name), "bytes": (out / name).stat().st_size} for name in files},
+        "files": {name: {"sha256": file_sha256(out / name), "bytes": (out / name).stat().st_size} for name in files},
     }
     manifest["total_bytes"] = sum(entry["bytes"] for entry in manifest["files"].values())
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from _vet_models import linear_classifier, save, write_probe
@@ -178,3 +179,22 @@ def test_exit_code_3_inconclusive(tmp_path, model, case):
 def test_exit_code_4_for_usage_errors(args):
     result = run(*args)
     assert result.exit_code == 4, result.output
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"threshold": "2.8x"}, "expected a finite number for tests.leakage.threshold"),
+        ({"scale": 0}, "expected a positive number for tests.leakage.scale"),
+        ({"higher_is_vicious": "yes"}, "expected true or false for tests.leakage.higher_is_vicious"),
+    ],
+    ids=["threshold-typo", "zero-scale", "bool-as-string"],
+)
+def test_a_typo_in_a_thresholds_file_is_a_config_error(tmp_path, model, probe, entry, message):
+    path = Path(thresholds(tmp_path, 1.0))
+    data = json.loads(path.read_text())
+    data["tests"]["leakage"].update(entry)
+    path.write_text(json.dumps(data))
+    result = run("vet", model, "-p", probe, "--thresholds", str(path), "-q", *SMALL)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and "unexpected" not in result.stderr

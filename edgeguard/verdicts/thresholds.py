@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edgeguard.errors import DataError, DataNotFoundError
+from edgeguard.errors import ConfigError, DataError, DataNotFoundError
 
 __all__ = ["load_thresholds", "thresholds_sha256", "likelihood", "margin", "THRESHOLDS_FILE"]
 
@@ -42,6 +42,7 @@ def load_thresholds(source: str | os.PathLike | dict[str, Any] | None = None) ->
                 f"expected tests.{name} with 'threshold', 'scale' and 'higher_is_vicious' in the vet thresholds "
                 f"({origin}), got {entry!r}"
             )
+    _check_numbers(data, origin)
     leakage = data["tests"]["leakage"]
     if leakage.get("statistic") not in (None, "gain_db"):
         raise DataError(
@@ -52,6 +53,40 @@ def load_thresholds(source: str | os.PathLike | dict[str, Any] | None = None) ->
     data.setdefault("file", origin)
     data["sha256"] = thresholds_sha256(data)
     return data
+
+
+def _check_numbers(data: dict[str, Any], origin: str) -> None:
+    """Every test entry's threshold and scale are finite numbers (scale > 0), higher_is_vicious a bool;
+    the combined rule's weights, bias and cut-off are numbers (a typo fails here, not mid-vet)."""
+
+    def number(value: Any, where: str, positive: bool = False) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ConfigError(f"expected a finite number for {where} in the vet thresholds ({origin}), got {value!r}")
+        if positive and not value > 0:
+            raise ConfigError(f"expected a positive number for {where} in the vet thresholds ({origin}), got {value!r}")
+
+    tests = data.get("tests")
+    if not isinstance(tests, dict):
+        raise ConfigError(f"expected a 'tests' object in the vet thresholds ({origin}), got {type(tests).__name__}")
+    for name, entry in tests.items():
+        if not isinstance(entry, dict):
+            raise ConfigError(f"expected tests.{name} to be an object in the vet thresholds ({origin}), got {entry!r}")
+        if "threshold" in entry or "scale" in entry:
+            number(entry.get("threshold"), f"tests.{name}.threshold")
+            number(entry.get("scale"), f"tests.{name}.scale", positive=True)
+        if "higher_is_vicious" in entry and not isinstance(entry["higher_is_vicious"], bool):
+            raise ConfigError(
+                f"expected true or false for tests.{name}.higher_is_vicious in the vet thresholds ({origin}), "
+                f"got {entry['higher_is_vicious']!r}"
+            )
+    combined = data.get("combined", {})
+    if not isinstance(combined, dict):
+        raise ConfigError(f"expected a 'combined' object in the vet thresholds ({origin}), got {combined!r}")
+    for name, weight in (combined.get("weights") or {}).items():
+        number(weight, f"combined.weights.{name}")
+    for key in ("bias", "likelihood_threshold"):
+        if key in combined:
+            number(combined[key], f"combined.{key}")
 
 
 def thresholds_sha256(table: dict[str, Any]) -> str:
