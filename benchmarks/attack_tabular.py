@@ -113,7 +113,7 @@ def run(epochs: int, lam: dict[str, float], seed: int) -> dict:
                     "accuracy": round(threat.accuracy, 4),
                     "raw": _summary(raw_scores),
                     "per_feature": {
-                        name: [round(a, 3), round(b, 3)]
+                        name: [None if a is None else round(a, 3), None if b is None else round(b, 3)]
                         for name, a, b in zip(
                             threat.feature_names, raw_scores["r2_per_feature"], raw_scores["r2_per_feature_label_only"]
                         )
@@ -143,6 +143,10 @@ def run(epochs: int, lam: dict[str, float], seed: int) -> dict:
             report["sets"][data_set] = entry
     report["machine"]["load_average_after"] = os.getloadavg()
     return report
+
+
+def _r2(value: float | None) -> str:
+    return "- (constant)" if value is None or value != value else f"{value:.3f}"
 
 
 def markdown(report: dict) -> str:
@@ -182,8 +186,8 @@ def markdown(report: dict) -> str:
         ]
         honest, vicious = entry["honest"]["per_feature"], entry["vicious"]["per_feature"]
         for feature in honest:
-            h, v = honest[feature], vicious[feature]
-            lines.append(f"| {feature} | {h[0]:.3f} | {h[1]:.3f} | {v[0]:.3f} | {v[1]:.3f} |")
+            cells = [_r2(value) for value in (*honest[feature], *vicious[feature])]
+            lines.append(f"| {feature} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "## Filters on the vicious models: worst case over the two attackers",

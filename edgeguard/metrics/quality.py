@@ -178,18 +178,18 @@ def reconstruction_risk(
     return float(np.mean(to_mean / to_reconstruction))
 
 
-def per_feature_r2(decoded: np.ndarray, baseline: np.ndarray, truth: np.ndarray) -> dict[str, list[float]]:
+def per_feature_r2(decoded: np.ndarray, baseline: np.ndarray, truth: np.ndarray) -> dict[str, list[float | None]]:
     """R^2 per target value of the decoder and of the label-only baseline (1 - SSE / total sum of squares).
 
     For vector inputs only (each target value is one standardised feature); a feature
-    that does not vary among the scored items gets NaN.
+    that does not vary among the scored items gets None (JSON has no NaN).
     """
     truth = np.asarray(truth, dtype=np.float64).reshape(len(truth), -1)
     total = ((truth - truth.mean(axis=0)) ** 2).sum(axis=0)
     safe = np.where(total > 1e-12, total, np.nan)
 
-    def r2(predicted: np.ndarray) -> list[float]:
+    def r2(predicted: np.ndarray) -> list[float | None]:
         sse = ((np.asarray(predicted, dtype=np.float64).reshape(truth.shape) - truth) ** 2).sum(axis=0)
-        return [float(v) for v in 1.0 - sse / safe]
+        return [float(v) if np.isfinite(v) else None for v in 1.0 - sse / safe]
 
     return {"r2_per_feature": r2(decoded), "r2_per_feature_label_only": r2(baseline)}
