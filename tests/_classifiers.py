@@ -170,3 +170,25 @@ def string_model(path: Path) -> Path:
     )
     path.write_bytes(model.SerializeToString())
     return path
+
+
+def manual_softmax_model(path: Path, features: int = 4, classes: int = 3, seed: int = 0) -> Path:
+    """Probabilities computed by hand (Exp / ReduceSum), under a name that says nothing: only the values tell."""
+    rng = np.random.default_rng(seed)
+    w = numpy_helper.from_array(rng.normal(size=(features, classes)).astype(np.float32), "w")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["z"]),
+        helper.make_node("Exp", ["z"], ["e"]),
+        helper.make_node("ReduceSum", ["e"], ["s"], axes=[1], keepdims=1, noop_with_empty_axes=0),
+        helper.make_node("Div", ["e", "s"], ["y"]),
+    ]
+    nodes[2] = helper.make_node("ReduceSum", ["e", "axes"], ["s"], keepdims=1)
+    axes = numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")
+    model = _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", features])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", classes])],
+        [w, axes],
+    )
+    path.write_bytes(model.SerializeToString())
+    return path

@@ -19,6 +19,7 @@ from _classifiers import (
     digits_data,
     export_sklearn,
     iris_model_path,
+    manual_softmax_model,
     nhwc_uint8_model,
     sequence_model,
     sklearn_classifier,
@@ -229,6 +230,16 @@ def _vector_probe(tmp_path, features, classes, n=240):
     path = tmp_path / "vectors.npz"
     np.savez(path, x=rng.normal(size=(n, features)).astype(np.float32), y=np.arange(n) % classes)
     return path
+
+
+def test_probabilities_recognised_from_the_values(tmp_path):
+    path = manual_softmax_model(tmp_path / "y.onnx")
+    model = SafeModel(path, filters=[Round(2)])
+    assert (model.info.output_kind, model.info.output_kind_source) == ("probabilities", "values")
+    scores = SafeModel(two_output_model(tmp_path / "two.onnx"), output="scores", filters=[Argmax()])
+    assert (scores.info.output_kind, scores.info.output_kind_source) == ("logits", "default")  # values: not a simplex
+    report = vet(path, _vector_probe(tmp_path, 4, 3), **VET_FAST)
+    assert (report.model["output_kind"], report.model["output_kind_source"]) == ("probabilities", "values")
 
 
 # --- the API's input options ----------------------------------------------------------------------------------------

@@ -210,7 +210,7 @@ def vet(
     if "leakage" in tests:
         report.tests["leakage"] = _run_leakage(
             loaded, run_inputs, probe, info, leakage_settings, reference_settings, table, seed, augment_seed,
-            reference_models, reference_data, max_tensor_bytes, max_total_bytes, say, report,
+            reference_models, reference_data, max_tensor_bytes, max_total_bytes, say, report, outputs,
         )
         if release_spec is not None:
             report.release = _run_release(release_spec, run_inputs, probe, info, leakage_settings, seed, augment_seed, report)
@@ -313,10 +313,11 @@ def _audit_with(
     settings: LeakageSettings,
     seed: int,
     augment_seed: int,
+    outputs: np.ndarray | None = None,
 ) -> LeakageResult:
     return leakage_audit(
         probe.images, run_images, output_kind=kind, task_type=task_type, settings=settings, seed=seed,
-        augment_seed=augment_seed, labels=probe.labels,
+        augment_seed=augment_seed, labels=probe.labels, outputs_of_images=outputs,
     )
 
 
@@ -336,6 +337,7 @@ def _run_leakage(
     max_total_bytes: int,
     say: Callable,
     report: VetReport,
+    outputs: np.ndarray | None = None,
 ) -> TestResult:
     if len(probe) < settings.min_samples:
         return TestResult(
@@ -347,7 +349,10 @@ def _run_leakage(
     say(f"leakage audit ({settings.decoder}, {len(probe)} images x {settings.augmentations + 2} queries)")
     started = time.perf_counter()
     try:
-        mine = _audit_with(lambda x: run_inputs(scale(x)), probe, info.output_kind, info.task_type, settings, seed, augment_seed)
+        mine = _audit_with(
+            lambda x: run_inputs(scale(x)), probe, info.output_kind, info.task_type, settings, seed, augment_seed,
+            outputs=outputs,
+        )
     except InferenceError as error:
         return TestResult("leakage", "failed", reason=str(error), seconds=time.perf_counter() - started)
     details = mine.to_dict()
