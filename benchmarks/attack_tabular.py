@@ -156,7 +156,9 @@ def markdown(report: dict) -> str:
         "Written by `benchmarks/attack_tabular.py`. Held-out test split (30%); scores on standardised features. "
         "gain = MSE gain over label-only (the per-class mean) in dB; R^2 averaged over features. "
         "Attackers: *joint* = the decoder trained with the vicious model (for the honest model: the same decoder "
-        "fitted post hoc on its raw outputs); *refit* = that decoder re-fitted on the filtered training release.",
+        "fitted post hoc on its raw outputs); *refit* = that decoder re-fitted on the filtered training release. "
+        "A filter's figure is its worst case over these two attackers only, not a bound: the capacity column is the "
+        "only guarantee that holds against every decoder.",
         "",
         f"Machine: {report['machine']['platform']}, {report['machine']['cpus']} CPUs, load average before "
         f"{[round(v, 2) for v in report['machine']['load_average_before']]}, after "
