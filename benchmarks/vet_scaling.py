@@ -220,21 +220,24 @@ def main() -> None:
             [sys.executable, __file__, "--one", json.dumps(config)], capture_output=True, text=True, check=False
         )
         if done.returncode != 0:
-            report["runs"].append({**config, "error": done.stderr[-400:]})
+            report["runs"].append({**config, "error": f"exit {done.returncode}: {done.stderr[-300:]}"})
             print(done.stderr[-2000:], file=sys.stderr)
-            continue
-        report["runs"].append(json.loads(done.stdout.strip().splitlines()[-1]))
+        else:
+            report["runs"].append(json.loads(done.stdout.strip().splitlines()[-1]))
+        _write(report, args.out)  # after every run: a long grid leaves its results so far
+    print(_write(report, args.out))
+
+
+def _write(report: dict, out: Path) -> str:
     report["machine"]["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
-    report["runs"] = [r for r in report["runs"] if "error" not in r] + [r for r in report["runs"] if "error" in r]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    ok = {**report, "runs": [r for r in report["runs"] if "error" not in r]}
-    text = markdown(ok)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    text = markdown({**report, "runs": [r for r in report["runs"] if "error" not in r]})
     failed = [r for r in report["runs"] if "error" in r]
     if failed:
-        text += "\nFailed runs: " + "; ".join(f"{r['input']} / {r['probe']}" for r in failed) + "\n"
-    args.out.with_suffix(".md").write_text(text)
-    print(text)
+        text += "\nFailed runs (see the .json): " + "; ".join(f"{r['input']} / {r['probe']}" for r in failed) + "\n"
+    out.with_suffix(".md").write_text(text)
+    return text
 
 
 if __name__ == "__main__":

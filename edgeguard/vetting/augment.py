@@ -41,29 +41,50 @@ def draw_seed() -> int:
     return secrets.randbits(63)
 
 
+def _shifted(images: np.ndarray, dy: np.ndarray, dx: np.ndarray, s: int) -> np.ndarray:
+    """Each image cropped from its zero-padded copy at (dy, dx): the same pixels as fancy indexing,
+    by one slice per distinct shift (a few dozen copies instead of a gather over every pixel)."""
+    if not s:
+        return images.copy()
+    height, width = images.shape[2:]
+    padded = np.pad(images, ((0, 0), (0, 0), (s, s), (s, s)))
+    out = np.empty_like(images)
+    for shift in np.unique(dy * (2 * s + 1) + dx):
+        a, b = divmod(int(shift), 2 * s + 1)
+        index = np.flatnonzero((dy == a) & (dx == b))
+        out[index] = padded[index, :, a : a + height, b : b + width]
+    return out
+
+
 def augment(
     images: np.ndarray, copies: int, rng: np.random.Generator, settings: AugmentSettings | None = None
 ) -> np.ndarray:
-    """``copies`` augmented versions of each image: shape (copies, N, C, H, W), float32 in [0, 1]."""
+    """``copies`` augmented versions of each image: shape (copies, N, C, H, W), float32 in [0, 1].
+
+    Each copy: a random shift (crop of the zero-padded image), a brightness factor, mixup with
+    a random probe image, Gaussian noise, clipped to [0, 1]; computed in place (a few
+    temporaries of one copy's size, whatever the image size).
+    """
     settings = settings or AugmentSettings()
     images = np.asarray(images, dtype=np.float32)
-    n, _, height, width = images.shape
+    n = images.shape[0]
     s = settings.max_shift
-    padded = np.pad(images, ((0, 0), (0, 0), (s, s), (s, s))) if s else images
     out = np.empty((copies,) + images.shape, dtype=np.float32)
-    rows = np.arange(n)[:, None, None, None]
-    channels = np.arange(images.shape[1])[None, :, None, None]
     for c in range(copies):
         dy = rng.integers(0, 2 * s + 1, size=n) if s else np.zeros(n, dtype=int)
         dx = rng.integers(0, 2 * s + 1, size=n) if s else np.zeros(n, dtype=int)
-        ys = (dy[:, None] + np.arange(height)[None, :])[:, None, :, None]
-        xs = (dx[:, None] + np.arange(width)[None, :])[:, None, None, :]
-        shifted = padded[rows, channels, ys, xs]
+        mixed = _shifted(images, dy, dx, s)
         factor = rng.uniform(*settings.scale, size=(n, 1, 1, 1)).astype(np.float32)
         weight = rng.uniform(0.0, settings.mixup, size=(n, 1, 1, 1)).astype(np.float32)
+        mixed *= (1.0 - weight) * factor
         partner = images[rng.integers(0, n, size=n)]
-        mixed = (1.0 - weight) * shifted * factor + weight * partner
+        partner *= weight
+        mixed += partner
+        del partner
         sigma = rng.uniform(0.0, settings.noise, size=(n, 1, 1, 1)).astype(np.float32)
-        noisy = mixed + sigma * rng.standard_normal(images.shape, dtype=np.float32)
-        out[c] = np.clip(noisy, 0.0, 1.0)
+        noise = rng.standard_normal(images.shape, dtype=np.float32)
+        noise *= sigma
+        mixed += noise
+        del noise
+        np.clip(mixed, 0.0, 1.0, out=out[c])
     return out

@@ -53,6 +53,8 @@ __all__ = [
 PROBABILITY_FLOOR = float(np.finfo(np.float32).tiny)
 
 DECODERS = ("krr", "knn", "ridge")
+#: Input values per block of rows augmented, run and reduced at a time in the audit.
+_BLOCK_VALUES = 1 << 25
 FEATURES = ("log", "probabilities", "both")
 
 
@@ -284,15 +286,25 @@ def leakage_audit(
     # the image itself, then copies: copy 1 of every image is scored, the others are fitted on.
     # One copy at a time (augmented, run, reduced to its target): memory stays at one copy.
     chunks, targets = [], []
+    # Large inputs go in blocks of rows (about 2^25 values each; a 28x28 probe is one block), so
+    # memory stays at a few blocks (mixup partners are then drawn within the block).
+    block = max(1, _BLOCK_VALUES // max(1, int(np.prod(images.shape[1:]))))
     for copy in range(settings.augmentations + 2):
-        batch = images if copy == 0 else target.augment(images, 1, rng, augment_settings)[0]
-        known = outputs_of_images if copy == 0 else None
-        chunk = np.asarray(run(batch) if known is None else known, dtype=np.float64)
+        outs, codes = [], []
+        for start in range(0, n, block):
+            rows = images[start : start + block]
+            batch = rows if copy == 0 else target.augment(rows, 1, rng, augment_settings)[0]
+            if copy == 0 and outputs_of_images is not None:
+                outs.append(np.asarray(outputs_of_images[start : start + block], dtype=np.float64))
+            else:
+                outs.append(np.asarray(run(batch), dtype=np.float64))
+            codes.append(target.encode(batch))
+            del batch
+        chunk = np.concatenate(outs)
         if chunk.ndim != 2 or len(chunk) != n:
             raise DataError(f"expected outputs of shape ({n}, K), got {chunk.shape}")
         chunks.append(chunk)
-        targets.append(target.encode(batch))
-        del batch
+        targets.append(np.concatenate(codes))
     outputs = np.concatenate(chunks)
     queried = np.stack(targets)  # (A + 2, N, target values)
     features = output_features(outputs, output_kind, task_type, settings.features).reshape(
