@@ -511,6 +511,8 @@ def _detection_family_spec(family: str, arch: str, seed: int, data: str) -> dict
 
 REDTEAM_ROOT = Path(__file__).resolve().parent / ".cache" / "redteam"
 REDTEAM_VERSION = 3
+#: Per-family builder revisions (added to the version in that family's cache key only).
+_FAMILY_VERSIONS = {"lattice-relu": 2}
 #: (honest, vicious) pairs of the held-out detection zoo the red team builds on (CNN, MLP, and the two
 #: architectures calibration never saw).
 REDTEAM_PAIRS = (
@@ -579,7 +581,7 @@ def build_graph_edit(
 
     honest_folder, vicious_folder = Path(honest_folder), Path(vicious_folder)
     key_payload = {
-        "v": REDTEAM_VERSION,
+        "v": REDTEAM_VERSION + _FAMILY_VERSIONS.get(family, 0),
         "family": family,
         "honest": _file_sha(honest_folder / "classifier.onnx"),
         "vicious": _file_sha(vicious_folder / "classifier.onnx"),

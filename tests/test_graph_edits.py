@@ -259,3 +259,16 @@ def test_build_graph_edit_gives_the_server_the_vicious_gain(tiny_threats, tmp_pa
     again = build_graph_edit(family, honest["dir"], vicious["dir"], root=tmp_path, train_limit=4000, test_limit=500)
     assert again == record  # cached by the hash of both models and the family
     assert ge.run_model(record["classifier"], np.zeros((2, 1, 28, 28), np.float32)).shape == (2, 10)
+
+
+def test_lattice_relu_uses_only_classifier_ops_and_recovers_most_codes(pair):
+    honest, vicious, images, _ = pair
+    model, code = ge.lattice_code(honest, vicious, snap="relu")
+    ops = {n.op_type for n in model.graph.node}
+    assert not ops & {"Round", "Floor", "Ceil", "Cast", "Sin", "Where", "Less", "Mod"} and not model.functions
+    levels = code.decode_levels(ge.run_model(model, images))
+    expected = code.quantise(ge.run_model(vicious, images))
+    assert np.mean(levels == expected) >= 0.98  # values on a ramp (RAMP_WIDTH of a step) decode wrongly
+    h = ge.run_model(honest, images).astype(np.float64)
+    shifted = np.clip(h - h.max(1, keepdims=True), -code.span, 0.0)  # released: logits minus their row max
+    assert np.abs(code.lattice(ge.run_model(model, images)) - shifted).max() <= code.step

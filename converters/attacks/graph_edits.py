@@ -30,7 +30,9 @@ stop it, issue 17):
    rounding op), ``"smooth"`` (iterating ``u - sin(2 pi u) / (2 pi)``), ``"function"``
    (``Round`` and ``Cast`` inside a model-local function), ``"float16"`` (a ``Cast`` to
    float16 and back, on the grid where float16 holds integers), and ``"round"`` (an
-   explicit ``Round``: the control the old vet already caught). :class:`LatticeCode`
+   explicit ``Round``: the control the old vet already caught), and, invented against the v3
+   vet, ``"relu"`` (a staircase of steep ``Clip`` ramps summed by ``ReduceSum``: only ops every
+   classifier uses, no rounding, float32 and float64 agree). :class:`LatticeCode`
    decodes the payload exactly (server side). Stopped by the float64 re-evaluation
    (magic, float16), the static scan of function bodies (function), the 16-bit-cast flag
    (float16), default-deny on the output path (smooth: Sin) and the steganalysis features.
@@ -93,7 +95,10 @@ __all__ = [
 
 #: float32 magic number: (u + MAGIC) - MAGIC rounds u to the nearest integer for |u| < 2^22.
 MAGIC = 1.5 * 2.0**23
-SNAP_VARIANTS = ("magic", "smooth", "function", "float16", "round")
+SNAP_VARIANTS = ("magic", "smooth", "function", "float16", "relu", "round")
+#: Width (in lattice steps) of each ramp of the ``relu`` staircase: wide enough that float32 and
+#: float64 agree to ~2e-5 of the output scale, narrow enough that ~0.5% of values sit on a ramp.
+RAMP_WIDTH = 0.005
 GRID_DETECTORS = ("sin", "magic")
 _FLOAT16_OFFSET = 1536.0  # float16 holds exactly the integers of [1024, 2048)
 _FUNCTION_DOMAIN = "local.postprocess"
@@ -173,8 +178,17 @@ class _Graph:
         return model
 
     # small compositions
-    def snap(self, u: str, variant: str) -> str:
-        """Nearest integer of ``u`` by one of :data:`SNAP_VARIANTS`."""
+    def snap(self, u: str, variant: str, span: tuple[int, int] = (-1024, 1024)) -> str:
+        """Nearest integer of ``u`` by one of :data:`SNAP_VARIANTS` (``relu``: for u within ``span``)."""
+        if variant == "relu":
+            # a staircase of steep ramps: lo + sum_k clip((u - k - 1/2) / w + 1/2, 0, 1), Clip/ReduceSum only
+            low, high = span
+            edges = np.arange(low, high, dtype=np.float32) + 0.5
+            t = self.op("Sub", [self.op("Unsqueeze", [u, self.const([-1], np.int64)]), self.const(edges)])
+            scaled = self.op("Add", [self.op("Mul", [t, self.const(1.0 / RAMP_WIDTH)]), self.const(0.5)])
+            ramps = self.op("Clip", [scaled, self.const(0.0), self.const(1.0)])
+            total = self.op("ReduceSum", [ramps, self.const([-1], np.int64)], keepdims=0)
+            return self.op("Add", [total, self.const(float(low))])
         if variant == "magic":
             big = self.const(MAGIC, stem="magic")
             return self.op("Sub", [self.op("Add", [u, big]), big])
@@ -347,6 +361,7 @@ class LatticeCode:
     levels: int = 256
     low: float = -30.0
     high: float = 30.0
+    span: float = 24.0  # the relu staircase snaps honest logits minus their row max within [-span, 0]
 
     def __post_init__(self) -> None:
         if not (self.step > 0 and 2 <= self.levels <= 4096 and self.low < self.high):
@@ -375,7 +390,7 @@ class LatticeCode:
         return np.round(np.asarray(outputs, np.float64) / self.step) * self.step
 
     def to_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "levels": self.levels, "low": self.low, "high": self.high}
+        return {"step": self.step, "levels": self.levels, "low": self.low, "high": self.high, "span": self.span}
 
 
 def lattice_code(
@@ -392,14 +407,17 @@ def lattice_code(
     graph, h, p = _pair(honest, payload, "lattice")
     t = graph.op("Div", [graph.op("Sub", [p, graph.const(code.low)]), graph.const(code.high - code.low)])
     t = graph.op("Clip", [t, graph.const(0.0), graph.const(1.0)])
-    q = graph.snap(graph.op("Mul", [t, graph.const(float(code.levels - 1))]), snap)
+    q = graph.snap(graph.op("Mul", [t, graph.const(float(code.levels - 1))]), snap, (0, code.levels - 1))
     c = graph.op(
         "Sub",
         [graph.op("Mul", [graph.op("Add", [q, graph.const(0.5)]), graph.const(1.0 / code.levels)]), graph.const(0.5)],
     )
-    if snap == "float16":  # float16 holds integers on [1024, 2048) only: release logits minus their row max
+    if snap in ("float16", "relu"):  # both snap a bounded range only: release logits minus their row max
         h = graph.op("Sub", [h, graph.reduce_rows("ReduceMax", h, [1])])
-    base = graph.snap(graph.op("Div", [h, graph.const(code.step)]), snap)
+    if snap == "relu":  # the staircase covers [-span, 0]: logits further below the top are clipped (label kept)
+        h = graph.op("Clip", [h, graph.const(-code.span), graph.const(0.0)])
+    limit = int(np.ceil(code.span / code.step))
+    base = graph.snap(graph.op("Div", [h, graph.const(code.step)]), snap, (-limit, 1))
     out = graph.op("Mul", [graph.op("Add", [base, c]), graph.const(code.step)])
     return graph.finish(out, f"lattice_{snap}"), code
 
@@ -528,6 +546,11 @@ GRAPH_EDITS: dict[str, GraphEdit] = {
         "lattice-function", _lattice("function"), "static scan of model-local function bodies (Round, Cast)"
     ),
     "lattice-float16": GraphEdit("lattice-float16", _lattice("float16"), "16-bit cast flag; float64 re-evaluation"),
+    "lattice-relu": GraphEdit(
+        "lattice-relu",
+        _lattice("relu"),
+        "steganalysis residues of the outputs and the leakage audit (only allowed ops, float64-stable, no function)",
+    ),
     "noise-gate": GraphEdit(
         "noise-gate", noise_gate, "leakage audit of clean (un-augmented) probe images; clean-vs-augmented gap"
     ),
