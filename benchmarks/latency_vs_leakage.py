@@ -13,6 +13,10 @@ attacker images) with the whole ladder:
    (entry point ``edgeguard.attack_trainers: train_through``, run as cached jobs under
    benchmarks/.cache/ladder) on --through-train-limit images of the Fashion-MNIST *training*
    set for --through-epochs epochs;
+4. a hand-built code per filter (converters' ``edgeguard.attack_trainers: hand_codes``, no
+   training): the model's own logits, quantised to what the code carries, written into the
+   outputs in a form the filter keeps, read back exactly and decoded by the server's decoder;
+   reported with the bits per row it actually carries next to the capacity bound;
 
 plus the repeated-queries experiment (R = 1, 10, 100 releases of one input averaged, for
 every noise filter, fresh and consistent noise). Writes benchmarks/results/latency_vs_leakage
@@ -38,7 +42,7 @@ import click  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edgeguard.bench import BenchSettings, run_bench  # noqa: E402
+from edgeguard.bench import BenchSettings, CodeSettings, run_bench  # noqa: E402
 from edgeguard.bench.ladder import ThroughSettings, run_through_filter  # noqa: E402
 from edgeguard.data import load_fashion_mnist  # noqa: E402
 
@@ -76,6 +80,7 @@ def through_settings(epochs: int, train_limit: int, batch_size: int, cache: Path
 @click.option("--through-train-limit", type=click.IntRange(min=20), default=10_000, show_default=True)
 @click.option("--through-batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--through-only", is_flag=True, help="Only train (cache) the rung-3 attackers, then stop.")
+@click.option("--codes/--no-codes", default=True, show_default=True, help="Run rung 4 (hand-built codes).")
 @click.option("--repeat-counts", default="1,10,100", show_default=True, help="R values ('none' to skip).")
 @click.option("--repeat-eval-size", type=click.IntRange(min=2), default=400, show_default=True)
 @click.option("--repeat-train-size", type=click.IntRange(min=10), default=1500, show_default=True)
@@ -99,6 +104,7 @@ def main(
     through_train_limit: int,
     through_batch_size: int,
     through_only: bool,
+    codes: bool,
     repeat_counts: str,
     repeat_eval_size: int,
     repeat_train_size: int,
@@ -144,6 +150,7 @@ def main(
         repeats=repeats,
         threads=threads,
         through=settings,
+        codes=CodeSettings(enabled=codes),
         repeat_counts=counts,
         repeat_eval_size=repeat_eval_size,
         repeat_train_size=repeat_train_size,
@@ -169,7 +176,7 @@ def main(
         "the test images the bench evaluates on.",
     )
     report.notes.append(
-        f"Rung 3 budget (the same for every filter): {settings.describe()}; whole benchmark wall time "
+        f"Rung 3 budget (the same for every filter): {report.settings['through']['budget']}; whole benchmark wall time "
         f"{time.time() - started:.0f} s on the machine above (shared with other jobs). A rung-3 attacker with this "
         "CPU budget is weak (a larger budget trains stronger ones): its numbers are a floor on what training through "
         "the filter achieves, not a ceiling."

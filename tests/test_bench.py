@@ -227,6 +227,9 @@ def test_cli_ladder_writes_every_rung_and_the_worst_case(cli_run):
         assert row["through_status"] == "run", (name, row["through_status"])  # the converters trainer is installed
         assert 0.0 <= float(row["through_accuracy"]) <= 1.0 and 0.0 < float(row["through_psnr"]) < 40.0, name
         rungs = {"server": row["server_psnr"], "adaptive": row["adaptive_psnr"], "through": row["through_psnr"]}
+        assert row["codes_status"] == "run", (name, row["codes_status"])  # the converters code builder is installed
+        rungs["codes"] = row["codes_psnr"]
+        assert float(row["codes_bits_carried"]) <= float(row["capacity_bits"]) + 1e-9, name
         worst = max(rungs, key=lambda rung: float(rungs[rung]))
         assert row["worst_rung"] == worst, name
         assert math.isclose(float(row["worst_psnr_gain_db"]), float(rungs[worst]) - label_psnr, abs_tol=1e-9)
@@ -234,7 +237,12 @@ def test_cli_ladder_writes_every_rung_and_the_worst_case(cli_run):
     assert float(rows["argmax"]["confidence_auroc"]) == 0.5  # a label carries no confidence
     assert 0.5 < float(rows["softmax"]["confidence_auroc"]) <= 1.0
     markdown = (out / "bench.md").read_text()
-    for text in ("rung 3: classifier + decoder trained through the filter", "worst case", "### Repeated queries"):
+    for text in (
+        "rung 3: classifier + decoder trained through the filter",
+        "worst case",
+        "### Repeated queries",
+        "### Rung 4: hand-built codes",
+    ):
         assert text in markdown
     # the repeats experiment: every noise filter, fresh and consistent, for each R
     repeats = document["repeats"]
@@ -286,7 +294,8 @@ def test_rung_three_without_a_trainer_is_reported_as_not_run(tiny_threats, fmnis
     for row in report.rows:
         assert row.through_status.startswith("not run: no attack trainer 'train_through' is installed")
         assert row.worst_rung in ("server", "adaptive") and math.isnan(row.through_psnr)
-    assert "rung 3 did not run" in report.target_statement() and "### Rung 3 not run" in report.to_markdown()
+    assert "rungs 3 and 4 did not run" in report.target_statement() and "### Rung 3 not run" in report.to_markdown()
+    assert all(row.codes_status.startswith("not run: no code builder 'hand_codes'") for row in report.rows)
 
 
 def test_averaging_repeats_beats_fresh_noise_but_not_consistent_noise(tiny_threats, fmnist_test_small):
@@ -319,7 +328,9 @@ def _row(name: str, accuracy: float, gain: float, through: str = "run") -> Bench
     [
         (
             [_row("none", 0.9, 5.0), _row("argmax", 0.9, 0.05), _row("round:0", 0.85, 0.0)],
-            "met by 1 of 2 filters: `argmax` (acc 90.00%, worst gain +0.05 dB, 1.0 bits). Fastest of them: `argmax`",
+            "met by 1 of 2 filters: `argmax` (acc 90.00%, worst gain +0.05 dB, 1.0 bits). Recommended (a finite "
+            "capacity bound, measured on every rung that ran and, if random, not broken by averaging repeats): "
+            "`argmax` (1.0 bits). Fastest of them: `argmax`",
         ),
         (
             [_row("none", 0.9, 5.0), _row("gaussian:3", 0.8, 0.0), _row("round:1", 0.9, 0.4)],
@@ -327,7 +338,7 @@ def _row(name: str, accuracy: float, gain: float, through: str = "run") -> Bench
         ),
         (
             [_row("none", 0.9, 5.0, "not run: x"), _row("argmax", 0.9, 0.0, "not run: x")],
-            "worst case over rungs 1-2 (rung 3 did not run)",
+            "worst case over rungs 1-2 (rungs 3 and 4 did not run)",
         ),
     ],
     ids=["one-meets", "none-meets", "no-rung-3"],
@@ -534,11 +545,12 @@ def test_bench_settings_refuse_bad_values_with_a_config_error(knobs, message):
 def test_cli_options_carry_the_settings_names():
     import dataclasses
 
-    from edgeguard.bench import ATTACKERS, ThroughSettings
+    from edgeguard.bench import ATTACKERS, CodeSettings, ThroughSettings
     from edgeguard.bench.cli import bench_command
 
-    fields = {f.name for f in dataclasses.fields(BenchSettings)} - {"through"}
+    fields = {f.name for f in dataclasses.fields(BenchSettings)} - {"through", "codes"}
     through = {f"through_{f.name}" for f in dataclasses.fields(ThroughSettings)} | {"through"}
+    through |= {f"codes_{f.name}" for f in dataclasses.fields(CodeSettings)} | {"codes"}
     options = {p.name: p for p in bench_command.params if isinstance(p, click.Option)}
     plain = set(options) - {"decoder", "data", "filters", "out_dir", "name", "quiet"}
     assert plain <= fields | through, plain - fields - through

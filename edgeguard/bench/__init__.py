@@ -9,8 +9,9 @@
 
 Each filter is measured against the attacker ladder (rung 1: the server's decoder as
 trained; rung 2: refitted on filtered outputs; rung 3: a classifier + decoder trained
-through the filter, :mod:`edgeguard.bench.ladder`), and the worst case over the rungs is
-reported next to the capacity bound; noise filters also get the repeated-queries
+through the filter, :mod:`edgeguard.bench.ladder`; rung 4: a hand-built code,
+:mod:`edgeguard.bench.rung_codes`), and the worst case over the rungs is reported next to
+the capacity bound; noise filters also get the repeated-queries
 experiment (:mod:`edgeguard.bench.repeats`).
 
 See :mod:`edgeguard.bench.run` for what is measured (a :class:`~edgeguard.bench.context.BenchContext`
@@ -33,12 +34,13 @@ from edgeguard.bench.report import (
     BenchRow,
 )
 from edgeguard.bench.run import run_bench
-from edgeguard.bench.settings import ATTACKERS, BenchSettings
+from edgeguard.bench.settings import ATTACKERS, BenchSettings, CodeSettings
 from edgeguard.filters.spec import FILTER_NAMES, FilterSpec, default_filter_specs, parse_filter_spec, parse_filter_specs
 
 __all__ = [
     "run_bench",
     "BenchSettings",
+    "CodeSettings",
     "ATTACKERS",
     "BenchReport",
     "BenchRow",

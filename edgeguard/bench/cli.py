@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from edgeguard.bench.ladder import ThroughSettings
-from edgeguard.bench.settings import ATTACKERS, BenchSettings
+from edgeguard.bench.settings import ATTACKERS, BenchSettings, CodeSettings
 
 __all__ = ["bench_command"]
 
@@ -37,9 +37,13 @@ The attacker ladder, per filter: (1) the server's decoder as trained; (2) the
 decoder refitted on filtered outputs; (3) a classifier + decoder trained THROUGH
 the filter by an attack trainer found in the entry-point group
 edgeguard.attack_trainers (the converters package; run as cached jobs, budget
---through-epochs / --through-train-limit; reported "not run" when none is
-installed). The worst case over the rungs is reported next to the capacity bound.
---repeats-experiment: leakage when R releases of one input are averaged, for
+--through-epochs / --through-train-limit, on the training split of DATA when it
+has one; the budget really used is printed; reported "not run" when none is
+installed); (4) a hand-built code, the strongest that survives the filter at
+most 0.5 points of accuracy below the model (entry point hand_codes of the same
+group; no training; --no-codes to skip), with the bits per row it really carries.
+The worst case over the rungs is reported next to the capacity bound.
+--repeat-counts: leakage when R releases of one input are averaged, for
 every noise filter, fresh and consistent (keyed) noise.
 
 \b
@@ -63,6 +67,7 @@ def _counts(text: str) -> tuple[int, ...]:
 
 _SETTINGS = BenchSettings()
 _THROUGH = ThroughSettings()
+_CODES = CodeSettings()
 
 
 @click.command("bench", help=_HELP)
@@ -157,13 +162,14 @@ _THROUGH = ThroughSettings()
     type=click.IntRange(min=20),
     default=_THROUGH.train_limit,
     show_default=True,
-    help="Rung 3 training images (at most).",
+    help="Rung 3 training images (at most; default: all of them).",
 )
 @click.option(
     "--through-data",
     type=click.Path(exists=True, path_type=str),
     default=None,
-    help="Rung 3 training data (IDX folder or .npz); default: the attacker split.",
+    help="Rung 3 training data (IDX folder or .npz); default: the training split of --data when it is an IDX "
+    "folder with one, else the attacker split.",
 )
 @click.option(
     "--through-cache-dir",
@@ -202,6 +208,19 @@ _THROUGH = ThroughSettings()
     show_default=True,
     help="Epochs of the repeats attacker (at most --attack-epochs).",
 )
+@click.option(
+    "--codes/--no-codes",
+    default=True,
+    show_default=True,
+    help="Rung 4: a hand-built code per filter (needs an installed code builder; no training).",
+)
+@click.option(
+    "--codes-validation-size",
+    type=click.IntRange(min=10),
+    default=_CODES.validation_size,
+    show_default=True,
+    help="Rung 4: held-out attacker images the code is picked on.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 def bench_command(
     model: str, decoder: str, data: str, filters: tuple[str, ...], out_dir: str, name: str, quiet: bool, **options: Any
@@ -220,12 +239,15 @@ def bench_command(
 
 
 def _settings(options: dict[str, Any], out_dir: str) -> BenchSettings:
-    """The BenchSettings of the parsed options (each option carries its field's name; ``through_*`` -> ``through``)."""
+    """The BenchSettings of the parsed options (each option carries its field's name; ``through_*`` -> ``through``,
+    ``codes_*`` -> ``codes``)."""
     through = {key[len("through_") :]: options.pop(key) for key in list(options) if key.startswith("through_")}
     through["enabled"] = options.pop("through")
     through["cache_dir"] = through["cache_dir"] or str(Path(out_dir) / ".cache")
+    codes = {key[len("codes_") :]: options.pop(key) for key in list(options) if key.startswith("codes_")}
+    codes["enabled"] = options.pop("codes")
     options["repeat_counts"] = _counts(options["repeat_counts"])
-    return BenchSettings(**options, through=ThroughSettings(**through))
+    return BenchSettings(**options, through=ThroughSettings(**through), codes=CodeSettings(**codes))
 
 
 def _command_line() -> str:

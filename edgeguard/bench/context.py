@@ -55,6 +55,7 @@ class BenchContext:
     model: str
     decoder: str
     data_description: str
+    data_path: str | None  # the data's path when it was given as one (rung 3 may train on its training split)
     dataset: Dataset
     info: ModelInfo
     model_proto: Any
@@ -209,6 +210,7 @@ class BenchContext:
             model=str(model),
             decoder=str(decoder),
             data_description=str(data) if not isinstance(data, Dataset) else f"Dataset of {len(data)} images",
+            data_path=None if isinstance(data, Dataset) else str(data),
             dataset=dataset,
             info=info,
             model_proto=model_proto,

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -45,7 +46,17 @@ import numpy as np
 
 from edgeguard.model.hashing import tree_sha256
 
-__all__ = ["TRAINER_GROUP", "ThroughSettings", "RungResult", "find_trainer", "run_through_filter", "trainer_job"]
+__all__ = [
+    "TRAINER_GROUP",
+    "ThroughSettings",
+    "RungResult",
+    "find_trainer",
+    "run_through_filter",
+    "trainer_job",
+    "training_split",
+    "training_images",
+    "load_builder",
+]
 
 #: The entry-point group attack trainers register under.
 TRAINER_GROUP = "edgeguard.attack_trainers"
@@ -58,8 +69,8 @@ class ThroughSettings:
 
     enabled: bool = True
     epochs: int = 1
-    train_limit: int | None = 10_000
-    data: str | None = None  # None: the bench's attacker split (written as an .npz)
+    train_limit: int | None = None  # None: all of the training data
+    data: str | None = None  # None: the bench data's training split when it has one, else the attacker split
     trainer: str = _DEFAULT_TRAINER  # entry-point name in TRAINER_GROUP
     test_limit: int | None = 500  # images the trainer evaluates itself on (the bench scores on its own split)
     cache_dir: str | None = None  # None: no cache (a temporary folder)
@@ -70,6 +81,44 @@ class ThroughSettings:
         data = self.data or "the bench's attacker split"
         extra = f", {json.dumps(self.extra, sort_keys=True)}" if self.extra else ""
         return f"{self.epochs} epoch(s) on {images} images of {data}{extra}"
+
+
+def training_split(data: Any) -> str | None:
+    """The folder of ``data`` when it is an IDX folder with a training split (what rung 3 trains on by default)."""
+    if data is None or not isinstance(data, str | os.PathLike):
+        return None
+    folder = Path(data)
+    if not folder.is_dir():
+        return None
+    for suffix in (".gz", ""):
+        if (folder / f"train-images-idx3-ubyte{suffix}").is_file() and (
+            folder / f"train-labels-idx1-ubyte{suffix}"
+        ).is_file():
+            return str(folder)
+    return None
+
+
+def training_images(data: str) -> int | None:
+    """How many training images rung 3's trainer finds in ``data`` (an IDX folder's training split or an .npz)."""
+    path = Path(data)
+    try:
+        if path.is_dir():
+            for suffix in (".gz", ""):
+                images = path / f"train-images-idx3-ubyte{suffix}"
+                if images.is_file():
+                    import gzip
+
+                    opener = gzip.open if suffix == ".gz" else open
+                    with opener(images, "rb") as handle:
+                        header = handle.read(8)
+                    return int.from_bytes(header[4:8], "big")
+            return None
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                return int(archive["x"].shape[0])
+    except (OSError, KeyError, ValueError):
+        return None
+    return None
 
 
 @dataclass
@@ -87,6 +136,21 @@ class RungResult:
     @property
     def ran(self) -> bool:
         return self.status in ("run", "cached")
+
+
+def load_builder(name: str, what: str = "code builder", rung: int = 4) -> tuple[Any, str]:
+    """(the object the entry point ``name`` of :data:`TRAINER_GROUP` loads, or None; a message)."""
+    found = {point.name: point for point in entry_points(group=TRAINER_GROUP)}
+    if name not in found:
+        known = ", ".join(sorted(found)) or "none"
+        return None, (
+            f"no {what} {name!r} is installed in the entry-point group {TRAINER_GROUP!r} (installed: {known}); "
+            f"install the converters package (pip install -e . in the edgeguard repository) to run rung {rung}"
+        )
+    try:
+        return found[name].load(), f"{what} {found[name].value}"
+    except Exception as error:  # the builder's package is broken or misses a dependency
+        return None, f"the {what} {found[name].value} could not be loaded ({type(error).__name__}: {error})"
 
 
 def find_trainer(name: str = _DEFAULT_TRAINER) -> tuple[str | None, str]:

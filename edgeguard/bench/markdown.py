@@ -48,11 +48,12 @@ def render(report: BenchResults, title: str = "Latency versus leakage of edgegua
         "PSNR, as a gain over the label-only baseline (dB / SSIM difference / R ratio). "
         f"{RUNG_NAMES['server']}; {RUNG_NAMES['adaptive']} (winner in *r2 by*); "
         f"{RUNG_NAMES['through']} ({report.settings.get('through', {}).get('budget', 'not run')}), with the "
-        "accuracy of that model's release (*r3 acc*).",
+        "accuracy of that model's release (*r3 acc*); "
+        f"{RUNG_NAMES['codes']} (details below).",
         "",
         "| filter | capacity bits | acc % | drop pts | ratio | rung 1 | rung 2 | r2 by | rung 3 | r3 acc % "
-        "| worst case: gain dB / dSSIM / R ratio | worst rung | top-3 % | conf. AUROC |",
-        "|---|---:|---:|---:|---:|---|---|---|---|---:|---|---|---:|---:|",
+        "| rung 4 | worst case: gain dB / dSSIM / R ratio | worst rung | top-3 % | conf. AUROC |",
+        "|---|---:|---:|---:|---:|---|---|---|---|---:|---|---|---|---:|---:|",
     ]
     for r in report.rows:
         through = (
@@ -60,12 +61,15 @@ def render(report: BenchResults, title: str = "Latency versus leakage of edgegua
             if r.through_status in ("run", "cached")
             else "not run"
         )
+        codes = (
+            f"{r.codes_psnr:.2f} / {r.codes_ssim:.3f} / {r.codes_risk:.3f}" if r.codes_status == "run" else "not run"
+        )
         lines.append(
             f"| `{r.filter}` | {_number(r.capacity_bits, 1)} | {100 * r.accuracy:.2f} "
             f"| {r.accuracy_drop_points:.2f} | {r.latency_ratio:.3f} "
             f"| {r.server_psnr:.2f} / {r.server_ssim:.3f} / {r.server_risk:.3f} "
             f"| {r.adaptive_psnr:.2f} / {r.adaptive_ssim:.3f} / {r.adaptive_risk:.3f} | {r.attack_decoder} "
-            f"| {through} | {_percent(r.through_accuracy)} "
+            f"| {through} | {_percent(r.through_accuracy)} | {codes} "
             f"| **{r.worst_psnr_gain_db:+.2f}** / {r.worst_ssim_gain:+.3f} / {r.worst_risk_vs_label_only:.3f} "
             f"| {r.worst_rung} | {_percent(r.top3_accuracy)} | {_number(r.confidence_auroc)} |"
         )
@@ -79,14 +83,16 @@ def render(report: BenchResults, title: str = "Latency versus leakage of edgegua
     lines += [
         f"| `{r.filter}` | {r.latency_us:.1f} | {r.raw_latency_us:.1f} | {r.latency_ratio:.3f} |" for r in report.rows
     ]
-    lines += ["", *_repeats_markdown(report), *_through_failures(report), "## How to read it", ""]
+    lines += ["", *_codes_markdown(report), *_repeats_markdown(report), *_through_failures(report)]
+    lines += ["## How to read it", ""]
     lines += [
         "- *rung 1*: the server's decoder as trained, run by onnxruntime on the release mapped to its input "
         "(column `decoder_input` of the CSV). *rung 2*: an attacker who knows the filter and refits the decoder "
         "on filtered outputs (see Setup); *r2 by*: the candidate that won on held-out attacker data (`finetuned` "
         "decoder, `server` decoder as trained, `knn`, `label_only`; the CSV also has the fine-tuning epoch kept "
         "and the projection rank for R). *rung 3*: a classifier and decoder trained through the filter (the "
-        "strongest attacker measured here); *r3 acc*: the accuracy of that model's release. *worst case*: "
+        "strongest learned attacker measured here); *r3 acc*: the accuracy of that model's release. *rung 4*: a hand-built code (no training) that carries "
+        "the model's own outputs through the filter; its ceiling is the capacity bound. *worst case*: "
         "the rung with the highest PSNR, as gain over the label-only baseline. *top-3*: the true class among "
         "the release's 3 highest values (a label release: its top-1 accuracy). *conf. AUROC*: how well the "
         "released top-1 value tells right from wrong top-1 labels (0.5 = no confidence information).",
@@ -153,27 +159,60 @@ def readme_fragment(report: BenchResults) -> str:
     """A short Markdown table (worst-case leakage by filter, attacker named) for the README generator."""
     lines = [
         "| release | capacity (bits) | accuracy % | worst-case PSNR gain over label-only (dB) | by | "
-        "rung 1 / rung 2 / rung 3 gain (dB) |",
-        "|---|---:|---:|---:|---|---|",
+        "rung 1 / 2 / 3 / 4 gain (dB) | rung 4: code, bits/row carried, accuracy % |",
+        "|---|---:|---:|---:|---|---|---|",
     ]
     base = report.label_only.get("psnr", float("nan"))
     for r in report.rows:
         through = f"{r.through_psnr - base:+.2f}" if r.through_status in ("run", "cached") else "not run"
+        codes = f"{r.codes_psnr - base:+.2f}" if r.codes_status == "run" else "not run"
+        code = (
+            f"`{r.codes_code}`, {_number(r.codes_bits_carried, 1)}, {_percent(r.codes_accuracy)}"
+            if r.codes_status == "run"
+            else "not run"
+        )
         lines.append(
             f"| `{r.filter}` | {_number(r.capacity_bits, 1)} | {100 * r.accuracy:.2f} | "
             f"{r.worst_psnr_gain_db:+.2f} | {r.worst_rung} | {r.server_psnr - base:+.2f} / "
-            f"{r.adaptive_psnr_gain_db:+.2f} / {through} |"
+            f"{r.adaptive_psnr_gain_db:+.2f} / {through} / {codes} | {code} |"
         )
     s = report.settings
     lines += [
         "",
         f"Attackers: {RUNG_NAMES['server']}; {RUNG_NAMES['adaptive']} (fine-tuned {s.get('attack_epochs')} "
         f"epochs on {s.get('attack_train')} images); {RUNG_NAMES['through']} "
-        f"({s.get('through', {}).get('budget', 'not run')}). Worst case = max over {report.rungs_run()}; the "
-        "capacity bound is the only figure that holds for every attacker.",
+        f"({s.get('through', {}).get('budget', 'not run')}); {RUNG_NAMES['codes']} (no training; the code with the "
+        "best held-out PSNR at most 0.5 accuracy points below the model). Worst case = max over "
+        f"{report.rungs_run()}; the capacity bound is the only figure that holds for every attacker.",
         report.target_statement(),
     ]
-    repeats = report.repeats_statement()
-    if repeats:
-        lines.append(repeats)
+    for statement in (report.codes_statement(), report.repeats_statement()):
+        if statement:
+            lines.append(statement)
     return "\n".join(lines) + "\n"
+
+
+def _codes_markdown(report: BenchResults) -> list[str]:
+    ran = [r for r in report.rows if r.codes_status == "run"]
+    if not ran:
+        return []
+    base = report.label_only.get("psnr", float("nan"))
+    lines = [
+        "### Rung 4: hand-built codes",
+        "",
+        f"{report.settings.get('codes', {}).get('description', RUNG_NAMES['codes'])}. *payload bits*: what a row "
+        "carries when its symbols come back exactly; *carried*: bits per row actually carried on the evaluation "
+        "images (payload bits times the fraction of rows read back exactly; for the label trade, one bit times "
+        "the fraction of traded rows), next to the capacity bound.",
+        "",
+        "| filter | capacity bits | code | payload bits | carried bits/row | accuracy % | PSNR / SSIM / R | gain dB |",
+        "|---|---:|---|---:|---:|---:|---|---:|",
+    ]
+    for r in ran:
+        lines.append(
+            f"| `{r.filter}` | {_number(r.capacity_bits, 1)} | `{r.codes_code}` | {_number(r.codes_payload_bits, 1)} "
+            f"| {_number(r.codes_bits_carried, 2)} | {_percent(r.codes_accuracy)} | {r.codes_psnr:.2f} / "
+            f"{r.codes_ssim:.3f} / {r.codes_risk:.3f} | {r.codes_psnr - base:+.2f} |"
+        )
+    statement = report.codes_statement()
+    return [*lines, "", *([statement, ""] if statement else [])]

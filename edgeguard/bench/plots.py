@@ -62,63 +62,125 @@ def plot(report: BenchResults, path: str | os.PathLike) -> Path:
 
 
 def frontier(report: BenchResults, path: str | os.PathLike) -> Path:
-    """Task utility against worst-case measured leakage, one point per filter labelled with its capacity bits.
+    """Accuracy against worst-case measured leakage: the Pareto frontier and the recommended releases labelled.
 
-    Panels: accuracy (all filters); accuracy zoomed on the filters within 3 points of raw and 1.5 dB of the
-    label-only baseline; the usefulness of the released confidence (AUROC).
+    Circles: releases with a finite capacity bound; crosses: unbounded ones (no guarantee whatever they
+    measure). Green: meets the target; the rest of the releases are listed in the table beside the plot.
     """
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 3, figsize=(21, 7))
     raw = 100 * report.raw_accuracy
-    panels = [
-        ("accuracy", "accuracy of the release (%)", 100.0, None),
-        ("accuracy", "accuracy (%), zoom: within 3 points of raw and 1.5 dB", 100.0, (raw - 3.0, 1.5)),
-        ("confidence_auroc", "usefulness: AUROC of the released confidence (right vs wrong top-1)", 1.0, None),
+    floor = raw - _ZOOM_POINTS  # rows below this accuracy go to the table only (they would squash the plot)
+    rows = [
+        r
+        for r in report.rows
+        if math.isfinite(r.worst_psnr_gain_db) and math.isfinite(r.accuracy) and 100 * r.accuracy >= floor
     ]
-    for axis, (key, label, factor, zoom) in zip(axes, panels):
-        rows = report.rows
-        if zoom is not None:
-            rows = [r for r in rows if 100 * r.accuracy >= zoom[0] and r.worst_psnr_gain_db <= zoom[1]]
-        gains = [r.worst_psnr_gain_db for r in rows]
-        values = [factor * getattr(r, key) for r in rows]
-        colours = ["tab:red" if r.filter == "none" else ("tab:green" if r.meets() else "tab:blue") for r in rows]
-        axis.scatter(gains, values, c=colours, s=24)
-        for index, (x, y, r) in enumerate(zip(gains, values, rows)):
-            if math.isfinite(x) and math.isfinite(y):
-                bits = "inf" if math.isinf(r.capacity_bits) else f"{r.capacity_bits:.3g}"
-                axis.annotate(
-                    f"{r.filter} [{bits} b]",
-                    (x, y),
-                    fontsize=5.5,
-                    xytext=(3, 2 + 7 * (index % 3) - 7),
-                    textcoords="offset points",
-                )
-        axis.axvline(0.0, color="grey", linestyle="--", linewidth=1, label="label-only baseline")
-        axis.axvline(TARGET_GAIN_DB, color="tab:green", linestyle=":", linewidth=1, label=f"+{TARGET_GAIN_DB} dB")
-        if key == "accuracy":
-            axis.axhline(raw, color="tab:red", linestyle=":", linewidth=1, label="raw accuracy")
-            axis.axhline(
-                raw - TARGET_ACCURACY_DROP,
-                color="tab:green",
-                linestyle=":",
-                linewidth=1,
-                label=f"raw - {TARGET_ACCURACY_DROP} pts",
-            )
-        axis.set_xlabel(f"worst-case measured PSNR gain over label-only (dB; max over {report.rungs_run()})")
-        axis.set_ylabel(label)
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=7, loc="best")
-    figure.suptitle(
-        "Utility against worst-case leakage; [b] = capacity bound in bits per release (green: meets the target)"
+    frontier_rows = {r.filter for r in report.pareto()} & {r.filter for r in rows}
+    recommended = {r.filter for r in report.recommended()}
+    labelled = frontier_rows | (recommended & {r.filter for r in rows})
+    figure = plt.figure(figsize=(17, 8.5))
+    axis = figure.add_axes((0.05, 0.09, 0.52, 0.8))
+    for bounded, marker, name in ((True, "o", "finite capacity bound"), (False, "X", "no capacity bound")):
+        group = [r for r in rows if math.isfinite(r.capacity_bits) == bounded]
+        if not group:
+            continue
+        colours = ["tab:green" if r.meets() else ("tab:red" if r.filter == "none" else "tab:blue") for r in group]
+        axis.scatter(
+            [r.worst_psnr_gain_db for r in group],
+            [100 * r.accuracy for r in group],
+            c=colours,
+            marker=marker,
+            s=60 if bounded else 70,
+            edgecolors="black" if bounded else "none",
+            linewidths=0.6,
+            zorder=3,
+        )
+        axis.scatter([], [], c="white" if bounded else "dimgrey", marker=marker, edgecolors="black", label=name)
+    front = sorted((r for r in rows if r.filter in frontier_rows), key=lambda r: r.worst_psnr_gain_db)
+    if len(front) > 1:
+        axis.plot(
+            [r.worst_psnr_gain_db for r in front],
+            [100 * r.accuracy for r in front],
+            color="grey",
+            linewidth=1,
+            zorder=2,
+            label="Pareto frontier",
+        )
+    # labels in one column of the axes (never on top of each other), each with a leader line to its point
+    chosen = sorted((r for r in rows if r.filter in labelled), key=lambda r: (-r.accuracy, r.worst_psnr_gain_db))
+    for index, r in enumerate(chosen):
+        bits = "∞" if math.isinf(r.capacity_bits) else f"{r.capacity_bits:.3g}"
+        tag = " (recommended)" if r.filter in recommended else ""
+        axis.annotate(
+            f"{r.filter} [{bits} b, {r.worst_psnr_gain_db:+.2f} dB]{tag}",
+            (r.worst_psnr_gain_db, 100 * r.accuracy),
+            xycoords="data",
+            xytext=(0.42, 0.9 - index * 0.045),
+            textcoords="axes fraction",
+            fontsize=8,
+            fontweight="bold" if tag else "normal",
+            arrowprops={"arrowstyle": "-", "color": "grey", "linewidth": 0.5},
+            bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.8},
+        )
+    axis.axvline(0.0, color="grey", linestyle="--", linewidth=1, label="label-only baseline")
+    axis.axvline(TARGET_GAIN_DB, color="tab:green", linestyle=":", linewidth=1, label=f"+{TARGET_GAIN_DB} dB target")
+    axis.axhline(raw, color="tab:red", linestyle=":", linewidth=1, label="raw accuracy")
+    axis.axhline(
+        raw - TARGET_ACCURACY_DROP,
+        color="tab:green",
+        linestyle=":",
+        linewidth=1,
+        label=f"raw - {TARGET_ACCURACY_DROP} pts",
     )
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    axis.set_xlabel(f"worst-case measured PSNR gain over label-only (dB; max over {report.rungs_run()})")
+    axis.set_ylabel(f"accuracy of the release (%); releases below {floor:.1f}% are in the table only")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, loc="lower right")
+    axis.set_title("labelled: Pareto frontier and recommended releases; [b] = capacity bound in bits", fontsize=10)
+
+    table_axis = figure.add_axes((0.6, 0.03, 0.39, 0.9))
+    table_axis.axis("off")
+    rest = sorted((r for r in report.rows if r.filter not in labelled), key=lambda r: _order(r.worst_psnr_gain_db))
+    cells = [
+        [
+            r.filter,
+            "∞" if math.isinf(r.capacity_bits) else f"{r.capacity_bits:.1f}",
+            f"{100 * r.accuracy:.2f}",
+            f"{r.worst_psnr_gain_db:+.2f}" if math.isfinite(r.worst_psnr_gain_db) else "nan",
+            r.worst_rung + ("" if math.isfinite(r.capacity_bits) else " (unbounded)"),
+        ]
+        for r in rest
+    ]
+    if cells:
+        table = table_axis.table(
+            cellText=cells,
+            colLabels=["other releases", "bits", "acc %", "gain dB", "by"],
+            colWidths=[0.44, 0.1, 0.12, 0.12, 0.22],
+            loc="upper center",
+            cellLoc="left",
+        )
+        table.auto_set_font_size(False)
+        table.set_fontsize(8)
+        table.scale(1.0, 1.25)
+    figure.suptitle(
+        "edgeguard releases: accuracy against worst-case leakage (green: meets the target; "
+        "circles: bounded, crosses: unbounded)",
+        fontsize=12,
+    )
+    figure.savefig(path, dpi=110)
     plt.close(figure)
     return Path(path)
+
+
+_ZOOM_POINTS = 12.0
+
+
+def _order(value: float) -> float:
+    return value if math.isfinite(value) else math.inf
 
 
 def reconstruction_grid(report: BenchResults, path: str | os.PathLike, scale: int = 2) -> Path:

@@ -44,6 +44,7 @@ RUNG_NAMES = {
     "server": "rung 1: the server's decoder as trained",
     "adaptive": "rung 2: decoder refitted on filtered outputs",
     "through": "rung 3: classifier + decoder trained through the filter",
+    "codes": "rung 4: hand-built code",
 }
 
 
@@ -80,8 +81,17 @@ class BenchRow:
     through_ssim: float = _NAN
     through_risk: float = _NAN
     through_seconds: float = _NAN  # training time of the rung-3 job (when it was computed)
+    # (d) rung 4: a hand-built code that survives the filter (edgeguard.bench.rung_codes)
+    codes_status: str = "not run"  # "run" | "not run: why"
+    codes_code: str = ""  # the code kept (e.g. "diff_lattice(b=14,m=9)"; "none (label only)")
+    codes_payload_bits: float = _NAN  # payload bits per row when the symbols come back exactly
+    codes_bits_carried: float = _NAN  # bits per row actually carried on the evaluation images
+    codes_accuracy: float = _NAN  # accuracy of the coded model's release
+    codes_psnr: float = _NAN
+    codes_ssim: float = _NAN
+    codes_risk: float = _NAN
     # the worst case over the rungs that ran, against the label-only baseline
-    worst_rung: str = "adaptive"  # "server" | "adaptive" | "through": the rung with the highest PSNR
+    worst_rung: str = "adaptive"  # "server" | "adaptive" | "through" | "codes": the rung with the highest PSNR
     worst_psnr_gain_db: float = _NAN
     worst_ssim_gain: float = _NAN  # max SSIM over the rungs minus the label-only SSIM
     worst_risk_vs_label_only: float = _NAN  # max R over the rungs / label-only R
@@ -91,6 +101,7 @@ class BenchRow:
     server_examples: np.ndarray | None = field(default=None, repr=False, compare=False)
     adaptive_examples: np.ndarray | None = field(default=None, repr=False, compare=False)
     through_examples: np.ndarray | None = field(default=None, repr=False, compare=False)
+    codes_examples: np.ndarray | None = field(default=None, repr=False, compare=False)
     worst_examples: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -163,8 +174,16 @@ class BenchResults:
 
     def rungs_run(self) -> str:
         """Which rungs of the ladder the worst case is taken over."""
-        ran = any(row.through_status in ("run", "cached") for row in self.rows)
-        return "rungs 1-3" if ran else "rungs 1-2 (rung 3 did not run)"
+        three, four = self._ran("through"), self._ran("codes")
+        if three and four:
+            return "rungs 1-4"
+        if three:
+            return "rungs 1-3 (rung 4 did not run)"
+        return "rungs 1-2 and 4 (rung 3 did not run)" if four else "rungs 1-2 (rungs 3 and 4 did not run)"
+
+    def _ran(self, rung: str) -> bool:
+        """Whether rung 3 ("through") or rung 4 ("codes") ran for any row."""
+        return any(getattr(row, f"{rung}_status") in ("run", "cached") for row in self.rows)
 
     def target_statement(
         self, max_accuracy_drop: float = TARGET_ACCURACY_DROP, max_gain_db: float = TARGET_GAIN_DB
@@ -177,8 +196,6 @@ class BenchResults:
         )
         total = len(self.rows) - self._has_raw()
         if met:
-            fast = min(met, key=lambda r: (r.latency_ratio, r.worst_psnr_gain_db))
-            useful = max(met, key=lambda r: (_score(r.confidence_auroc), _score(r.top3_accuracy), -r.capacity_bits))
             text = (
                 f"Target ({goal}): met by {len(met)} of {total} filters: "
                 + ", ".join(
@@ -186,18 +203,27 @@ class BenchResults:
                     f"{_number(r.capacity_bits, 1)} bits{self._caveats(r)})"
                     for r in met
                 )
-                + f". Fastest of them: `{fast.filter}` (latency x{fast.latency_ratio:.2f}); most useful (confidence "
-                f"AUROC, then top-3 accuracy): `{useful.filter}` (AUROC {_number(useful.confidence_auroc)}, top-3 "
-                f"{_percent(useful.top3_accuracy)})."
+                + "."
             )
-            solid = [r for r in met if not self._caveats(r)]
+            solid = self.recommended(max_accuracy_drop, max_gain_db)
             if solid:
+                fast = min(solid, key=lambda r: (r.latency_ratio, r.worst_psnr_gain_db))
+                useful = max(
+                    solid, key=lambda r: (_score(r.confidence_auroc), _score(r.top3_accuracy), -r.capacity_bits)
+                )
                 text += (
-                    " With a finite capacity bound, measured on every rung and (if random) not broken by averaging "
-                    "repeats: " + ", ".join(f"`{r.filter}` ({_number(r.capacity_bits, 1)} bits)" for r in solid) + "."
+                    " Recommended (a finite capacity bound, measured on every rung that ran and, if random, not broken "
+                    "by averaging repeats): "
+                    + ", ".join(f"`{r.filter}` ({_number(r.capacity_bits, 1)} bits)" for r in solid)
+                    + f". Fastest of them: `{fast.filter}` (latency x{fast.latency_ratio:.2f}); most useful "
+                    f"(confidence AUROC, then top-3 accuracy): `{useful.filter}` (AUROC "
+                    f"{_number(useful.confidence_auroc)}, top-3 {_percent(useful.top3_accuracy)})."
                 )
             else:
-                text += " None of them has a finite capacity bound, a rung-3 measurement and no repeats caveat."
+                text += (
+                    " None of them has a finite capacity bound, a measurement on every rung and no repeats caveat: "
+                    "nothing is recommended."
+                )
         else:
             keep = [r for r in self.rows if r.filter != "none" and r.accuracy_drop_points <= max_accuracy_drop + 1e-9]
             text = f"Target ({goal}): met by none of the {total} filters."
@@ -209,11 +235,69 @@ class BenchResults:
                 )
         return text
 
+    def recommended(
+        self, max_accuracy_drop: float = TARGET_ACCURACY_DROP, max_gain_db: float = TARGET_GAIN_DB
+    ) -> list[BenchRow]:
+        """Filters meeting the target with a finite capacity bound, every rung that ran, no repeats caveat."""
+        return [r for r in self.meeting_target(max_accuracy_drop, max_gain_db) if not self._caveats(r)]
+
+    def pareto(self) -> list[BenchRow]:
+        """The rows no other row beats on both worst-case gain (lower) and accuracy (higher)."""
+        rows = [r for r in self.rows if math.isfinite(r.worst_psnr_gain_db) and math.isfinite(r.accuracy)]
+        return [
+            r
+            for r in rows
+            if not any(
+                o.worst_psnr_gain_db <= r.worst_psnr_gain_db
+                and o.accuracy >= r.accuracy
+                and (o.worst_psnr_gain_db < r.worst_psnr_gain_db or o.accuracy > r.accuracy)
+                for o in rows
+            )
+        ]
+
+    def broken_by_codes(self, max_gain_db: float = TARGET_GAIN_DB) -> list[BenchRow]:
+        """Releases without a capacity bound whose rung-4 code gains more than ``max_gain_db`` over label-only."""
+        base = self.label_only.get("psnr", _NAN)
+        return [
+            r
+            for r in self.rows
+            if math.isinf(r.capacity_bits) and r.codes_status == "run" and r.codes_psnr - base > max_gain_db
+        ]
+
+    def codes_statement(self, max_gain_db: float = TARGET_GAIN_DB) -> str:
+        """One sentence, computed from the rows: which unbounded releases rung 4 breaks, and what it carries."""
+        ran = [r for r in self.rows if r.codes_status == "run"]
+        if not ran:
+            return ""
+        base = self.label_only.get("psnr", _NAN)
+        unbounded = [r for r in ran if math.isinf(r.capacity_bits)]
+        broken = self.broken_by_codes(max_gain_db)
+        text = (
+            f"Rung 4 (hand-built codes, no training) breaks {len(broken)} of the {len(unbounded)} releases without a "
+            f"capacity bound (gain > {max_gain_db:g} dB at the stated accuracy)"
+        )
+        if broken:
+            text += ": " + ", ".join(
+                f"`{r.filter}` ({r.codes_psnr - base:+.2f} dB, {_number(r.codes_bits_carried, 1)} bits/row carried)"
+                for r in broken
+            )
+        bounded = [r for r in ran if not math.isinf(r.capacity_bits)]
+        over = [r for r in bounded if r.codes_bits_carried > r.capacity_bits + 1e-9]
+        if bounded:
+            text += (
+                f". On the {len(bounded)} bounded releases it carries at most "
+                f"{max(r.codes_bits_carried for r in bounded):.1f} bits per row"
+                + (f", MORE than the bound on {len(over)} (a bug)" if over else ", never more than their bound")
+            )
+        return text + "."
+
     def _caveats(self, row: BenchRow) -> str:
         """What weakens a row's "meets the target": no rung 3, no capacity bound, averaging repeats breaks it."""
         notes = []
-        if self.rungs_run() == "rungs 1-3" and row.through_status not in ("run", "cached"):
-            notes.append("rung 3 not run: rungs 1-2 only")
+        if self._ran("through") and row.through_status not in ("run", "cached"):
+            notes.append("rung 3 not run for it")
+        if self._ran("codes") and row.codes_status != "run":
+            notes.append("rung 4 not run for it")
         if math.isinf(row.capacity_bits):
             notes.append("no capacity bound")
         fresh = [r for r in self.repeats if r.filter == row.filter and r.noise == "fresh"]

@@ -14,7 +14,9 @@ measures, on a seeded split of the data into an *evaluation* part and a disjoint
   adaptive attacker who knows the filter (:mod:`edgeguard.bench.rung_adaptive`); (3) a
   classifier + decoder trained through the filter (:mod:`edgeguard.bench.rung_through`, an
   attack trainer found by entry point, run as cached jobs), with the accuracy of that
-  model's release; the worst case over the rungs is the row's measured leakage;
+  model's release; (4) a hand-built code that survives the filter (:mod:`edgeguard.bench.rung_codes`,
+  no training), with the bits per row it actually carries; the worst case over the rungs is
+  the row's measured leakage;
 - task utility: top-1 and top-3 accuracy, and how well the released confidence tells
   right from wrong labels (AUROC);
 - for every noise filter, fresh and consistent, leakage when R releases of the same
@@ -32,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeguard.bench import rung_adaptive, rung_server, rung_through
+from edgeguard.bench import rung_adaptive, rung_codes, rung_server, rung_through
 from edgeguard.bench.common import bar, labels_of, machine, seeds
 from edgeguard.bench.context import MAX_RISK_PIXELS, BenchContext
 from edgeguard.bench.latency_stage import WARMUP, latency_of_all, rounds
@@ -96,7 +98,7 @@ def run_bench(
     repeat_rows = run_repeats(context)
 
     # --- rung 3: attackers trained through each filter (cached jobs; run last, they take longest) ------
-    through_results, trainer_message = rung_through.measure_all(context, spec_seeds)
+    through_results, trainer_message, through_budget = rung_through.measure_all(context, spec_seeds)
     for row in rows:
         result = through_results[row.filter]
         row.through_status, row.through_accuracy, row.through_seconds = result.status, result.accuracy, result.seconds
@@ -111,10 +113,38 @@ def run_bench(
             )
             row.set_worst(rungs_of[row.filter], context.base)
 
+    # --- rung 4: hand-built codes (no training) ------------------------------------------------------------
+    code_results, code_message = rung_codes.measure_all(context, spec_seeds)
+    for row in rows:
+        code = code_results[row.filter]
+        row.codes_status, row.codes_code = code.status, code.code
+        row.codes_payload_bits, row.codes_bits_carried = code.payload_bits, code.bits_carried
+        row.codes_accuracy, row.codes_psnr, row.codes_ssim, row.codes_risk = (
+            code.accuracy,
+            code.psnr,
+            code.ssim,
+            code.risk,
+        )
+        if code.ran:
+            row.codes_examples = code.reconstructions[: context.grid]
+            rungs_of[row.filter][rung_codes.NAME] = (code.psnr, code.ssim, code.risk, row.codes_examples)
+            row.set_worst(rungs_of[row.filter], context.base)
+
     description, note = rung_adaptive.describe(settings.attack, attacker_kind, settings.attacker)
     if note:
         context.notes.append(note)
     report_settings = _report_settings(context, started, command, attacker_kind, description, trainer_message, rows)
+    report_settings["through"].update(
+        budget=through_budget, data=rung_through.resolve(context)[0].data or "the bench's attacker split"
+    )
+    report_settings["codes"] = {
+        "enabled": settings.codes.enabled,
+        "builder": code_message,
+        "validation_size": min(settings.codes.validation_size, context.n_validation),
+        "max_accuracy_drop_points": rung_codes.MAX_ACCURACY_DROP,
+        "run": sum(row.codes_status == "run" for row in rows),
+        "description": rung_codes.DESCRIPTION,
+    }
     base_psnr, base_ssim, base_risk = context.base
     return BenchReport(
         rows=rows,

@@ -7,6 +7,9 @@ the real filter and scores its decoder's reconstructions.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import sys
 from typing import Any
 
 import numpy as np
@@ -14,11 +17,11 @@ import numpy as np
 from edgeguard.bench.attack import _pick_rank
 from edgeguard.bench.common import decoder_rows, labels_of, leakage, risk, run_batched, session
 from edgeguard.bench.context import BenchContext
-from edgeguard.bench.ladder import RungResult, run_through_filter
+from edgeguard.bench.ladder import RungResult, ThroughSettings, run_through_filter, training_images, training_split
 from edgeguard.filters import FilterPipeline
 from edgeguard.model import ModelInfo, load_model
 
-__all__ = ["NAME", "measure_all", "DESCRIPTION"]
+__all__ = ["NAME", "measure_all", "resolve", "DESCRIPTION"]
 
 NAME = "through"
 DESCRIPTION = (
@@ -28,11 +31,43 @@ DESCRIPTION = (
 )
 
 
-def measure_all(context: BenchContext, seeds: dict[str, int]) -> tuple[dict[str, RungResult], str]:
-    """Train (or reuse) one attacker per spec and score it: ({spec text: result}, which trainer ran or why none)."""
+def resolve(context: BenchContext) -> tuple[ThroughSettings, str, list[str]]:
+    """Rung 3's settings with its data resolved, the budget really used (a sentence) and warnings.
+
+    Without ``through.data`` rung 3 trains on the bench data's training split when it has one
+    (an IDX folder), else on the attacker split.
+    """
     through = context.settings.through
+    data = through.data or training_split(context.data_path)
+    through = dataclasses.replace(through, data=data)
+    if data is None:
+        available, source = len(context.attack.x), f"the bench's attacker split ({len(context.attack.x)} images)"
+    else:
+        available, source = training_images(data), f"the training data {data}"
+    limit = through.train_limit
+    warnings = []
+    if available is None:
+        used = "all" if limit is None else f"at most {limit}"
+    elif limit is not None and limit > available:
+        used = str(available)
+        warnings.append(
+            f"rung 3: --through-train-limit {limit} exceeds the {available} training images of {source}: it "
+            f"trained on {available}; pass --through-data with more images or a lower limit"
+        )
+    else:
+        used = str(available if limit is None else min(limit, available))
+    extra = f", {json.dumps(through.extra, sort_keys=True)}" if through.extra else ""
+    return through, f"{through.epochs} epoch(s) on {used} images of {source}{extra}", warnings
+
+
+def measure_all(context: BenchContext, seeds: dict[str, int]) -> tuple[dict[str, RungResult], str, str]:
+    """Train (or reuse) one attacker per spec and score it: ({spec text: result}, trainer message, budget used)."""
+    through, budget, warnings = resolve(context)
+    for warning in warnings:
+        print(f"[bench] warning: {warning}", file=sys.stderr, flush=True)
+        context.notes.append(warning[0].upper() + warning[1:] + ".")
     if through.enabled:
-        context.log(f"rung 3 (trained through the filter): {through.describe()}")
+        context.log(f"rung 3 (trained through the filter): {budget}")
     trained, message = run_through_filter(
         context.specs,
         through,
@@ -44,7 +79,7 @@ def measure_all(context: BenchContext, seeds: dict[str, int]) -> tuple[dict[str,
         progress=context.progress,
     )
     results = {spec.text: _score(context, trained[spec.text], spec, seeds[spec.text]) for spec in context.specs}
-    return results, message
+    return results, message, budget
 
 
 def _score(context: BenchContext, trained: Any, spec: Any, seed: int) -> RungResult:

@@ -17,12 +17,28 @@ from edgeguard.bench.ladder import ThroughSettings
 from edgeguard.bench.repeats import REPEAT_COUNTS
 from edgeguard.errors import ConfigError
 
-__all__ = ["BenchSettings", "ATTACKERS"]
+__all__ = ["BenchSettings", "CodeSettings", "ATTACKERS"]
 
 
 def _integer(name: str, value: Any, low: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ConfigError(f"expected {name} to be an integer >= {low}, got {value!r}; pass e.g. {name}={max(low, 1)}")
+
+
+@dataclass(frozen=True)
+class CodeSettings:
+    """Rung 4's settings: whether it runs, the entry point's name, held-out images for picking a code."""
+
+    enabled: bool = True
+    builder: str = "hand_codes"
+    validation_size: int = 500
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise ConfigError(f"expected codes.enabled to be True or False, got {self.enabled!r}")
+        size = self.validation_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 10:
+            raise ConfigError(f"expected codes.validation_size to be an integer >= 10, got {size!r}")
 
 
 @dataclass(frozen=True)
@@ -38,7 +54,8 @@ class BenchSettings:
     in the API, enabled by the CLI). ``repeat_counts``: the repeats experiment
     (:mod:`edgeguard.bench.repeats`) averages that many releases of each input for every noise
     filter on ``repeat_eval_size`` evaluation images, against rungs 1 and 2 fine-tuned for
-    ``repeat_epochs`` on ``repeat_train_size`` attacker images; empty skips it.
+    ``repeat_epochs`` on ``repeat_train_size`` attacker images; empty skips it. ``codes``: rung 4,
+    hand-built codes (:mod:`edgeguard.bench.rung_codes`).
     """
 
     seed: int = 0
@@ -56,6 +73,7 @@ class BenchSettings:
     repeat_eval_size: int = 500
     repeat_train_size: int = 2000
     repeat_epochs: int = 1
+    codes: CodeSettings = field(default_factory=CodeSettings)
 
     def __post_init__(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
@@ -80,6 +98,8 @@ class BenchSettings:
             raise ConfigError(f"expected attacker to be one of {', '.join(ATTACKERS)}, got {self.attacker!r}")
         if not isinstance(self.through, ThroughSettings):
             raise ConfigError(f"expected through to be a ThroughSettings, got {type(self.through).__name__}")
+        if not isinstance(self.codes, CodeSettings):
+            raise ConfigError(f"expected codes to be a CodeSettings, got {type(self.codes).__name__}")
         counts = self.repeat_counts
         if isinstance(counts, str) or not isinstance(counts, Sequence):
             raise ConfigError(f"expected repeat_counts to be a sequence of integers >= 1, got {counts!r}")
