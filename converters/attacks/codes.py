@@ -41,6 +41,7 @@ accuracy within 0.5 points of the base model.
 
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,7 +77,7 @@ def _others(num_classes: int, top: np.ndarray) -> np.ndarray:
     return index[index != top[:, None]].reshape(len(top), num_classes - 1)
 
 
-class _Code:
+class _Code(abc.ABC):
     """What every code has: a name, the release kinds it reads, its radices; ``fit`` is a no-op by default."""
 
     name: str = "code"
@@ -89,12 +90,15 @@ class _Code:
 
     def fit(self, raw: np.ndarray) -> None:
         """Calibrate on the attacker's own raw outputs (most codes need nothing)."""
+        return None
 
-    def encode(self, raw: np.ndarray, symbols: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def encode(self, raw: np.ndarray, symbols: np.ndarray) -> np.ndarray:
+        """The coded model's raw rows: ``raw`` (N, K) with ``symbols`` (N, len(radices)) written in."""
 
-    def decode(self, release: np.ndarray, kind: str) -> np.ndarray | None:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def decode(self, release: np.ndarray, kind: str) -> np.ndarray | None:
+        """The symbols read back from a release of ``kind`` (None: this code cannot be read from it)."""
 
 
 @dataclass

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeguard.errors import InvalidInputError
+from edgeguard.errors import ConfigError
 
 __all__ = ["AttackSettings", "AttackData", "AttackResult", "Projector", "torch_available", "adaptive_attack"]
 
@@ -65,21 +65,21 @@ class AttackSettings:
 
     def __post_init__(self) -> None:
         if self.attacker not in ATTACKERS:
-            raise InvalidInputError(f"expected attacker in {ATTACKERS}, got {self.attacker!r}")
+            raise ConfigError(f"expected attacker in {ATTACKERS}, got {self.attacker!r}; pass one of them")
         if self.epochs < 0 or self.batch_size < 1 or not self.learning_rate > 0 or self.neighbours < 1:
-            raise InvalidInputError(
+            raise ConfigError(
                 f"expected epochs >= 0, batch_size >= 1, learning_rate > 0 and neighbours >= 1, got {self.epochs}, "
                 f"{self.batch_size}, {self.learning_rate}, {self.neighbours}"
             )
         if not 0.0 < self.validation_fraction < 1.0:
-            raise InvalidInputError(f"expected validation_fraction in (0, 1), got {self.validation_fraction}")
+            raise ConfigError(f"expected validation_fraction in (0, 1), got {self.validation_fraction}")
 
     def resolved_attacker(self) -> str:
         """ "finetune" or "knn" ("auto" picks by whether torch is installed)."""
         if self.attacker == "auto":
             return "finetune" if torch_available() else "knn"
         if self.attacker == "finetune" and not torch_available():
-            raise InvalidInputError(
+            raise ConfigError(
                 "expected torch for attacker='finetune', got none installed; pip install torch==2.13.0 (CPU), "
                 "or use attacker='knn' / 'auto'"
             )
