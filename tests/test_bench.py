@@ -562,3 +562,23 @@ def test_cli_options_carry_the_settings_names():
     defaults = BenchSettings()
     for name in plain & fields - {"repeat_counts"}:
         assert options[name].default == getattr(defaults, name), name
+
+
+# --- rung 3's data and budget ----------------------------------------------------------------------------
+
+
+def test_rung_three_trains_on_the_training_split_and_says_how_much(tiny_threats, fmnist_test_small, monkeypatch):
+    import edgeguard.bench.ladder as ladder
+    from edgeguard.bench import ThroughSettings
+    from edgeguard.data import fashion_mnist_dir
+
+    folder = str(fashion_mnist_dir())
+    assert ladder.training_split(folder) == folder and ladder.training_images(folder) == 60_000
+    monkeypatch.setattr(ladder, "entry_points", lambda group: [])  # no trainer: only the budget is computed
+    report = _api_run(
+        tiny_threats, fmnist_test_small, filters="none", through=ThroughSettings(epochs=1, train_limit=10_000)
+    )
+    # a Dataset has no training split: the attacker split (150 images), and the limit above it is reported
+    budget = report.settings["through"]["budget"]
+    assert budget.startswith("1 epoch(s) on 150 images of the bench's attacker split"), budget
+    assert any("--through-train-limit 10000 exceeds the 150 training images" in note for note in report.notes)

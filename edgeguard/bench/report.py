@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from edgeguard.bench import markdown, plots
+import edgeguard.bench.markdown as markdown
+import edgeguard.bench.plots as plots
 from edgeguard.bench.results import (
     CSV_COLUMNS,
     RUNG_NAMES,

@@ -34,7 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from edgeguard.bench import rung_adaptive, rung_codes, rung_server, rung_through
+import edgeguard.bench.rung_adaptive as rung_adaptive
+import edgeguard.bench.rung_codes as rung_codes
+import edgeguard.bench.rung_server as rung_server
+import edgeguard.bench.rung_through as rung_through
 from edgeguard.bench.common import bar, labels_of, machine, seeds
 from edgeguard.bench.context import MAX_RISK_PIXELS, BenchContext
 from edgeguard.bench.latency_stage import WARMUP, latency_of_all, rounds

@@ -162,7 +162,7 @@ class _Rung:
     def measure(self, spec: FilterSpec, seed: int) -> CodeResult:
         context, validation = self.context, self.validation
         kind = _kind(context.pipeline(spec) if not spec.is_raw else None, context)
-        from edgeguard.vetting.leakage import label_only_reconstruct
+        from edgeguard.metrics.baselines import label_only_reconstruct
 
         label_guess = label_only_reconstruct(context.train.y, context.train.x, labels_of(validation.raw))
         best, best_psnr = None, psnr(validation.x, label_guess)

@@ -48,7 +48,7 @@ def resolve(context: BenchContext) -> tuple[ThroughSettings, str, list[str]]:
     warnings = []
     if available is None:
         used = "all" if limit is None else f"at most {limit}"
-    elif limit is not None and limit > available:
+    elif limit is not None and limit > available and through.enabled:
         used = str(available)
         warnings.append(
             f"rung 3: --through-train-limit {limit} exceeds the {available} training images of {source}: it "
