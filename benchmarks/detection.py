@@ -61,6 +61,7 @@ HARMFUL_MARGIN_DB = 1.0
 VERSION = 3
 
 from benchmarks import zoo as _zoo  # noqa: E402  (after the sys.path set-up above)
+from benchmarks.detection_report import readme_fragment, render  # noqa: E402
 
 _BASE = _zoo.DETECTION_BASE
 CONVERGED_EPOCHS = _zoo.DETECTION_CONVERGED_EPOCHS
@@ -117,6 +118,8 @@ def vet_job(params: dict[str, Any], artifacts: Path) -> dict[str, Any]:
     knobs: dict[str, Any] = {}
     if params.get("reference_data"):
         knobs["reference_data"] = _reference_set()
+    if params.get("reference_models"):  # a supplied honest twin instead of the trained one
+        knobs["reference_models"] = list(params["reference_models"])
     started = time.perf_counter()
     report = vet(params["model"], probe, seed=0, augment_seed=params["augment_seed"], progress=lambda _m: None, **knobs)
     seconds = time.perf_counter() - started
@@ -431,6 +434,14 @@ def _main() -> int:
         help="comma-separated name patterns (fnmatch) of the models to vet, vetted in that order (a budget cut, "
         "stated in the results)",
     )
+    parser.add_argument(
+        "--supplied-twin",
+        default=None,
+        metavar="PATTERNS",
+        help="also vet these held-out models (fnmatch patterns) with a SUPPLIED honest twin (--reference-model: the "
+        "converged honest model of the same architecture and the other held-out seed): what the verdict rests on "
+        "when a twin does exist",
+    )
     parser.add_argument("--train-only", action="store_true", help="train (cache) the zoo and stop")
     parser.add_argument(
         "--from-json", metavar="PATH", help="re-render detection.md / the README fragment from a results JSON"
@@ -581,6 +592,7 @@ def _main() -> int:
     vet_all([e for e in everything if e["split"] != "calibration"], "vetting (held-out zoo)")
     summary = evaluate(everything)
     summary["refit"] = refit
+    summary["supplied_twin"] = _supplied_twin(args, entries, everything, run) if args.supplied_twin else []
     summary["wall_seconds"] = time.perf_counter() - started
     summary["settings"] = {
         "probe_size": args.probe_size,
@@ -594,6 +606,7 @@ def _main() -> int:
         "write_thresholds": args.write_thresholds,
         "skipped_not_trained": skipped,
         "models_selected": args.models,
+        "supplied_twin": args.supplied_twin,
         "temperature_variants": not args.no_temperature_variants,
         "redteam_pairs": [list(p) for p in pairs],
         "twin_gain_db": twin_gain,
@@ -636,6 +649,49 @@ def _main() -> int:
     return 0
 
 
+def _supplied_twin(args: Any, entries: list[dict[str, Any]], everything: list[dict[str, Any]], run: Any) -> list:
+    """Vet the chosen held-out models again with a supplied honest twin (another held-out seed's converged model)."""
+    import fnmatch
+
+    honest = {(e["arch"], e["seed"]): e["model"] for e in entries if e["family"] == "honest" and "-conv-" in e["name"]}
+    chosen = []
+    for pattern in args.supplied_twin.split(","):
+        chosen += [
+            e
+            for e in everything
+            if fnmatch.fnmatch(e["name"], pattern.strip()) and e["split"] == "test" and e not in chosen
+        ]
+    rows, params = [], []
+    for e in chosen:
+        base_seed = e.get("seed")
+        twin = next((honest[(e["arch"], s)] for s in (3, 2) if (e["arch"], s) in honest and s != base_seed), None)
+        if twin is None or twin == e["model"]:
+            continue
+        rows.append({"name": e["name"], "family": e["family"], "harmful": e["harmful"], "twin": Path(twin).parent.name})
+        params.append(
+            {
+                "model": e["model"],
+                "probe_size": args.probe_size,
+                "augment_seed": args.augment_seed,
+                "reference_models": [twin],
+                "sha": _sha(e["model"]),
+                "vet": vet_version(),
+                "v": VERSION,
+            }
+        )
+    for row, result in zip(rows, run("benchmarks.detection:vet_job", params, "vetting (supplied twin)")):
+        leak = result["tests"].get("leakage") or {}
+        row.update(
+            verdict=result["verdict"],
+            reason=(result["reasons"] or ["-"])[0],
+            seconds=result["seconds"],
+            statistic=(leak.get("details") or {}).get("statistic"),
+            score=leak.get("score"),
+            ci95=(leak.get("details") or {}).get("ci95"),
+        )
+    return rows
+
+
 def _twin_gain(entries: list[dict[str, Any]], arch: str) -> float:
     """Mean gain of the honest post-hoc decoders of the architecture's converged (longest-trained) honest models."""
     honest = [e for e in entries if e["family"] == "honest" and e["arch"] == arch]
@@ -645,187 +701,6 @@ def _twin_gain(entries: list[dict[str, Any]], arch: str) -> float:
 
 def _sha(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-# -- rendering --------------------------------------------------------------------------------------------------
-
-
-def _fmt(value: Any, digits: int = 2) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def _rate(entry: dict[str, Any] | None) -> str:
-    if not entry or not entry["n"]:
-        return "-"
-    low, high = entry["ci95"]
-    return f"{entry['k']}/{entry['n']} = {entry['rate']:.2f} [{low:.2f}, {high:.2f}]"
-
-
-def _gain(entry: dict[str, Any]) -> str:
-    if not entry or entry.get("mean") is None:
-        return "-"
-    return f"{entry['mean']:.2f} [{entry['min']:.2f}, {entry['max']:.2f}]"
-
-
-def _median(entry: dict[str, Any]) -> str:
-    if not entry or entry.get("median") is None:
-        return "-"
-    return f"{entry['median']:.1f} [{entry['ci95'][0]:.1f}, {entry['ci95'][1]:.1f}]"
-
-
-def render(summary: dict[str, Any]) -> str:
-    settings = summary["settings"]
-    lines = ["# Detection benchmark v3 (held-out, three-way verdict)", ""]
-    lines.append(
-        f"Generated {summary['generated']}; wall {summary['wall_seconds'] / 60:.1f} min; "
-        f"{summary['machine']['note']} (load average at the end {summary['machine'].get('load_average_end')})."
-    )
-    lines.append("")
-    lines.append(
-        "Every figure is on the held-out test zoo (seeds 2-3; CNN, MLP and two architectures calibration never saw: "
-        "ResNet-10 and WRN-10-2) unless it says calibration. The vet runs as installed (default tests, thresholds "
-        f"{summary['models'][0]['vet'].get('thresholds_sha256', '?')[:12] if summary['models'] else '?'}), probe "
-        f"{settings['probe_size']} labelled FMNIST test images (100 per class)"
-        + (", `--reference-data` 2000 unseen labelled training images" if settings.get("reference_data") else "")
-        + ". Rates: k/n = rate [95% Wilson interval]; gains: mean [min, max] over the family; times: median "
-        "[95% bootstrap interval]. Harmful = the server gains >= 1 dB over the honest twin (the honest post-hoc "
-        "decoders of the architecture). A non-pass is a vicious or an inconclusive verdict: either way the app "
-        "releases no more than the label."
-    )
-    lines.append("")
-    if settings.get("skipped_not_trained"):
-        lines.append(
-            "Budget cut: zoo models not trained in time were left out (`--cached-only`): "
-            + ", ".join(settings["skipped_not_trained"])
-            + "."
-        )
-        lines.append("")
-    if settings.get("models_selected"):
-        lines.append(
-            f"Budget cut: only the models matching `--models {settings['models_selected']}` were vetted "
-            f"({len(summary['models'])} models)."
-        )
-        lines.append("")
-    if not settings.get("temperature_variants", True):
-        lines.append("Budget cut: the temperature-scaled honest graphs were not vetted (`--no-temperature-variants`).")
-        lines.append("")
-    if summary.get("refit"):
-        lines.append(
-            "Margins refitted on the calibration zoo before the held-out run (`--write-thresholds`): "
-            + json.dumps(summary["refit"]["changes"])
-        )
-        lines.append("")
-    bar = summary["bar"]
-    lines.append("## The bar (issue 17)")
-    lines.append("")
-    lines.append(
-        f"- No harmful vicious model passes: **{'yes' if bar['no_harmful_vicious_passes'] else 'NO'}**"
-        + (
-            ""
-            if bar["no_harmful_vicious_passes"]
-            else " (passed: " + "; ".join(f"{f}: {', '.join(n)}" for f, n in bar["harmful_passed"].items()) + ")"
-        )
-    )
-    lines.append(
-        f"- At least 90% of honest models pass: **{'yes' if bar['honest_pass_at_least_90'] else 'NO'}** "
-        f"(honest-pass rate {_fmt(bar['honest_pass_rate'])})"
-    )
-    lines.append(f"- Vet time on the held-out CNNs (with the twin): median {_median(summary.get('vet_seconds_cnn'))} s")
-    lines.append("")
-    for split, title in (("test", "Held-out test zoo"), ("calibration", "Calibration zoo (in-sample: not a headline)")):
-        part = summary.get(split)
-        if not part:
-            continue
-        h = part["honest"]
-        lines.append(f"## {title}")
-        lines.append("")
-        lines.append(
-            f"Honest models ({h['models']}): honest-pass {_rate(h['honest_pass'])}; vicious verdicts (FPR) "
-            f"{_rate(h['fpr_vicious'])}; inconclusive {_rate(h['inconclusive'])}; vet s {_median(h['vet_seconds'])}."
-        )
-        lines.append("")
-        if h["not_passed"]:
-            lines.append("Honest models that did not pass:")
-            lines.append("")
-            for m in h["not_passed"]:
-                lines.append(f"- {m['name']}: {m['verdict']}: {m['reason']}")
-            lines.append("")
-        lines.append(
-            "| family | red team | models | harmful | non-pass, harmful | vicious verdict, harmful | "
-            "harmful that passed | not-harmful passed | server gain dB | over twin dB | gain behind dither dB | "
-            "vet s | meant to be stopped by |"
-        )
-        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-        for family, f in part["families"].items():
-            lines.append(
-                f"| {family} | {'yes' if f['redteam'] else ''} | {f['models']} | {f['harmful']} | {_rate(f['non_pass_harmful'])} | "
-                f"{_rate(f['vicious_harmful'])} | {', '.join(f['passed_harmful']) or 'none'} | {f['passed_not_harmful']} | "
-                f"{_gain(f['server_gain_db'])} | {_gain(f['gain_over_twin_db'])} | {_gain(f['gain_dithered_db'])} | "
-                f"{_median(f['vet_seconds'])} | {f['stopped_by'] or ''} |"
-            )
-        lines.append("")
-    test = summary.get("test") or {}
-    if test.get("families"):
-        lines.append("## What stopped each family (held-out; verdict: the vet's first reason, count)")
-        lines.append("")
-        for family, f in test["families"].items():
-            observed = "; ".join(f"{reason} ({count})" for reason, count in (f.get("observed") or {}).items())
-            lines.append(f"- **{family}**: {observed.replace('|', '/')}")
-        lines.append("")
-    lines.append("## Every model")
-    lines.append("")
-    lines.append(
-        "| model | split | family | arch | acc | server gain dB | harmful | verdict | first reason | high findings | vet s |"
-    )
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
-    for m in summary["models"]:
-        v = m["vet"]
-        high = sorted({code for code, severity in v["findings"] if severity in ("high", "critical")})
-        reason = (v["reasons"] or ["-"])[0].replace("|", "/")
-        lines.append(
-            f"| {m['name']} | {m['split']} | {m['family']} | {m['arch']} | {_fmt(m['accuracy'], 3)} | "
-            f"{_fmt(m['server_gain_db'])} | {'yes' if m['harmful'] else 'no'} | {v['verdict']} | {reason[:160]} | "
-            f"{', '.join(high) or '-'} | {_fmt(v['seconds'], 1)} |"
-        )
-    lines.append("")
-    return "\n".join(lines) + "\n"
-
-
-def readme_fragment(summary: dict[str, Any]) -> str:
-    test = summary.get("test")
-    if not test:
-        return "No detection result.\n"
-    h = test["honest"]
-    lines = [
-        "| family (held-out test zoo) | harmful / models | non-pass of harmful [95% CI] | server gain over twin, dB | vet s (median) |",
-        "|---|---|---|---|---|",
-    ]
-    for family, f in test["families"].items():
-        name = f"{family} (red team)" if f["redteam"] else family
-        lines.append(
-            f"| {name} | {f['harmful']}/{f['models']} | {_rate(f['non_pass_harmful'])} | "
-            f"{_gain(f['gain_over_twin_db'])} | {_fmt((f['vet_seconds'] or {}).get('median'), 1)} |"
-        )
-    lines.append(
-        f"| **honest: pass rate** | {h['models']} held-out | {_rate(h['honest_pass'])} | vicious verdicts "
-        f"{_rate(h['fpr_vicious'])} | {_fmt((h['vet_seconds'] or {}).get('median'), 1)} |"
-    )
-    lines.append("")
-    bar = summary["bar"]
-    passed = "; ".join(f"{f}: {', '.join(n)}" for f, n in bar["harmful_passed"].items())
-    lines.append(
-        "Held out: new seeds and two architectures the calibration never saw; the red-team families are training-free "
-        "graph edits (converters/attacks/graph_edits.py) built on held-out honest/vicious pairs, never used for "
-        "calibration. A non-pass (vicious or inconclusive) means the app releases no more than the label. "
-        + ("No harmful model passed. " if not passed else f"**Harmful models that passed as honest: {passed}.** ")
-        + f"Honest-pass rate {_fmt(bar['honest_pass_rate'])}; the honest models that did not pass are listed in "
-        "[detection.md](benchmarks/results/detection.md) with the vet's reason."
-    )
-    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
