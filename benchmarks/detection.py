@@ -22,8 +22,8 @@ Attackers (test zoo only):
   closed-form audit decoder;
 * the red team (benchmarks/zoo.py ``redteam_zoo``, converters.attacks.graph_edits): one family
   per training-free graph edit, built from held-out honest/vicious pairs (input-statistic
-  switches, output-kind lie, scale inflation, four lattice codes, noise gate, probe-balance
-  and batch-size switches). Never used for calibration.
+  switches, output-kind lie, scale inflation, five lattice codes (one, relu, built from allowed ops
+  only), noise gate, probe-balance and batch-size switches). Never used for calibration.
 
 "Harmful": the server's own decoder gains >= 1 dB more over the label-only baseline than the
 honest post-hoc decoders of that architecture (the "honest twin": mean over the converged
