@@ -81,9 +81,8 @@ def onnx_emitter(*classes: type) -> Callable[[Emitter], Emitter]:
 
 
 def emitter_for(stage: OutputFilter) -> Emitter:
-    """The emitter of ``stage``'s exact class; NotFusible when it has none."""
-    import edgeguard.filters.emitters  # noqa: F401  (registers the built-in emitters)
-
+    """The emitter of ``stage``'s exact class; NotFusible when it has none (the built-in emitters are
+    registered when ``edgeguard.filters`` is imported, which importing this module does first)."""
     emitter = ONNX_EMITTERS.get(type(stage))
     if emitter is None:
         raise NotFusible(
