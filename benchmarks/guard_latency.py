@@ -52,6 +52,7 @@ CLIENT = HERE.parent / "clients" / "js"
 TARGET_GUARDED = 1.01  # guarded over raw, interleaved medians
 TARGET_SAFE = 1.03  # SafeModel.predict over raw at batch 1
 DITHERED = "softmax>round:2 +dither"
+FLOOR = "raw (floor)"  # the raw file against itself (a second session): the measurement's noise
 
 
 def _log(message: str) -> None:
@@ -73,6 +74,7 @@ def guarded_files(model: Path, folder: Path) -> dict[str, Path]:
     path = folder / f"{model.stem}_dither.onnx"
     guard_model(model, "softmax>round:2", path, input_dither=True)
     files[DITHERED] = path
+    files[FLOOR] = model
     return files
 
 
@@ -91,7 +93,9 @@ def time_python(model: Path, files: dict[str, Path], images: np.ndarray, batch: 
             return session.run(None, guarded_feeds(session, x))
 
         entry: tuple = (raw_run, guarded_run)
-        if batch == 1:
+        if batch == 1 and text == FLOOR:
+            entry = (raw_run, guarded_run, guarded_run)
+        elif batch == 1:
             spec = parse_filter_spec(text.removesuffix(" +dither"))
             safe = SafeModel(
                 model, filters=spec.build(), providers=["CPUExecutionProvider"], session_options=_session_options()
@@ -146,7 +150,8 @@ def time_node(model: Path, files: dict[str, Path], images: np.ndarray, batch: in
 
 def _rows(results: dict, runtime: str) -> list[dict]:
     rows = []
-    for (name, batch), data in results.items():
+    for key, data in results.items():
+        name, batch = key.rsplit("|", 1)
         for text, value in data[runtime].items():
             if runtime == "python":
                 row = {
@@ -159,13 +164,11 @@ def _rows(results: dict, runtime: str) -> list[dict]:
                     row["safe_ratio"] = value["extra"]["safe_model"]["wall_us"] / value["raw_us"]
             else:
                 row = dict(value)
-            rows.append({"model": name, "batch": batch, "spec": text, **row})
+            rows.append({"model": name, "batch": int(batch), "spec": text, **row})
     return rows
 
 
 def write_report(report: dict) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "guard_latency.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     machine = report["machine"]
     lines = [
         "# Guarded files: latency against the raw model",
@@ -175,36 +178,39 @@ def write_report(report: dict) -> None:
         "and, for random pipelines and the dither, the app drawing `edgeguard_uniform` from the OS CSPRNG at",
         "every call (included here). Latency is a cost, not a defense figure.",
         "",
-        f"Machine: {machine['cpu']}, {machine['cpus']} CPUs, {machine['platform']}; Python {machine['python']},",
+        f"Machine: {machine['cpu']}, {machine['logical_cpus']} logical CPUs, {machine['platform']}; Python {machine['python']},",
         f"onnxruntime {machine['onnxruntime']} (Python), onnxruntime-node {report['node']['onnxruntime_node']} on Node "
         f"{report['node']['version']}. One intra-op and one inter-op thread, the process pinned to CPU "
         f"{report['settings']['cpu']}. Repetitions: {report['settings']['repeats']}.",
         "",
         f"**The machine was shared** with other jobs while this ran (four other sessions at work on 2 cores):"
         f" measured 1-minute load average {report['load_before'][0]:.2f} before and {report['load_after'][0]:.2f} "
-        "after. Interleaving spreads that load over raw and guarded runs alike, but ratios near 1 are within "
-        "the noise of such a machine (the raw-against-raw floor is not measured here).",
+        "after. Interleaving spreads that load over raw and guarded runs alike; the last column times the "
+        "raw file against a second session of itself, the noise floor of these ratios.",
         "",
         f"Targets: guarded <= {TARGET_GUARDED}x raw (interleaved medians); SafeModel.predict <= {TARGET_SAFE}x raw at "
         "batch 1.",
         "",
         "## Summary",
         "",
-        "| runtime | model | batch | pipelines | within target | median ratio | worst ratio (pipeline) |",
-        "|---|---|---:|---:|---:|---:|---|",
+        "| runtime | model | batch | pipelines | within target | median ratio | worst ratio (pipeline) | "
+        "raw vs raw (floor) |",
+        "|---|---|---:|---:|---:|---:|---|---:|",
     ]
     for runtime in ("python", "node"):
         rows = _rows(report["results"], runtime)
         for key in dict.fromkeys((r["model"], r["batch"]) for r in rows):
-            group = [r for r in rows if (r["model"], r["batch"]) == key]
+            group = [r for r in rows if (r["model"], r["batch"]) == key and r["spec"] != FLOOR]
+            floor = next((r for r in rows if (r["model"], r["batch"]) == key and r["spec"] == FLOOR), None)
             ratios = [r["ratio"] for r in group]
             worst = max(group, key=lambda r: r["ratio"])
             within = sum(ratio <= TARGET_GUARDED for ratio in ratios)
             lines.append(
                 f"| {runtime} | {key[0]} | {key[1]} | {len(group)} | {within} of {len(group)} | "
-                f"{statistics.median(ratios):.3f} | {worst['ratio']:.3f} (`{worst['spec']}`) |"
+                f"{statistics.median(ratios):.3f} | {worst['ratio']:.3f} (`{worst['spec']}`) | "
+                + (f"{floor['ratio']:.3f} |" if floor else "|")
             )
-    safe = [r for r in _rows(report["results"], "python") if "safe_ratio" in r]
+    safe = [r for r in _rows(report["results"], "python") if "safe_ratio" in r and r["spec"] != FLOOR]
     if safe:
         lines += [
             "",
@@ -245,7 +251,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="few repetitions, a smoke run")
     parser.add_argument("--cpu", type=int, default=0, help="pin the process to this CPU")
+    parser.add_argument("--from-json", action="store_true", help="rewrite guard_latency.md from guard_latency.json")
     args = parser.parse_args()
+    if args.from_json:
+        write_report(json.loads((RESULTS / "guard_latency.json").read_text()))
+        return
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.cpu})
     os.environ["OMP_NUM_THREADS"] = "1"
@@ -279,10 +289,9 @@ def main() -> None:
         "seconds": time.perf_counter() - started,
         "results": {f"{name}|{batch}": value for (name, batch), value in results.items()},
     }
-    report_for_tables = dict(report)
-    report_for_tables["results"] = results
-    write_report(report_for_tables)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "guard_latency.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    write_report(report)
     _log(f"wrote {RESULTS / 'guard_latency.md'} in {report['seconds']:.0f} s")
 
 
