@@ -7,7 +7,8 @@ cached by :func:`latency.wide_resnet`). Pipelines: every default pipeline
 refused by ``edgeguard guard``), without the input dither, plus ``softmax>round:2`` with it.
 
 - Python: ``InferenceSession.run`` on the raw file against the same call on the guarded file
-  (with its ``edgeguard_uniform`` feed drawn from os.urandom at every call, as an app must),
+  (input names looked up once, as an app does; its ``edgeguard_uniform`` feed drawn from
+  os.urandom at every call, as an app must),
   interleaved by the one timing loop :func:`edgeguard.bench.timing.measure_latency`; at
   batch 1 also ``SafeModel.predict`` (same builder, noise fed from Python) as an extra call.
 - Node: ``clients/js/run_guarded.js compare``: raw and guarded sessions in one process, the
@@ -43,7 +44,7 @@ from edgeguard import SafeModel, guard_model  # noqa: E402
 from edgeguard.bench.timing import measure_latency  # noqa: E402
 from edgeguard.errors import GuardError  # noqa: E402
 from edgeguard.filters import default_filter_specs, parse_filter_spec  # noqa: E402
-from edgeguard.guard import guarded_feeds  # noqa: E402
+from edgeguard.guard import UNIFORM_INPUT, uniform_noise  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -89,8 +90,14 @@ def time_python(model: Path, files: dict[str, Path], images: np.ndarray, batch: 
     for text, path in files.items():
         session = ort.InferenceSession(str(path), _session_options(), providers=["CPUExecutionProvider"])
 
-        def guarded_run(x, session=session):
-            return session.run(None, guarded_feeds(session, x))
+        # what an app does: input names looked up once, fresh CSPRNG uniforms at every call when the file has them
+        image = next(i.name for i in session.get_inputs() if i.name != UNIFORM_INPUT)
+        per_row = next((int(i.shape[1]) for i in session.get_inputs() if i.name == UNIFORM_INPUT), 0)
+
+        def guarded_run(x, session=session, image=image, per_row=per_row):
+            if per_row:
+                return session.run(None, {image: x, UNIFORM_INPUT: uniform_noise(len(x), per_row)})
+            return session.run(None, {image: x})
 
         entry: tuple = (raw_run, guarded_run)
         if batch == 1 and text == FLOOR:
