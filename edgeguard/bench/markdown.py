@@ -200,7 +200,8 @@ def _codes_markdown(report: BenchResults) -> list[str]:
     lines = [
         "### Rung 4: hand-built codes",
         "",
-        f"{report.settings.get('codes', {}).get('description', RUNG_NAMES['codes'])}. *payload bits*: what a row "
+        f"{_sentence(report.settings.get('codes', {}).get('description', RUNG_NAMES['codes']))}. *payload bits*: what "
+        "a row "
         "carries when its symbols come back exactly; *carried*: bits per row actually carried on the evaluation "
         "images (payload bits times the fraction of rows read back exactly; for the label trade, one bit times "
         "the fraction of traded rows), next to the capacity bound.",
@@ -216,3 +217,7 @@ def _codes_markdown(report: BenchResults) -> list[str]:
         )
     statement = report.codes_statement()
     return [*lines, "", *([statement, ""] if statement else [])]
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
