@@ -16,6 +16,7 @@ from typing import Any
 
 from edgeguard.errors import ModelLoadError
 from edgeguard.model.limits import MAX_CLASSES, MAX_METADATA_CHARS, MAX_PIXELS, MAX_SIDE
+from edgeguard.model.signature import read_signature
 
 __all__ = ["ModelInfo", "static_dims", "METADATA_KEYS", "TASK_TYPES", "OUTPUT_KINDS"]
 
@@ -95,8 +96,6 @@ class ModelInfo:
     ) -> "ModelInfo":
         """Read the info from an ``onnx.ModelProto``: the graph's input and chosen output
         (:mod:`edgeguard.model.signature`), the metadata_props, then the arguments (CLI flags) on top."""
-        from edgeguard.model.signature import read_signature
-
         props = {entry.key: entry.value for entry in model.metadata_props}
         declared = all(key in props for key in METADATA_KEYS)
         if input_shape is None and "input_shape" in props:
