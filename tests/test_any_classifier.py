@@ -289,3 +289,11 @@ def test_cli_vet_refusal_and_model_output(tmp_path, probe_file):
     result = CliRunner().invoke(main, ["vet", str(path), "-p", str(probe_file), "--format", "json", "-q"])
     assert result.exit_code == 2
     assert "int64" in result.output
+    two = two_output_model(tmp_path / "two.onnx")
+    probe = _vector_probe(tmp_path, 6, 3)
+    args = ["vet", str(two), "-p", str(probe), "--format", "json", "-q", "--augment-seed", "1", "--model-output", "scores"]
+    result = CliRunner().invoke(main, args)
+    report = json.loads(result.output)
+    assert report["model"]["output_source"] == "scores" and len(report["model"]["class_names"]) == 3
+    result = CliRunner().invoke(main, [*args[:-1], "nope"])
+    assert result.exit_code == 2 and "['leak', 'scores']" in result.output
