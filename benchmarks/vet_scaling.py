@@ -134,13 +134,17 @@ def one(config: dict) -> dict:
         model = build_model(shape, Path(folder) / "model.onnx")
         probe = build_probe(shape, config["probe"], Path(folder) / "probe.npz")
         ms = model_ms_per_image(model, shape)
+        before = resource.getrusage(resource.RUSAGE_SELF)
         started = time.perf_counter()
         report = edgeguard.vet(model, probe, seed=0, augment_seed=1)
         seconds = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_SELF)
     leakage = report.tests.get("leakage")
     return {
         **config,
         "vet_seconds": round(seconds, 2),
+        # CPU time of the vet: on a loaded shared machine the wall time above overstates the cost
+        "vet_cpu_seconds": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 2),
         "leakage_seconds": round(leakage.seconds, 2) if leakage is not None else None,
         "leakage_target": (leakage.details or {}).get("target") if leakage is not None else None,
         "verdict": report.verdict,
@@ -179,18 +183,21 @@ def markdown(report: dict) -> str:
         met = target["vet_seconds"] <= TARGET_SECONDS
         lines += [
             f"Target (224x224 RGB model of ~10 ms/image, 1000-image probe, vetted in <= {TARGET_SECONDS:g} s): "
-            f"**{'met' if met else 'NOT met'}**: {target['vet_seconds']:.1f} s with a "
-            f"{target['model_ms_per_image_1_thread']:.1f} ms/image model (one thread, batch 32).",
+            f"**{'met' if met else 'NOT met'}** in wall time: {target['vet_seconds']:.1f} s "
+            f"({target.get('vet_cpu_seconds', '?')} s of CPU time) with a "
+            f"{target['model_ms_per_image_1_thread']:.1f} ms/image model (one thread, batch 32, measured in the same "
+            "loaded process).",
             "",
         ]
     lines += [
-        "| input | probe | leakage target | model ms/image | vet (s) | of which leakage (s) | peak memory (MiB) | verdict |",
-        "|---|---|---|---|---|---|---|---|",
+        "| input | probe | leakage target | model ms/image | vet wall (s) | vet CPU (s) | of which leakage, wall (s) | peak memory (MiB) | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['input']} | {r['probe']} | {r['leakage_target']} | {r['model_ms_per_image_1_thread']:.2f} | "
-            f"{r['vet_seconds']:.1f} | {r['leakage_seconds'] if r['leakage_seconds'] is not None else '-'} | "
+            f"{r['vet_seconds']:.1f} | {r.get('vet_cpu_seconds', '-')} | "
+            f"{r['leakage_seconds'] if r['leakage_seconds'] is not None else '-'} | "
             f"{r['peak_rss_mib']:.0f} | {r['verdict']} |"
         )
     return "\n".join(lines) + "\n"
@@ -200,6 +207,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="a reduced grid")
+    parser.add_argument("--only", help="re-run only the runs of this input (e.g. '224x224 RGB'), keeping the others")
     parser.add_argument("--out", type=Path, default=RESULTS / "vet_scaling")
     args = parser.parse_args()
     if args.one:
@@ -214,7 +222,13 @@ def main() -> None:
         "grid": "quick" if args.quick else "full",
         "runs": [],
     }
-    for config in grid(args.quick):
+    configs = grid(args.quick)
+    if args.only:  # keep the other inputs' runs from the last results
+        previous = json.loads(args.out.with_suffix(".json").read_text())
+        report["runs"] = [r for r in previous["runs"] if r["input"] != args.only]
+        report["grid"] = previous.get("grid", report["grid"]) + f"; '{args.only}' re-run"
+        configs = [c for c in configs if c["input"] == args.only]
+    for config in configs:
         print(f"vet {config['input']} with {config['probe']} samples", file=sys.stderr, flush=True)
         done = subprocess.run(
             [sys.executable, __file__, "--one", json.dumps(config)], capture_output=True, text=True, check=False
