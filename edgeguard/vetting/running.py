@@ -7,6 +7,7 @@ one padded (:func:`edgeguard.model.signature.fixed_batches`).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -21,8 +22,10 @@ from edgeguard.vetting.probe import model_inputs
 
 __all__ = ["load_for_vet", "session", "runner", "scaler", "CHUNK"]
 
-#: Rows per onnxruntime call when the vet runs the model on many images.
+#: Rows per onnxruntime call when the vet runs the model on many images...
 CHUNK = 512
+#: ... and at most this many input values per call.
+CHUNK_VALUES = 1 << 24
 
 
 def load_for_vet(path: Path, max_tensor_bytes: int, max_total_bytes: int, describe: dict[str, Any] | None = None) -> Any:
@@ -59,6 +62,8 @@ def runner(session: Any, info: Any, chunk: int = CHUNK) -> Callable[[np.ndarray]
     batch size, the last one padded, when it has one)."""
     name = session.get_inputs()[0].name
     fixed = getattr(info, "fixed_batch", None)
+    if chunk == CHUNK:  # large inputs: fewer rows per call, so activations stay small (an explicit chunk is kept)
+        chunk = max(1, min(chunk, CHUNK_VALUES // max(1, math.prod(info.input_shape))))
 
     def run(inputs: np.ndarray) -> np.ndarray:
         failure = None
