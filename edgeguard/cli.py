@@ -17,7 +17,8 @@ import click
 from edgeguard._version import __version__
 from edgeguard.errors import EdgeguardError
 from edgeguard.verdicts import EXIT_ERROR, EXIT_FLAGGED, EXIT_INCONCLUSIVE, EXIT_OK, EXIT_USAGE
-from edgeguard.vetting.finetune import STATISTICS
+from edgeguard.vetting.decoders import DECODER_NAMES
+from edgeguard.vetting.settings import FINETUNE_STATISTICS, OPTIMISERS, TESTS
 
 __all__ = ["main", "EXIT_OK", "EXIT_FLAGGED", "EXIT_ERROR", "EXIT_INCONCLUSIVE", "EXIT_USAGE"]
 
@@ -122,15 +123,18 @@ then one report per model goes to --output-dir, a summary table (or JSON with
 stderr; --jobs N vets N models at a time, --ray auto|ADDRESS on a Ray cluster.
 
 \b
-Runs a static audit of the file (nothing in it runs before that), a consistency test
-(per-row outputs must not depend on the batch: batch 1 vs batched, shuffled, repeated
-rows) and a black-box leakage audit (a client-side decoder fitted on the outputs of
-augmented probe images vs the label-only baseline, invariant to temperature, per-class
-shifts and logits/softmax form), and prints a verdict: honest, vicious or inconclusive.
---reference-model / --reference-data compare the leakage with honest models of the
-same architecture; --release SPEC audits what SafeModel releases with those filters.
-The paper's fine-tune test runs with --tests finetune. The --leakage-* knobs default to
-the settings the thresholds were calibrated with (benchmarks/detection.py).
+Runs a static audit of the file (nothing in it runs before that; ops outside those
+exported classifiers use are named), then a consistency test (batch 1 vs batched), a
+float64 re-evaluation (outputs that depend on float32 rounding), a continuity test
+(sub-quantum dither, 8-bit re-quantisation, 1% brightness) and a leakage audit: several
+client-side decoders fitted on the outputs of clean and augmented probe images, compared
+with an architecture-matched honest twin trained here (--no-twin: none; --reference-model
+/ --reference-data: yours). The verdict is honest only when every check ran and passed
+and the upper 95% bound of the excess leakage is below its margin; vicious when a check
+fails hard or the lower bound exceeds it; else inconclusive, with the reasons.
+--release SPEC audits what SafeModel releases with those filters; --sign-key FILE signs
+the report. The paper's fine-tune test runs with --tests finetune. The --leakage-* knobs
+default to the settings the thresholds were calibrated with.
 
 \b
 --probe-data PROBE is labelled data of the claimed task: a folder with one
@@ -144,7 +148,8 @@ Exit codes:
   0  passed (honest)
   1  flagged (vicious)
   2  error (unreadable model or probe set, or a critical finding: file refused)
-  3  inconclusive (probe set too small or missing classes, a test could not run,
+  3  inconclusive (probe smaller than calibrated or missing classes, a check could
+     not run or did not pass, no honest twin, an interval straddles its margin,
      or high-severity findings blind the tests)
   4  usage error (bad option)
 Several models: the worst code of any model, in the order 2 > 1 > 3 > 0
@@ -186,9 +191,9 @@ Several models: the worst code of any model, in the order 2 > 1 > 3 > 0
 @click.option(
     "--tests",
     "tests",
-    type=click.Choice(["consistency", "leakage", "finetune"]),
+    type=click.Choice(TESTS),
     multiple=True,
-    help="Run only these tests (repeatable). Default: both.",
+    help="Run only these checks (repeatable). Default: all but finetune.",
 )
 @click.option(
     "--probe-limit", type=click.IntRange(min=1), help="Use a seeded random subset of this many probe samples."
@@ -238,30 +243,34 @@ Several models: the worst code of any model, in the order 2 > 1 > 3 > 0
     help="Refuse files declaring larger tensors.",
 )
 @click.option("--finetune-steps", type=click.IntRange(min=1), help="Fine-tune steps.")
-@click.option("--finetune-lr", type=click.FloatRange(min=0, min_open=True), help="Fine-tune learning rate.")
-@click.option("--finetune-optimiser", type=click.Choice(["sgd", "adam"]), help="Fine-tune optimiser.")
+@click.option(
+    "--finetune-learning-rate", "--finetune-lr", "finetune_learning_rate",
+    type=click.FloatRange(min=0, min_open=True), help="Fine-tune learning rate.",
+)
+@click.option("--finetune-optimiser", type=click.Choice(OPTIMISERS), help="Fine-tune optimiser.")
 @click.option("--finetune-batch-size", type=click.IntRange(min=1), help="Fine-tune mini-batch size.")
 @click.option("--finetune-train-samples", type=click.IntRange(min=1), help="Probe samples to fine-tune on.")
 @click.option("--finetune-eval-samples", type=click.IntRange(min=1), help="Held-out probe samples to compare on.")
-@click.option("--finetune-statistic", type=click.Choice(list(STATISTICS)), help="Fine-tune statistic.")
+@click.option("--finetune-statistic", type=click.Choice(FINETUNE_STATISTICS), help="Fine-tune statistic.")
 @click.option(
-    "--leakage-fit-samples", type=click.IntRange(min=2), help="Probe samples the leakage decoder is fitted on."
+    "--leakage-decoders", type=click.Choice(DECODER_NAMES), multiple=True,
+    help="Client-side decoders of the leakage audit (repeatable; the statistic is the best of them).",
 )
-@click.option("--leakage-eval-samples", type=click.IntRange(min=1), help="Probe samples it is scored on.")
+@click.option("--leakage-augmentations", type=click.IntRange(min=1), help="Fitting copies of each augmentation kind.")
+@click.option("--leakage-max-fit", type=click.IntRange(min=50), help="Most fitting rows per fold.")
 @click.option("--leakage-neighbours", type=click.IntRange(min=1), help="k of the k-NN decoder.")
 @click.option(
-    "--leakage-decoder",
-    type=click.Choice(["knn", "krr", "ridge"]),
-    help="Client-side decoder: k-NN, kernel ridge, linear ridge.",
+    "--leakage-ridge-alpha", "--leakage-alpha", "leakage_ridge_alpha",
+    type=click.FloatRange(min=0, min_open=True), help="Ridge penalty of the kernel ridge decoder.",
+)
+@click.option("--leakage-bootstrap", type=click.IntRange(min=0), help="Bootstrap rounds of the 95% intervals.")
+@click.option(
+    "--twin/--no-twin", default=True, show_default=True,
+    help="Train an architecture-matched honest twin to compare the leakage with (without one: never honest).",
 )
 @click.option(
-    "--leakage-features", type=click.Choice(["log", "probabilities", "both"]), help="Output space of the decoder."
-)
-@click.option(
-    "--leakage-gamma", type=click.FloatRange(min=0, min_open=True), help="RBF width (per feature) of the krr decoder."
-)
-@click.option(
-    "--leakage-alpha", type=click.FloatRange(min=0, min_open=True), help="Ridge penalty of the krr / ridge decoder."
+    "--sign-key", type=click.Path(dir_okay=False, exists=True, path_type=str),
+    help="Sign the report with this secret key file (HMAC-SHA256; SafeModel(verdict_key=FILE) checks it).",
 )
 @click.option(
     "--augment-seed",
@@ -313,19 +322,20 @@ def vet_command(
     thresholds_file: str | None,
     max_tensor_bytes: int,
     finetune_steps: int | None,
-    finetune_lr: float | None,
+    finetune_learning_rate: float | None,
     finetune_optimiser: str | None,
     finetune_batch_size: int | None,
     finetune_train_samples: int | None,
     finetune_eval_samples: int | None,
     finetune_statistic: str | None,
-    leakage_fit_samples: int | None,
-    leakage_eval_samples: int | None,
+    leakage_decoders: tuple[str, ...],
+    leakage_augmentations: int | None,
+    leakage_max_fit: int | None,
     leakage_neighbours: int | None,
-    leakage_decoder: str | None,
-    leakage_features: str | None,
-    leakage_gamma: float | None,
-    leakage_alpha: float | None,
+    leakage_ridge_alpha: float | None,
+    leakage_bootstrap: int | None,
+    twin: bool,
+    sign_key: str | None,
     augment_seed: int | None,
     release: str | None,
     reference_models: tuple[str, ...],
@@ -356,19 +366,20 @@ def vet_command(
         thresholds=thresholds_file,
         max_tensor_bytes=max_tensor_bytes,
         finetune_steps=finetune_steps,
-        finetune_learning_rate=finetune_lr,
+        finetune_learning_rate=finetune_learning_rate,
         finetune_optimiser=finetune_optimiser,
         finetune_batch_size=finetune_batch_size,
         finetune_train_samples=finetune_train_samples,
         finetune_eval_samples=finetune_eval_samples,
         finetune_statistic=finetune_statistic,
-        leakage_fit_samples=leakage_fit_samples,
-        leakage_eval_samples=leakage_eval_samples,
+        leakage_decoders=list(leakage_decoders) or None,
+        leakage_augmentations=leakage_augmentations,
+        leakage_max_fit=leakage_max_fit,
         leakage_neighbours=leakage_neighbours,
-        leakage_decoder=leakage_decoder,
-        leakage_features=leakage_features,
-        leakage_kernel_gamma=leakage_gamma,
-        leakage_ridge_alpha=leakage_alpha,
+        leakage_ridge_alpha=leakage_ridge_alpha,
+        leakage_bootstrap=leakage_bootstrap,
+        twin=twin,
+        sign_key=sign_key,
         augment_seed=augment_seed,
         release=release,
         reference_models=list(reference_models),

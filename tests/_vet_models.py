@@ -181,3 +181,43 @@ def external_data_classifier(folder: Path, location: str) -> Path:
     path = folder / "model.onnx"
     onnx.save(model, str(path))
     return path
+
+
+def full_report(model_path: Path, verdict: str) -> dict:
+    """A complete vet report for ``model_path`` whose scores give ``verdict`` under the installed thresholds.
+
+    Built by hand (no vet run) for the SafeModel policy tests: it is exactly what a provider
+    who fabricates scores could ship, which is why reviewers sign reports (verdict_key).
+    """
+    from edgeguard._version import __version__
+    from edgeguard.model import model_sha256
+    from edgeguard.verdicts.rule import decide_record
+    from edgeguard.verdicts.thresholds import load_thresholds
+
+    table = load_thresholds()
+    excess = {"honest": [-0.4, 0.1], "inconclusive": [0.1, 0.6], "vicious": [1.0, 1.5]}[verdict]
+    ran = {"status": "ran", "details": {}}
+    record = {
+        "model_path": str(model_path),
+        "model_sha256": model_sha256(model_path),
+        "verdict": verdict,
+        "findings": [],
+        "tests": {
+            "consistency": {**ran, "score": 0.0, "flagged": False},
+            "precision": {**ran, "score": 1e-7},
+            "continuity": {**ran, "score": 0.5},
+            "leakage": {
+                "status": "ran",
+                "score": sum(excess) / 2,
+                "details": {"ci95": excess, "statistic": "excess_gain_db", "threshold_entry": "leakage_excess_twin"},
+            },
+        },
+        "probe": {"samples": 1000, "coverage_problems": []},
+        "settings": {"tests": ["consistency", "precision", "continuity", "leakage"]},
+        "thresholds": {"tests": table["tests"], "combined": table["combined"]},
+        "thresholds_sha256": table["sha256"],
+        "edgeguard_version": __version__,
+        "checked": {"runtime": "onnxruntime", "batch_sizes": [1, 2, 3, 8]},
+    }
+    assert decide_record(record, table).verdict == verdict
+    return record

@@ -14,7 +14,7 @@ from edgeguard.cli import main
 from edgeguard.vetting import VetReport
 
 SMALL = [
-    "--leakage-decoder", "ridge",
+    "--leakage-decoders", "knn",
     "--augment-seed", "5",
     "--finetune-train-samples", "64",
     "--finetune-eval-samples", "200",
@@ -67,7 +67,8 @@ def test_exit_codes_0_and_1_with_json_numbers(tmp_path, model, probe, leakage_th
     path = thresholds(tmp_path, leakage_threshold)
     result = run(
         "vet", model, "-p", probe, "--format", "json", "--thresholds", path, "-q", *SMALL,
-        "--tests", "consistency", "--tests", "leakage", "--tests", "finetune",
+        "--tests", "consistency", "--tests", "precision", "--tests", "continuity", "--tests", "leakage",
+        "--tests", "finetune",
     )
     assert result.exit_code == code, result.output
     data = json.loads(result.stdout)
@@ -77,8 +78,9 @@ def test_exit_codes_0_and_1_with_json_numbers(tmp_path, model, probe, leakage_th
     assert leakage["status"] == "ran" and leakage["threshold"] == leakage_threshold
     assert leakage["flagged"] is (code == 1)
     details = leakage["details"]
-    assert details["psnr_decoder_db"] - details["psnr_label_only_db"] == pytest.approx(leakage["score"])
-    assert details["decoder"] == "ridge" and details["augment_seed"] == 5 and details["samples"] == 600
+    assert details["excess_gain_db"] == pytest.approx(leakage["score"])  # the excess over the trained twin
+    assert details["excess_ci95_db"][0] <= leakage["score"] <= details["excess_ci95_db"][1]
+    assert data["settings"]["leakage"]["decoders"] == ["knn"] and details["augment_seed"] == 5 and details["samples"] == 600
     assert data["tests"]["consistency"]["details"]["consistent"] is True
     assert data["checked"]["batch_sizes"][0] == 1 and len(data["thresholds_sha256"]) == 64
     finetune = data["tests"]["finetune"]

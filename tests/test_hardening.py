@@ -13,6 +13,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
+from _vet_models import full_report
 import onnx
 import pytest
 from click.testing import CliRunner
@@ -206,7 +207,7 @@ def test_external_data_is_read_from_the_models_folder_only(tmp_path, monkeypatch
 def test_a_verdict_does_not_cover_changed_external_data(tmp_path):
     path = _save(_initializer(), tmp_path / "m.onnx")
     (tmp_path / "bias.bin").write_bytes(BIAS.tobytes())
-    verdict = {"model_sha256": model_sha256(path), "verdict": "honest"}
+    verdict = full_report(path, "honest")
     SafeModel(path, verdict=verdict)
     (tmp_path / "bias.bin").write_bytes(CANARY.tobytes())
     with pytest.raises(ModelRefusedError, match="changed since it was vetted"):

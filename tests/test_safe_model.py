@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -13,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from _vet_models import full_report
 import onnx
 import onnxruntime as ort
 import pytest
@@ -425,10 +425,9 @@ def test_budget_fallback_to_argmax_through_safe_model(models):
 
 
 # --- vet policy -----------------------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class _Verdict:
-    model_sha256: str
-    verdict: str
+def _Verdict(path, verdict: str) -> dict:  # noqa: N802 - reads like the old dataclass
+    """A full vet report for the file at ``path`` with this verdict (see tests/_vet_models.full_report)."""
+    return full_report(Path(path), verdict)
 
 
 def test_model_sha256_is_the_file_digest(models):
@@ -438,7 +437,7 @@ def test_model_sha256_is_the_file_digest(models):
 
 
 def test_verdict_for_another_file_is_refused(models, tmp_path):
-    verdict = _Verdict(model_sha256(models["logits"]), "honest")
+    verdict = _Verdict(models["logits"], "honest")
     assert SafeModel(models["logits"], verdict=verdict).verdict == "honest"
     changed = tmp_path / "changed.onnx"
     model = onnx.load(str(models["logits"]))
@@ -451,7 +450,7 @@ def test_verdict_for_another_file_is_refused(models, tmp_path):
 
 
 def test_vicious_verdict_policies(models, caplog):
-    sha = model_sha256(models["logits"])
+    sha = models["logits"]
     vicious = _Verdict(sha, "vicious")
     filters = [Softmax(), Round(2)]
     with pytest.raises(ModelRefusedError, match="vicious"):
@@ -465,7 +464,7 @@ def test_vicious_verdict_policies(models, caplog):
             warned = SafeModel(models["logits"], filters=filters, verdict=vicious, on_vicious="warn")
     assert "vicious" in caplog.text
     assert [f.name for f in warned.pipeline] == ["softmax", "round"]
-    ignored = SafeModel(models["logits"], filters=filters, verdict=_Verdict("0" * 64, "vicious"), on_vicious=None)
+    ignored = SafeModel(models["logits"], filters=filters, verdict={"model_sha256": "0" * 64}, on_vicious=None)
     assert ignored.verdict is None  # not consulted at all
     with pytest.warns(ViciousModelWarning, match="inconclusive"):
         SafeModel(models["logits"], filters=filters, verdict=_Verdict(sha, "inconclusive"), on_vicious="warn")
@@ -476,13 +475,13 @@ def test_vicious_verdict_policies(models, caplog):
 def test_verdict_from_a_json_report_or_mapping(models, tmp_path):
     sha = model_sha256(models["multilabel"])
     report = tmp_path / "report.json"
-    report.write_text(json.dumps({"model_sha256": sha, "verdict": "vicious", "score": 0.5}))
+    report.write_text(json.dumps(full_report(models["multilabel"], "vicious")))
     model = SafeModel(models["multilabel"], filters=[Sigmoid(), Round(2)], verdict=report, on_vicious="argmax")
     assert [f.name for f in model.pipeline] == ["class_labels"]  # label-only release for a multilabel model
     assert isinstance(model.pipeline.filters[0], ClassLabels)
     assert set(np.unique(model.predict(_images()))) <= {0.0, 1.0}
-    with pytest.raises(ModelRefusedError):
-        SafeModel(models["multilabel"], verdict={"model_sha256": sha, "verdict": "vicious"})
+    with pytest.raises(ModelRefusedError, match="full vet report"):  # a hand-made verdict
+        SafeModel(models["multilabel"], verdict={"model_sha256": sha, "verdict": "honest"})
     bad = {
         "missing-file": tmp_path / "none.json",
         "no-sha": {"verdict": "honest"},

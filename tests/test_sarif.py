@@ -168,14 +168,14 @@ def test_cli_sarif_output_of_a_real_vet(tmp_path, monkeypatch, model_and_probe):
     model, probe = model_and_probe
     monkeypatch.chdir(tmp_path)
     args = ["vet", "m.onnx", "-p", str(probe), "--format", "sarif", "-q", "--thresholds", thresholds(tmp_path, -100.0)]
-    result = CliRunner().invoke(main, [*args, "--tests", "leakage", *SMALL])
+    result = CliRunner().invoke(main, [*args, *SMALL])
     assert result.exit_code == 1, result.output
     log = json.loads(result.stdout)
     results = check_sarif(log)
     assert results[-1]["ruleId"] == "verdict/vicious" and results[-1]["level"] == "error"
     assert all(r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "m.onnx" for r in results)
     assert log["runs"][0]["tool"]["driver"]["name"] == "edgeguard"
-    as_json = CliRunner().invoke(main, [*args[:4], "--format", "json", *args[6:], "--tests", "leakage", *SMALL])
+    as_json = CliRunner().invoke(main, [*args[:4], "--format", "json", *args[6:], *SMALL])
     codes = [f["code"] for f in json.loads(as_json.stdout)["findings"]]
     assert [r["ruleId"] for r in results[:-1]] == codes  # one result per finding, rule id = its code
 
@@ -206,7 +206,7 @@ def test_real_reports_match_the_schema(tmp_path, model_and_probe, case):
         "--thresholds",
         thresholds(tmp_path, leakage),
     ]
-    result = CliRunner().invoke(main, [*args, "--tests", "leakage", *SMALL])
+    result = CliRunner().invoke(main, [*args, *SMALL])
     data = json.loads(result.stdout)
     validate_report(data)
     assert data["exit_code"] == result.exit_code == {"honest": 0, "vicious": 1, "refused": 2}[case]

@@ -62,7 +62,7 @@ def test_package_is_callable_and_exports(tmp_path, probe):
     report = edgeguard.vet(path, probe, thresholds=permissive(), **SMALL)
     assert isinstance(report, edgeguard.VetReport)
     assert report.verdict == "honest" and report.exit_code == 0
-    assert set(report.tests) == {"consistency", "leakage"}  # the fine-tune test runs on request only
+    assert set(report.tests) == {"consistency", "precision", "continuity", "leakage"}  # fine-tune: on request
     assert report.checked["batch_sizes"][0] == 1 and report.settings["augment_seed"] == 1
     with_finetune = vet(path, probe, thresholds=permissive(), tests=("leakage", "finetune"), **SMALL, **FINETUNE_SMALL)
     assert with_finetune.tests["finetune"].details["interpreter_max_abs_diff"] < 1e-4
@@ -95,8 +95,8 @@ def test_knob_validation(tmp_path, probe):
         vet(path, probe, finetune_stpes=3)
     with pytest.raises(ConfigError, match="optimiser"):
         vet(path, probe, finetune_optimiser="rmsprop")
-    with pytest.raises(ConfigError, match="decoder"):
-        vet(path, probe, leakage_decoder="gan")
+    with pytest.raises(ConfigError, match="decoders"):
+        vet(path, probe, leakage_decoders=("gan",))
     with pytest.raises(ConfigError, match="tests"):
         vet(path, probe, tests=["magic"])
 
@@ -104,7 +104,7 @@ def test_knob_validation(tmp_path, probe):
 def test_uncalibrated_statistic_is_reported_but_not_used(tmp_path, probe):
     path = save(linear_classifier(), tmp_path / "m.onnx")
     report = vet(
-        path, probe, thresholds=permissive(), tests=("consistency", "leakage", "finetune"),
+        path, probe, thresholds=permissive(), tests=("consistency", "precision", "continuity", "leakage", "finetune"),
         finetune_statistic="class_coherence", **SMALL, **FINETUNE_SMALL,
     )
     finetune = report.tests["finetune"]
@@ -115,12 +115,14 @@ def test_uncalibrated_statistic_is_reported_but_not_used(tmp_path, probe):
 def test_settings_come_from_the_thresholds_file(tmp_path, probe):
     path = save(linear_classifier(), tmp_path / "m.onnx")
     table = permissive()
-    table["tests"]["leakage"]["settings"] = {"decoder": "ridge", "augmentations": 1, "max_fit": 500}
+    table["audit"] = {"settings": {"decoders": ["knn"], "augmentations": 1, "max_fit": 500}}
     report = vet(path, probe, thresholds=table, augment_seed=1)
-    assert report.settings["leakage"]["decoder"] == "ridge" and report.tests["leakage"].details["fit_rows"] == 500
-    overridden = vet(path, probe, thresholds=table, leakage_decoder="knn", augment_seed=1)
-    assert overridden.tests["leakage"].details["decoder"] == "knn"
-    assert "calibration_note" in overridden.tests["leakage"].details
+    assert report.settings["leakage"]["decoders"] == ["knn"] and report.settings["leakage"]["max_fit"] == 500
+    assert {key.split("/")[2] for key in report.tests["leakage"].details["gains_db"]} == {"knn"}
+    assert "calibration_note" not in report.tests["leakage"].details
+    overridden = vet(path, probe, thresholds=table, leakage_decoders=("krr", "knn"), augment_seed=1)
+    assert {key.split("/")[2] for key in overridden.tests["leakage"].details["gains_db"]} == {"krr", "knn"}
+    assert "decoders" in overridden.tests["leakage"].details["calibration_note"]
 
 
 @pytest.mark.parametrize("output_kind", ["logits", "probabilities"])
@@ -129,7 +131,7 @@ def test_multilabel_model_end_to_end(tmp_path, output_kind):
     probe = tmp_path / "attributes.npz"
     np.savez(probe, x=x, y=np.eye(3, dtype=np.float32)[y])  # one-hot attributes: (N, 3) 0/1 labels
     model = save(linear_classifier(output_kind, task_type="multilabel"), tmp_path / "m.onnx")
-    report = vet(model, probe, thresholds=permissive(), tests=("consistency", "leakage", "finetune"), **SMALL, **FINETUNE_SMALL)
+    report = vet(model, probe, thresholds=permissive(), tests=("consistency", "precision", "continuity", "leakage", "finetune"), **SMALL, **FINETUNE_SMALL)
     assert report.model["task_type"] == "multilabel"
     assert report.tests["leakage"].status == "ran" and report.tests["finetune"].status == "ran"
     assert report.tests["finetune"].details["loss_after"] < report.tests["finetune"].details["loss_before"]

@@ -60,12 +60,13 @@ VARIANTS = [("logits", 0.1), ("logits", 10.0), ("shift", 0.3), ("log_softmax", 3
 
 
 def test_reparametrised_outputs_give_the_same_statistic_and_verdict(tmp_path, probe):
-    plain = vet(save(_variant("logits"), tmp_path / "plain.onnx"), probe, thresholds=table(), **FAST)
+    plain = vet(save(_variant("logits"), tmp_path / "plain.onnx"), probe, thresholds=table(), twin=False, **FAST)
     reference = plain.tests["leakage"].details["gain_db"]
-    below = table(threshold=reference - 0.05)  # every variant must be flagged like the untouched model
+    low = plain.tests["leakage"].details["gain_ci95_db"][0]
+    below = table(threshold=low - 0.05)  # every variant must be flagged like the untouched model
     for kind, temperature in VARIANTS:
         path = save(_variant(kind, temperature), tmp_path / f"{kind}-{temperature}.onnx")
-        report = vet(path, probe, thresholds=below, **FAST)
+        report = vet(path, probe, thresholds=below, twin=False, **FAST)
         assert report.tests["leakage"].details["gain_db"] == pytest.approx(reference, abs=1e-3), (kind, temperature)
         assert report.verdict == "vicious", (kind, temperature)
 
@@ -155,8 +156,9 @@ def test_trained_reference_from_the_vetted_graph(tmp_path, probe):
     path = save(linear_classifier(), tmp_path / "m.onnx")
     labelled = write_probe(tmp_path / "reference.npz", 300, seed=9)
     report = vet(path, probe, thresholds=table(), reference_data=labelled, reference_steps=30, **FAST)
-    record = report.tests["leakage"].details["references"][0]
-    assert record["kind"] == "trained" and record["tensors_reset"] == 2 and np.isfinite(record["gain_db"])
+    record = report.tests["leakage"].details["twin"]
+    assert record["kind"] == "trained" and record["tensors_reset"] == 2 and 0.0 <= record["accuracy"] <= 1.0
+    assert record["source"] == str(labelled) and record["used"] is True
     assert "excess_gain_db" in report.tests["leakage"].details
 
 
@@ -178,7 +180,8 @@ def test_inconclusive_is_no_pass(tmp_path):
 def test_report_without_a_batch_1_check_is_not_a_pass(tmp_path, probe):
     path = save(linear_classifier(), tmp_path / "m.onnx")
     report = vet(path, probe, thresholds=table(), tests=("leakage",), **FAST)
-    assert report.verdict == "honest" and report.checked["batch_sizes"] == []
+    assert report.verdict == "inconclusive" and report.checked["batch_sizes"] == []
+    assert any("consistency did not run" in reason for reason in report.reasons)
     with pytest.raises(ModelRefusedError, match="inconclusive"):
         SafeModel(path, verdict=report, accept_thresholds=True)
 

@@ -87,15 +87,22 @@ class SafeModel:
         ``intra_op_num_threads`` on ``session_options`` (an ``onnxruntime.SessionOptions``;
         SafeModel also sets its ``log_severity_level`` to 4, FATAL, so that a failing node's
         message, which can quote values computed from the input, is never printed).
-    verdict: a vetting verdict for this file: an object with ``.model_sha256`` and
-        ``.verdict`` ("honest" | "vicious" | "inconclusive"), a mapping with those keys,
-        or a path to a JSON report. It must name this file's :func:`model_sha256`.
+    verdict: the vet report for this file: a :class:`~edgeguard.vetting.VetReport`, its
+        ``to_dict()``, or a path to its JSON (``edgeguard vet --format json``). Only a full
+        report is accepted: it must name this file's :func:`model_sha256`, come from this
+        edgeguard version with the installed thresholds (their SHA-256), and its verdict
+        must follow from its own scores (the decision rule is re-run); a hand-made
+        ``{"verdict": "honest"}`` or an edited report is refused (ModelRefusedError).
+    verdict_key: the reviewer's secret key (bytes or a key file) that signed the report
+        (``edgeguard vet --sign-key FILE``); with it, an unsigned report, one signed with
+        another key or edited after signing is refused.
     on_vicious: what a "vicious" verdict does: "refuse" (ModelRefusedError now),
         "argmax" (filters replaced by the label-only release), "warn" (ViciousModelWarning
         and a log line), or None (the verdict is not consulted). "inconclusive" is no pass:
         refused under "refuse", label-only under "argmax", a warning under "warn".
-    accept_thresholds: accept a vet report made with other thresholds than this
-        edgeguard's packaged ones (refused by default).
+    accept_thresholds: accept a vet report made with other thresholds or another edgeguard
+        version than this one's (refused by default); its verdict is then re-derived with the
+        thresholds recorded in the report.
     allow_float64: accept float64 inputs (cast to float32); by default only float32.
     allow_unsafe_raw_outputs: enable :meth:`predict_unfiltered_unsafe`.
     max_capacity_bits: refuse filters whose release capacity exceeds this many bits.
@@ -140,6 +147,7 @@ class SafeModel:
         allow_dynamic_ops: bool = False,
         run_deadline_s: float | None = None,
         accept_thresholds: bool = False,
+        verdict_key: bytes | str | os.PathLike | None = None,
         output: str | None = None,
         input_shape: Sequence[int] | None = None,
         input_range: Sequence[float] | None = None,
@@ -197,6 +205,11 @@ class SafeModel:
                 "expected at least one output filter, got none; releasing raw outputs needs "
                 "allow_unsafe_raw_outputs=True and predict_unfiltered_unsafe()"
             )
+        if verdict_key is not None and (verdict is None or on_vicious is None):
+            raise ConfigError(
+                "expected a vet report to check with verdict_key, got none (or on_vicious=None); pass "
+                "verdict=REPORT, or drop verdict_key"
+            )
         if on_vicious is not None and verdict is not None:
             outcome = apply_verdict(
                 verdict,
@@ -206,6 +219,7 @@ class SafeModel:
                 path=self.path,
                 task_type=self.info.task_type,
                 accept_thresholds=accept_thresholds,
+                key=verdict_key,
             )
             filters, self.verdict, self.vet_action = outcome.filters, outcome.verdict, outcome.action
             self.vetted_batch_sizes = outcome.vetted_batch_sizes

@@ -1,8 +1,9 @@
-"""Decision thresholds of the vet, read from ``thresholds.json`` next to this file.
+"""The installed decision thresholds of the vet (``thresholds.json`` next to this file).
 
-``benchmarks/detection.py`` fits them on its model zoo and rewrites the file; the
-provenance (source file, date, zoo, settings, caveats) travels with the numbers and is
-copied into every :class:`~edgeguard.vetting.VetReport`.
+``benchmarks/detection.py`` fits them on its calibration zoo and rewrites the file; the
+provenance (source, date, zoo, settings, caveats) travels with the numbers and is copied
+into every vet report. SafeModel re-runs the decision rule with these thresholds, so they
+live here, below both the vet and SafeModel.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ THRESHOLDS_FILE = Path(__file__).with_name("thresholds.json")
 
 
 def load_thresholds(source: str | os.PathLike | dict[str, Any] | None = None) -> dict[str, Any]:
-    """The thresholds dict: ``source`` (a dict or a JSON path) or the packaged file."""
+    """The thresholds dict: ``source`` (a dict or a JSON path) or the installed file."""
     if isinstance(source, dict):
         data = source
         origin = "<dict>"
@@ -35,8 +36,10 @@ def load_thresholds(source: str | os.PathLike | dict[str, Any] | None = None) ->
         except json.JSONDecodeError as error:
             raise DataError(f"expected JSON thresholds in {path}, got an error: {error}") from None
         origin = str(path)
+    if not isinstance(data, dict) or not isinstance(data.get("tests"), dict):
+        raise DataError(f"expected a JSON object with a 'tests' table in the vet thresholds ({origin}), got {type(data).__name__}")
     for name in ("leakage", "finetune"):
-        entry = data.get("tests", {}).get(name)
+        entry = data["tests"].get(name)
         if entry is None or not {"threshold", "scale", "higher_is_vicious"} <= set(entry):
             raise DataError(
                 f"expected tests.{name} with 'threshold', 'scale' and 'higher_is_vicious' in the vet thresholds "
@@ -96,16 +99,13 @@ def thresholds_sha256(table: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def likelihood(score: float, entry: dict[str, Any]) -> float:
-    """Map a score to (0, 1): 0.5 at the threshold, logistic with the entry's scale."""
-    margin = (score - float(entry["threshold"])) / float(entry["scale"])
-    if not entry["higher_is_vicious"]:
-        margin = -margin
-    margin = max(-50.0, min(50.0, margin))
-    return 1.0 / (1.0 + math.exp(-margin))
-
-
 def margin(score: float, entry: dict[str, Any]) -> float:
     """Signed distance to the threshold in units of the entry's scale (> 0 = vicious side)."""
-    value = (score - float(entry["threshold"])) / float(entry["scale"])
+    value = (float(score) - float(entry["threshold"])) / float(entry["scale"])
     return value if entry["higher_is_vicious"] else -value
+
+
+def likelihood(score: float, entry: dict[str, Any]) -> float:
+    """Map a score to (0, 1): 0.5 at the threshold, logistic with the entry's scale."""
+    value = max(-50.0, min(50.0, margin(score, entry)))
+    return 1.0 / (1.0 + math.exp(-value))

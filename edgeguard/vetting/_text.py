@@ -74,16 +74,19 @@ def render_text(report: Any) -> str:
             d = test.details
             ci = d.get("gain_ci95_db") or [float("nan"), float("nan")]
             lines.append(
-                f"   decoder {d.get('psnr_decoder_db', float('nan')):.2f} dB vs label-only "
-                f"{d.get('psnr_label_only_db', float('nan')):.2f} dB: gain {_fmt(d.get('gain_db'), 2)} dB "
-                f"(95% CI {ci[0]:.2f}..{ci[1]:.2f})"
+                f"   best decoder gain {_fmt(d.get('gain_db'), 2)} dB over label-only (95% CI {ci[0]:.2f}..{ci[1]:.2f}; "
+                f"{d.get('worst_configuration', '-')}); clean minus augmented {_fmt(d.get('clean_minus_augmented_db'), 2)} dB"
             )
             if "excess_gain_db" in d:
                 eci = d.get("excess_ci95_db") or [float("nan"), float("nan")]
+                twin = d.get("twin") or {}
                 lines.append(
-                    f"   honest reference of this architecture: gain {d['reference_gain_db']:.2f} dB; excess "
+                    f"   honest twin ({twin.get('kind', '?')}, accuracy {_fmt(twin.get('accuracy'), 3)} vs the model's "
+                    f"{_fmt(d.get('model_accuracy'), 3)}): gain {_fmt(d.get('twin_gain_db'), 2)} dB; excess "
                     f"{d['excess_gain_db']:.2f} dB (95% CI {eci[0]:.2f}..{eci[1]:.2f})"
                 )
+            elif d.get("twin_missing_reason"):
+                lines.append(_wrap(f"no honest twin: {d['twin_missing_reason']}", "   "))
         elif name == "consistency":
             d = test.details
             lines.append(

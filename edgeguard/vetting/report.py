@@ -115,6 +115,8 @@ class VetReport:
     checked: dict[str, Any] = field(default_factory=dict)
     #: leakage of the release audited with ``release=SPEC`` (what SafeModel will release)
     release: dict[str, Any] | None = None
+    #: HMAC of the report under a reviewer's key (``vet(..., sign_key=...)``, ``edgeguard vet --sign-key``)
+    signature: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -160,7 +162,16 @@ class VetReport:
             "thresholds_sha256": self.thresholds_sha256,
             "checked": _clean(self.checked),
             "release": _clean(self.release),
+            **({"signature": dict(self.signature)} if self.signature else {}),
         }
+
+    def sign(self, key: bytes | str | os.PathLike) -> "VetReport":
+        """Sign the report (HMAC-SHA256 of its canonical JSON) with ``key`` (bytes or a key file); returns self."""
+        from edgeguard.verdicts.signing import read_key, sign_record
+
+        self.signature = None
+        self.signature = sign_record(self.to_dict(), read_key(key))
+        return self
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
@@ -192,6 +203,7 @@ class VetReport:
                 thresholds_sha256=str(data.get("thresholds_sha256", "")),
                 checked=dict(data.get("checked", {})),
                 release=data.get("release"),
+                signature=data.get("signature"),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise DataError(

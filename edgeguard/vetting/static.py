@@ -35,6 +35,7 @@ from typing import Any
 
 from edgeguard.errors import ModelLoadError, ModelTooLargeError, UnsafeModelError
 from edgeguard.model.limits import DEFAULT_MAX_TENSOR_BYTES, DEFAULT_MAX_TOTAL_BYTES, itemsize_bound
+from edgeguard.vetting.output_path import output_path_findings
 from edgeguard.vetting.report import Finding
 
 __all__ = ["static_audit", "NON_DIFFERENTIABLE_OPS"]
@@ -168,6 +169,7 @@ def _audit(path: Path, max_tensor_bytes: int, max_total_bytes: int) -> tuple[lis
     findings += _node_findings(model)
     findings += _interface_findings(model)
     findings += shape_flow_findings(model)
+    findings += output_path_findings(model)
     for problem in unbounded_ops(model, max_tensor_bytes):
         findings.append(
             Finding(
