@@ -346,3 +346,17 @@ def test_safe_model_accepts_only_full_verified_reports(tmp_path, probe):
         SafeModel(path, verdict=older)
     with pytest.raises(ConfigError, match="verdict_key"):
         SafeModel(path, verdict_key=key)
+
+
+def test_finetune_statistics_are_measured_against_the_twin(tmp_path, probe):
+    pytest.importorskip("torch")
+    path = save(linear_classifier(), tmp_path / "m.onnx")
+    report = vet(
+        path, probe, thresholds=table(), tests=("consistency", "precision", "continuity", "leakage", "finetune"),
+        finetune_train_samples=64, finetune_eval_samples=200, finetune_batch_size=32, **FAST,
+    )
+    details = report.tests["finetune"].details
+    assert set(details["twin"]) >= {"loss_decrease_per_shift", "shift_per_gradient_norm"}
+    ratio = details["ratio_to_twin"]["loss_decrease_per_shift"]
+    assert ratio == pytest.approx(details["loss_decrease_per_shift"] / details["twin"]["loss_decrease_per_shift"])
+    assert report.tests["finetune"].details["outcome"] == "informational" and report.verdict == "honest"

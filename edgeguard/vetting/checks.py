@@ -186,6 +186,7 @@ def run_finetune(ctx: VetContext) -> TestResult:
     finally:
         torch.set_num_threads(threads)
     details["interpreter_max_abs_diff"] = diff
+    _against_twin(ctx, details)
     calibrated = table["tests"]["finetune"].get("statistic", "cosine")
     if settings.statistic != calibrated:
         return TestResult(
@@ -194,6 +195,34 @@ def run_finetune(ctx: VetContext) -> TestResult:
             seconds=time.perf_counter() - started, details=details,
         )
     return scored("finetune", details.pop("score"), details, table, time.perf_counter() - started)
+
+
+#: Fine-tune statistics compared with the honest twin's (ratio model / twin), issue 17 item 8.
+TWIN_STATISTICS = ("loss_decrease_per_shift", "shift_per_gradient_norm", "output_shift", "cosine")
+
+
+def _against_twin(ctx: VetContext, details: dict[str, Any]) -> None:
+    """The same fine-tune on the trained twin: each statistic's ratio model / twin (informational).
+
+    Across architectures ``loss_decrease_per_shift`` differs by 10x, so it only means
+    something next to an honest model of the same architecture: a vicious model's is lower.
+    """
+    if ctx.twin_module is None:
+        details["twin"] = "no trained twin (the leakage check did not build one)"
+        return
+    try:
+        twin = finetune_test(
+            ctx.twin_module, ctx.probe.inputs, ctx.probe.labels, output_kind=ctx.info.output_kind,
+            task_type=ctx.info.task_type, settings=ctx.settings.finetune, seed=ctx.settings.seed,
+        )
+    except (EdgeguardError, RuntimeError) as error:
+        details["twin"] = f"the fine-tune of the twin failed: {_short(error)}"
+        return
+    details["twin"] = {name: twin.get(name) for name in TWIN_STATISTICS}
+    details["ratio_to_twin"] = {
+        name: (details[name] / twin[name]) if twin.get(name) not in (None, 0.0) and name in details else None
+        for name in TWIN_STATISTICS
+    }
 
 
 def finetune_findings(ctx: VetContext) -> None:

@@ -30,6 +30,7 @@ class VetContext:
     report: Any  # VetReport being filled
     say: Callable[[str], None]
     augment_seed: int
+    twin_module: Any = None  # the trained twin's torch module, once the leakage check has built it
 
     @property
     def is_image(self) -> bool:

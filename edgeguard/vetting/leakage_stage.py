@@ -72,6 +72,7 @@ def run_leakage(ctx: VetContext, model_accuracy: float) -> TestResult:
     _kind_findings(ctx, mine.simplex)
     if chosen is not None:
         twin = twins[chosen]
+        ctx.twin_module = twin.module
         details.update(statistic="excess_gain_db", twin=twin.record, model_accuracy=model_accuracy)
         entry_name = SUPPLIED_ENTRY if twin.kind == "supplied" else TWIN_ENTRY
         score, ci = summary["excess_gain_db"], summary["excess_ci95_db"]

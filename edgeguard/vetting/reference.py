@@ -155,6 +155,7 @@ def train_reference(
             tensor = torch.as_tensor(np.asarray(batch, dtype=np.float32))
             return torch.cat([module(tensor[i : i + 512]) for i in range(0, len(tensor), 512)]).double().numpy()
 
+    run.module = module  # the trained twin itself (the fine-tune test compares its statistics with the model's)
     record = {
         "kind": "trained",
         "steps": settings.steps,

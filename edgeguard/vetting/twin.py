@@ -41,6 +41,7 @@ class Twin:
     kind: str  # "supplied" | "trained"
     run_images: Callable[[np.ndarray], np.ndarray]
     record: dict[str, Any] = field(default_factory=dict)
+    module: Any = None  # the trained twin's torch module (None for a supplied one)
 
 
 def _accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
@@ -88,7 +89,9 @@ def _trained(ctx: VetContext) -> Twin:
     record["source"] = source
     record["accuracy"] = _accuracy(run(ctx.probe.inputs), ctx.probe.labels)
     record["accuracy_note"] = "on the probe images" + (" (trained on them)" if s.reference_data is None else "")
-    return Twin("trained", lambda x: run(scale(x)), record)
+    twin = Twin("trained", lambda x: run(scale(x)), record)
+    twin.module = getattr(run, "module", None)
+    return twin
 
 
 def build_twins(ctx: VetContext, model_accuracy: float) -> tuple[list[Twin], list[dict[str, Any]], str]:
