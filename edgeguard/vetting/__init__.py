@@ -1,19 +1,21 @@
 """Vetting: tell honest from vicious classifiers before any output is shared.
 
-``edgeguard.vet(model_path, probe_data, **knobs)`` (the same function as
-``edgeguard.vetting.vet``) runs, in order:
+``edgeguard.vet(model_path, probe_data, settings=None, **knobs)`` (the same function as
+``edgeguard.vetting.vet``; knobs are :class:`VetSettings` field names) runs, in order:
 
-1. a static audit of the ONNX file (:func:`static_audit`), before anything in it runs;
-2. a consistency test (:func:`consistency_test`): per-row outputs must not depend on the
-   batch (batch 1 vs batched, shuffled, repeated rows);
-3. a black-box leakage audit (:func:`leakage_audit`): does a simple client-side decoder
-   reconstruct (augmented) probe images from the outputs better than the label alone
-   allows, and than an honest model of the same architecture (reference models)?
-4. on request, the paper's fine-tune test (:func:`finetune_test`, needs torch);
+1. a static audit of the ONNX file (:func:`static_audit`), before anything in it runs, with
+   default-deny on the path to the output (:mod:`.output_path`);
+2. a consistency test (:func:`consistency_test`): per-row outputs must not depend on the batch;
+3. a precision check (:mod:`.precision`): float32 onnxruntime against a float64 re-evaluation;
+4. a continuity test (:mod:`.continuity`): sub-quantum dither, 8-bit re-quantisation, 1% brightness;
+5. the leakage audit (:mod:`.audit`, :mod:`.decoders`, :mod:`.twin`): several client-side
+   decoders on clean and augmented (on and off the 8-bit grid) probe images, against an
+   architecture-matched honest twin;
+6. on request, the paper's fine-tune test (:func:`finetune_test`, needs torch);
 
-and combines them into a :class:`VetReport` with verdict honest / vicious / inconclusive
-(:func:`edgeguard.vetting.verdict.decide`), using the thresholds in ``thresholds.json``
-(fitted by ``benchmarks/detection.py``).
+and decides with the rule of :mod:`edgeguard.verdicts.rule` (three-way, on intervals; the
+same rule SafeModel re-runs on a stored report), using the thresholds in
+``edgeguard/verdicts/thresholds.json``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from edgeguard.vetting.static import static_audit
 
 __all__ = [
     "vet",
+    "VetSettings",
     "VetReport",
     "Finding",
     "TestResult",
@@ -50,6 +53,7 @@ def vet(model_path: Any, probe_data: Any, **knobs: Any) -> VetReport:
 
 
 _LAZY = {
+    "VetSettings": "edgeguard.vetting.settings",
     "leakage_audit": "edgeguard.vetting.leakage",
     "LeakageSettings": "edgeguard.vetting.leakage",
     "LeakageResult": "edgeguard.vetting.leakage",

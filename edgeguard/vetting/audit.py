@@ -160,6 +160,7 @@ def _gain(decoder: np.ndarray, baseline: np.ndarray) -> float:
 
 
 def _configs(names: Sequence[str], decoders: Sequence[str]) -> list[tuple[str, str]]:
+    """(feature set, decoder) pairs: every decoder on "log", all but the MLP on "logr"/"rest", k-NN on the rest."""
     out = []
     for name in names:
         if name in ("log", "logr", "rest"):
