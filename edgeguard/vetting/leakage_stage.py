@@ -54,11 +54,18 @@ def run_leakage(ctx: VetContext, model_accuracy: float) -> TestResult:
     except (InferenceError, EdgeguardError) as error:
         return TestResult("leakage", "failed", reason=str(error), seconds=time.perf_counter() - started)
     twins, records, missing = build_twins(ctx, model_accuracy)
-    twin_audits = []
+    twin_audits, usable = [], []
     for twin in twins:
         ctx.say(f"leakage audit of the {twin.kind} twin")
-        twin_audits.append(audit_model(twin.run_images, views, probe.labels, task_type=ctx.info.task_type,
-                                       settings=settings, seed=ctx.settings.seed))
+        try:
+            twin_audits.append(audit_model(twin.run_images, views, probe.labels, task_type=ctx.info.task_type,
+                                           settings=settings, seed=ctx.settings.seed))
+            usable.append(twin)
+        except Exception as error:  # noqa: BLE001 - a twin that cannot be run is no twin (said in the report)
+            twin.record["used"] = False
+            twin.record["error"] = f"the twin could not be audited: {type(error).__name__}"
+            missing = "; ".join(filter(None, [missing, twin.record["error"]]))
+    twins = usable
     chosen = _median_twin(twin_audits) if twin_audits else None
     summary = summarise(
         mine, twin_audits[chosen] if chosen is not None else None, rounds=settings.bootstrap, seed=ctx.settings.seed,
