@@ -74,6 +74,7 @@ MEANT = {  # what must show in the report: a finding code, or a test that did no
     "lattice-float16": {"low-precision-cast", "precision-dependent-outputs"},
     "noise-gate": {"leakage"},
     "probe-balance-switch": {"batch-dependent-outputs"},
+    "batch-size-switch": {"batch-dependent-outputs", "shape-value-flow"},
 }
 
 
@@ -81,6 +82,7 @@ MEANT = {  # what must show in the report: a finding code, or a test that did no
 def test_each_graph_edit_is_stopped_by_its_mechanism(pair, tmp_path, thresholds, name):
     honest, vicious, probe = pair
     built = ge.GRAPH_EDITS[name].build(honest, vicious)
+    assert name in MEANT, f"a new graph-edit class {name!r}: say which vet mechanism must stop it"
     model = built[0] if isinstance(built, tuple) else built
     onnx.save(honest, str(tmp_path / "base.onnx"))
     report = _vet(model, tmp_path, probe, thresholds, name, reference_models=[tmp_path / "base.onnx"])

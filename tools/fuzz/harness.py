@@ -86,8 +86,9 @@ def run_child(mutant: Mutant, model: Path, probe: Path, cwd: Path, cli: bool, le
         knobs = {
             "tests": ("leakage",),
             "leakage_min_samples": 40,
-            "leakage_fit_samples": 40,
-            "leakage_eval_samples": 20,
+            "leakage_max_fit": 80,
+            "leakage_bootstrap": 20,
+            "twin": False,  # the hostile graph's twin would be trained on every mutant: the audit itself is the target
         }
     _step(outcome, "vet", lambda: vet(model, probe, min_per_class=1, probe_limit=60, **knobs))
     if cli:
