@@ -99,7 +99,7 @@ def _images(rows: int = ROWS, seed: int = 0) -> np.ndarray:
 
 
 def _raw_and_safe(path: Path, filters: list) -> tuple[np.ndarray, SafeModel]:
-    model = SafeModel(path, filters=filters, allow_unsafe_raw_outputs=True)
+    model = SafeModel(path, filters=filters, allow_unsafe_raw_outputs=True, input_dither=False)
     return model.predict_unfiltered_unsafe(_images()), model
 
 
@@ -225,21 +225,21 @@ def test_unknown_subclasses_and_keyed_or_opendp_stages_are_not_fused(models):
         [GaussianNoise(0.1, key=key)],
         [TopK(11)],
     ):
-        model = SafeModel(models["logits"], filters=filters)
+        model = SafeModel(models["logits"], filters=filters, input_dither=False)
         assert model.fused_stages == 0
         if not isinstance(filters[0], TopK):
             model.predict(_images(4), seed=0)  # the numpy path still works (keyed noise gets the inputs)
-    consistent = SafeModel(models["logits"], filters=[GaussianNoise(0.1, key=key)])
+    consistent = SafeModel(models["logits"], filters=[GaussianNoise(0.1, key=key)], input_dither=False)
     x = _images(4)
     np.testing.assert_array_equal(consistent.predict(x), consistent.predict(x))
 
 
 def test_fully_fused_graph_never_outputs_the_raw_scores(models):
-    model = SafeModel(models["logits"], filters=[Softmax(), Round(2)])
+    model = SafeModel(models["logits"], filters=[Softmax(), Round(2)], input_dither=False)
     assert [o.name for o in model.session.get_outputs()] != ["scores"]
     assert len(model.session.get_outputs()) == 1
     assert model.to_dict()["fusion"] == {"fused_stages": ["softmax", "round"], "numpy_stages": [], "noise_inputs": []}
-    raw_enabled = SafeModel(models["logits"], filters=[Round(2)], allow_unsafe_raw_outputs=True)
+    raw_enabled = SafeModel(models["logits"], filters=[Round(2)], allow_unsafe_raw_outputs=True, input_dither=False)
     assert "scores" in [o.name for o in raw_enabled.session.get_outputs()]
 
 
@@ -254,12 +254,12 @@ def test_fusion_leaves_the_model_proto_unchanged_and_refuses_old_opsets(models, 
     assert (
         fuse_pipeline(onnx.load(str(old)), pipeline, output_name="scores", num_classes=K, output_kind="logits") is None
     )
-    assert SafeModel(old, filters=[Softmax(), Round(2)]).fused_stages == 0
+    assert SafeModel(old, filters=[Softmax(), Round(2)], input_dither=False).fused_stages == 0
 
 
 def test_unseeded_noise_is_fresh_and_has_the_stated_spread(models):
-    model = SafeModel(models["logits"], filters=[GaussianNoise(1.0)], allow_unsafe_raw_outputs=True)
-    laplace = SafeModel(models["logits"], filters=[LaplaceNoise(1.0)])
+    model = SafeModel(models["logits"], filters=[GaussianNoise(1.0)], allow_unsafe_raw_outputs=True, input_dither=False)
+    laplace = SafeModel(models["logits"], filters=[LaplaceNoise(1.0)], input_dither=False)
     x = _images()
     raw = model.predict_unfiltered_unsafe(x)
     noise = np.concatenate([model.predict(x) - raw for _ in range(10)])
@@ -282,7 +282,7 @@ def test_fused_probability_check_fails_closed(tmp_path):
     from edgeguard import InferenceError
 
     for filters in ([Round(2)], [Argmax()], [Round(2), LabelPreservingNoise(0.1)]):
-        safe = SafeModel(path, filters=filters)
+        safe = SafeModel(path, filters=filters, input_dither=False)
         assert safe.fused_stages == 1
         with pytest.raises(InferenceError, match="expected probabilities as the model's metadata declares"):
             safe.predict(_images(3))

@@ -163,7 +163,7 @@ def _images(n: int = 5, seed: int = 0) -> np.ndarray:
 # --- predictions -------------------------------------------------------------------------------------------
 def test_predict_applies_filters_to_the_model_outputs(models):
     x = _images()
-    model = SafeModel(models["logits"], filters=[Softmax(), Round(2)])
+    model = SafeModel(models["logits"], filters=[Softmax(), Round(2)], input_dither=False)
     released = model.predict(x)
     expected = Round(2)(Softmax()(_raw(models["logits"], x)))
     np.testing.assert_allclose(released, expected, atol=1e-6)
@@ -185,24 +185,24 @@ def test_default_release_is_the_label_only(models):
 
 def test_probability_models_and_type_checks(models):
     x = _images()
-    model = SafeModel(models["probabilities"], filters=[Round(3)])
+    model = SafeModel(models["probabilities"], filters=[Round(3)], input_dither=False)
     np.testing.assert_allclose(model.predict(x), np.round(_raw(models["probabilities"], x), 3), atol=1e-6)
     assert model.capacity_bits == pipeline_capacity_bits([Round(3)], 10, input_kind="probabilities") < 75
     with pytest.raises(FilterError, match="expected logits, got probabilities"):
-        SafeModel(models["probabilities"], filters=[Softmax(), Round(2)])
+        SafeModel(models["probabilities"], filters=[Softmax(), Round(2)], input_dither=False)
     with pytest.raises(FilterError, match="use Sigmoid"):
-        SafeModel(models["multilabel"], filters=[Softmax()])
-    multilabel = SafeModel(models["multilabel"], filters=[Sigmoid(), Round(1)])
+        SafeModel(models["multilabel"], filters=[Softmax()], input_dither=False)
+    multilabel = SafeModel(models["multilabel"], filters=[Sigmoid(), Round(1)], input_dither=False)
     assert multilabel.predict(x).shape == (5, 10)
     assert multilabel.capacity_bits == pytest.approx(10 * np.log2(11))
 
 
 def test_empty_filters_and_capacity_limit_are_refused(models):
     with pytest.raises(FilterError, match="at least one output filter"):
-        SafeModel(models["logits"], filters=[])
+        SafeModel(models["logits"], filters=[], input_dither=False)
     with pytest.raises(FilterError, match="at most 20 bits"):
-        SafeModel(models["logits"], filters=[Softmax()], max_capacity_bits=20)
-    assert SafeModel(models["logits"], filters=[Argmax()], max_capacity_bits=20).capacity_bits < 4
+        SafeModel(models["logits"], filters=[Softmax()], max_capacity_bits=20, input_dither=False)
+    assert SafeModel(models["logits"], filters=[Argmax()], max_capacity_bits=20, input_dither=False).capacity_bits < 4
 
 
 def test_raw_outputs_need_the_explicit_unsafe_option(models):
@@ -215,7 +215,7 @@ def test_raw_outputs_need_the_explicit_unsafe_option(models):
 
 
 def test_model_without_metadata_falls_back_to_the_graph(models):
-    model = SafeModel(models["no_metadata"], filters=[Softmax(), Round(2)])
+    model = SafeModel(models["no_metadata"], filters=[Softmax(), Round(2)], input_dither=False)
     assert model.info.declared is False and model.info.input_shape == SHAPE
     assert model.predict(_images()).shape == (5, 10)
 
@@ -241,7 +241,7 @@ BAD_INPUTS = {
 @pytest.mark.parametrize("case", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
 def test_bad_inputs_are_refused_with_expected_and_got(models, case):
     make, message = case
-    model = SafeModel(models["logits"], filters=[Softmax(), Round(2)])
+    model = SafeModel(models["logits"], filters=[Softmax(), Round(2)], input_dither=False)
     with pytest.raises(InvalidInputError, match=message) as caught:
         model.predict(make(_images()))
     assert str(caught.value).startswith("expected")
@@ -249,14 +249,14 @@ def test_bad_inputs_are_refused_with_expected_and_got(models, case):
 
 def test_float64_only_when_allowed_and_non_contiguous_inputs_work(models):
     x = _images()
-    model = SafeModel(models["logits"], filters=[Round(4)], allow_float64=True)
+    model = SafeModel(models["logits"], filters=[Round(4)], allow_float64=True, input_dither=False)
     np.testing.assert_array_equal(model.predict(x.astype(np.float64)), model.predict(x))
     wide = np.concatenate([x, x], axis=3)[:, :, :, ::2]  # a strided view
     np.testing.assert_array_equal(model.predict(wide), model.predict(np.ascontiguousarray(wide)))
 
 
 def test_fixed_batch_models_take_any_batch(models):
-    model = SafeModel(models["fixed_batch"], filters=[Argmax()])
+    model = SafeModel(models["fixed_batch"], filters=[Argmax()], input_dither=False)
     assert model.info.fixed_batch == 1
     one = np.concatenate([model.predict(_images(5)[i : i + 1]) for i in range(5)])
     np.testing.assert_array_equal(model.predict(_images(5)), one)  # split into batches of 1

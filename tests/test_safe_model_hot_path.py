@@ -104,7 +104,7 @@ def test_the_vicious_graph_does_quote_the_value_to_onnxruntime(models):
     ids=["argmax", "fused", "numpy"],
 )
 def test_inference_errors_carry_no_digits_and_onnxruntime_prints_nothing(models, filters, capfd):
-    model = SafeModel(models["gather"], filters=filters)
+    model = SafeModel(models["gather"], filters=filters, input_dither=False)
     capfd.readouterr()
     with pytest.raises(InferenceError) as caught:
         model.predict(_images())
@@ -119,7 +119,7 @@ def test_inference_errors_carry_no_digits_and_onnxruntime_prints_nothing(models,
 def test_user_session_options_are_silenced_too(models):
     options = ort.SessionOptions()
     options.log_severity_level = 0
-    SafeModel(models["linear"], filters=[Argmax()], session_options=options)
+    SafeModel(models["linear"], filters=[Argmax()], session_options=options, input_dither=False)
     assert options.log_severity_level == 4
 
 
@@ -152,7 +152,7 @@ def _reachable(error: BaseException, raw: np.ndarray) -> list[str]:
 
 
 def test_the_frame_walk_finds_raw_outputs_when_they_are_there(models):
-    raw = SafeModel(models["linear"], filters=[Argmax()], allow_unsafe_raw_outputs=True).predict_unfiltered_unsafe(
+    raw = SafeModel(models["linear"], filters=[Argmax()], allow_unsafe_raw_outputs=True, input_dither=False).predict_unfiltered_unsafe(
         _images()
     )
 
@@ -173,7 +173,7 @@ def test_the_frame_walk_finds_raw_outputs_when_they_are_there(models):
 def test_keyboard_interrupt_in_a_filter_leaves_no_raw_outputs_in_the_traceback(models, filters):
     x = _images(3)
     x[1] = 0.75
-    model = SafeModel(models["linear"], filters=filters, allow_unsafe_raw_outputs=True)
+    model = SafeModel(models["linear"], filters=filters, allow_unsafe_raw_outputs=True, input_dither=False)
     raw = model.predict_unfiltered_unsafe(x)
     with pytest.raises(KeyboardInterrupt) as caught:
         model.predict(x)
@@ -199,14 +199,14 @@ def test_auto_providers_prefer_the_gpu_in_a_mocked_list(models, monkeypatch):
 
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     monkeypatch.setattr(ort, "InferenceSession", fake_session)
-    model = SafeModel(models["linear"], filters=[Softmax(), Round(2)])  # the fused graph goes to the same providers
+    model = SafeModel(models["linear"], filters=[Softmax(), Round(2)], input_dither=False)  # the fused graph goes to the same providers
     assert requested == [["CUDAExecutionProvider", "CPUExecutionProvider"]]
     assert model.providers == ["CPUExecutionProvider"] and model.fused_stages == 2
     assert model.predict(_images()).shape == (2, K)
 
 
 def test_public_session_runs_the_release(models):
-    model = SafeModel(models["linear"], filters=[Softmax(), Round(2)], allow_unsafe_raw_outputs=True)
+    model = SafeModel(models["linear"], filters=[Softmax(), Round(2)], allow_unsafe_raw_outputs=True, input_dither=False)
     x = _images()
     names = [o.name for o in model.session.get_outputs()]
     release = model.session.run([names[0]], {"image": x})[0]
@@ -229,7 +229,7 @@ def test_public_session_runs_the_release(models):
     ids=["nan", "inf", "above", "tiny-negative"],
 )
 def test_the_graph_input_check_refuses_what_numpy_refuses(models, filters, value, message):
-    model = SafeModel(models["linear"], filters=filters)
+    model = SafeModel(models["linear"], filters=filters, input_dither=False)
     assert model.fused_stages == len(filters)
     x = np.random.default_rng(0).random((3, *SHAPE), dtype=np.float32)
     x[1, 0, 2, 3] = value
