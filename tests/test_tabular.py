@@ -53,7 +53,7 @@ def test_vet_with_an_honest_twin_on_vectors(pair, tmp_path):
         report = vet(path, tmp_path / "probe.npz", seed=0, augment_seed=1, reference_data=tmp_path / "train.npz")
         leakage = report.tests["leakage"]
         assert leakage.details["statistic"] == "excess_gain_db"
-        assert leakage.details["references"][0]["kind"] == "trained"
+        assert leakage.details["twin"]["kind"] == "trained" and leakage.details["twin"]["source"].endswith("train.npz")
         verdicts[vicious] = (report.verdict, leakage.score)
     assert verdicts[True][1] > verdicts[False][1]  # excess over the twin: larger for the vicious model
     assert verdicts[True][0] != "honest"
