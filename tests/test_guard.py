@@ -226,10 +226,13 @@ def test_input_dither_is_half_a_grey_level_fresh_and_clipped_into_range(tmp_path
 @pytest.mark.parametrize("dither", [False, True])
 def test_failed_input_checks_give_the_documented_sentinel(models, tmp_path, dither):
     flags = ["--input-dither"] if dither else []
-    for spec, sentinel in (("softmax>round:2", "nan"), ("argmax", -1)):
-        out = tmp_path / f"{spec.replace('>', '_')}.onnx"
+    just_above = float(np.nextafter(np.float32(1.0), np.float32(2.0)))
+    smallest_below = -float(np.finfo(np.float32).smallest_subnormal)
+    for spec, sentinel in (("softmax>round:2", "nan"), ("gaussian:1", "nan"), ("argmax", -1)):
+        out = tmp_path / f"{spec.replace('>', '_').replace(':', '')}.onnx"
         assert _cli_guard(models["logits"], spec, out, *flags).exit_code == 0
-        for bad in (np.nan, np.inf, 1.5, -0.5):
+        assert np.isfinite(_run(out, _images(3))).all()  # the same file releases valid inputs
+        for bad in (np.nan, np.inf, -np.inf, 1.5, -0.5, just_above, smallest_below):
             x = _images(3)
             x[1, 0, 2, 2] = bad
             released = _run(out, x)

@@ -158,21 +158,44 @@ def gate(
     - the input (with ``input_name``): every pixel in ``pixel_range``, no NaN:
       sum(|x - clip(x, low, high)|) == 0 (NaN and inf make it NaN or inf, an out-of-range
       value makes it positive; onnxruntime's ReduceMax skips NaN, a sum does not);
+      with no range (features), finiteness only: sum(|x - x|) == 0;
     - a float release (``kind == "values"``): finite (folded in as 0 * sum(release));
     - for a model declaring probabilities, SafeModel's numpy test on the raw rows: every
       entry in [0, 1] and, multiclass, every row sum within SUM_TOLERANCE of 1.
+
+    A float release without the probability test takes no Equal/Where: it gets
+    ``release + sqrt(-0.0 * sum|release| - total)``, which is the release bit for bit
+    (``sqrt(-0.0)`` is -0.0, and ``v + -0.0`` is ``v`` for every v, -0.0 included) when the
+    input's total is 0 and the release finite, and NaN everywhere otherwise (nodes on a
+    scalar instead of a Where that broadcasts: measured cheaper).
     """
-    ok = None
+    total = None  # a float32 scalar: +0.0 when the input checks pass, positive, inf or NaN otherwise
     if input_name is not None and pixel_range is not None:
         low, high = pixel_range
-        outside = b.op("Sub", input_name, b.op("Clip", input_name, b.f32(low), b.f32(high)))
+        if math.isinf(low) and math.isinf(high) and low < 0 < high:  # finiteness only: x - x is NaN for NaN and inf
+            outside = b.op("Sub", input_name, input_name)
+        else:
+            outside = b.op("Sub", input_name, b.op("Clip", input_name, b.f32(low), b.f32(high)))
         total = b.reduce("ReduceL1", outside, axis=None)
-        if kind == "values":
-            total = b.op("Add", total, b.op("Mul", b.reduce("ReduceSum", release, axis=None), b.f32(0.0)))
-        ok = b.op("Equal", total, b.f32(0.0))
-    elif kind == "values":
-        total = b.reduce("ReduceSum", release, axis=None)
-        ok = b.op("Equal", b.op("Sub", total, total), b.f32(0.0))  # x - x is 0 exactly when x is finite
+    if not probabilities and kind != "index":
+        # float release: + sqrt(penalty), penalty -0.0 when every check passes (sqrt(-0.0) is -0.0 and
+        # v + -0.0 is v, bit for bit, -0.0 included), negative, -inf or NaN otherwise (sqrt: NaN everywhere)
+        if kind == "values":  # |release| summed times -0.0: -0.0 when finite, NaN for a NaN or inf entry
+            penalty = b.op("Mul", b.reduce("ReduceL1", release, axis=None), b.f32(-0.0))
+            if total is not None:
+                penalty = b.op("Sub", penalty, total)
+        elif total is not None:
+            penalty = b.op("Neg", total)
+        else:
+            return release
+        return b.op("Add", release, b.op("Sqrt", penalty))
+    if kind == "values":
+        released = b.reduce("ReduceSum", release, axis=None)
+        if total is None:
+            total = b.op("Sub", released, released)  # x - x is 0 exactly when x is finite
+        else:
+            total = b.op("Add", total, b.op("Mul", released, b.f32(0.0)))
+    ok = None if total is None else b.op("Equal", total, b.f32(0.0))
     if probabilities:
         checks = b.op("GreaterOrEqual", b.reduce("ReduceMin", raw, axis=None), b.f32(0.0))
         checks = b.op("And", checks, b.op("LessOrEqual", b.reduce("ReduceMax", raw, axis=None), b.f32(1.0)))
@@ -185,8 +208,6 @@ def gate(
         nan_free = b.op("Equal", b.op("Mul", b.reduce("ReduceSum", raw, axis=None), b.f32(0.0)), b.f32(0.0))
         checks = b.op("And", checks, nan_free)
         ok = checks if ok is None else b.op("And", ok, checks)
-    if ok is None:
-        return release
     bad = b.const(-1, np.int64) if kind == "index" else b.f32(math.nan)
     return b.op("Where", ok, release, bad)
 

@@ -220,8 +220,12 @@ class GraphBuilder:
             return self.op(op_type, x, self.axes1(), keepdims=keepdims)
         return self.op(op_type, x, axes=[axis], keepdims=keepdims)
 
-    def uniform(self, count: int, shape: tuple[int, ...]) -> str:
-        """The next ``count`` columns of :data:`UNIFORM_INPUT` (float64 U(0, 1)), reshaped to (N, *shape)."""
+    def uniform(self, count: int, shape: tuple[int, ...], *, floor: bool = True) -> str:
+        """The next ``count`` columns of :data:`UNIFORM_INPUT` (float64 U(0, 1)), reshaped to (N, *shape).
+
+        ``floor``: raised to a tiny positive value first, for a stage that takes its log (an app's 0.0
+        cannot make it infinite); stages that stay finite at 0 skip that node.
+        """
         start = self.uniform_offset
         self.uniform_offset += count
         columns = self.op(
@@ -233,7 +237,7 @@ class GraphBuilder:
         )
         if tuple(shape) != (count,):
             columns = self.op("Reshape", columns, self.const([0, *shape], np.int64))
-        return self.op("Max", columns, self.f64(_TINY))  # an app's 0.0 cannot make log infinite
+        return self.op("Max", columns, self.f64(_TINY)) if floor else columns
 
     def noise(self, kind: str, scale: float, num_classes: int, like: str) -> str:
         """Noise shaped like ``like`` (N, K): float32 N(0, scale^2) ("normal") or float64 Laplace(0, scale).
@@ -251,12 +255,14 @@ class GraphBuilder:
                 return self.op("RandomNormalLike", like, dtype=self.TensorProto.FLOAT, mean=0.0, scale=float(scale))
             u = self.op("RandomUniformLike", like, dtype=self.TensorProto.DOUBLE, low=0.0, high=1.0)
             return self._laplace(u, scale)
-        if kind == "normal":  # Box-Muller in float64: sqrt(-2 log u1) cos(2 pi u2), then float32 * scale
-            u1, u2 = self.uniform(num_classes, (num_classes,)), self.uniform(num_classes, (num_classes,))
-            radius = self.op("Sqrt", self.op("Mul", self.f64(-2.0), self.op("Log", u1)))
+        if kind == "normal":  # Box-Muller in float64: scale sqrt(-2 log u1) cos(2 pi u2) = sqrt(-2 scale^2 log u1) ...
+            u1 = self.uniform(num_classes, (num_classes,))
+            u2 = self.uniform(num_classes, (num_classes,), floor=False)  # cos is finite at 0
+            radius = self.op("Sqrt", self.op("Mul", self.f64(-2.0 * float(scale) ** 2), self.op("Log", u1)))
             z = self.op("Mul", radius, self.op("Cos", self.op("Mul", self.f64(2.0 * np.pi), u2)))
-            return self.op("Mul", self.op("Cast", z, to=self.TensorProto.FLOAT), self.f32(scale))
-        return self._laplace(self.uniform(num_classes, (num_classes,)), scale)
+            return self.op("Cast", z, to=self.TensorProto.FLOAT)  # (the scale folded in: one rounding, in float64)
+        # the inverse CDF floors its own log argument, so u needs no floor
+        return self._laplace(self.uniform(num_classes, (num_classes,), floor=False), scale)
 
     def _laplace(self, u: str, scale: float) -> str:
         """Laplace(0, b) from U(0, 1) by the inverse CDF in float64: v = u - 1/2, -b sign(v) log(1 - 2|v|)."""
@@ -275,13 +281,33 @@ class GraphBuilder:
         )
 
 
+_UNIFORM_BLOCK = 8192  # values per os.urandom call behind uniform_noise (64 KiB); larger requests draw directly
+_UNIFORMS = threading.local()
+
+
+def _uniforms_from(raw: bytes) -> np.ndarray:
+    bits = np.frombuffer(raw, dtype=np.uint64) >> np.uint64(11)
+    return (bits.astype(np.float64) + 0.5) * 2.0**-53
+
+
 def uniform_noise(rows: int, per_row: int) -> np.ndarray:
     """float64 (rows, per_row) U(0, 1) values from the OS CSPRNG: what an app feeds :data:`UNIFORM_INPUT`.
 
     Each value is (k + 0.5) / 2^53 for 53 random bits k (never 0 or 1); the JavaScript
-    helper in ``clients/js`` computes the same from ``crypto.getRandomValues``.
+    helper in ``clients/js`` computes the same from ``crypto.getRandomValues``. Small
+    requests are served from a per-thread, per-process block of 8192 values drawn by one
+    ``os.urandom`` call (a system call per run cost more than the guarded graph's nodes):
+    every value is handed out once, a forked child never reuses its parent's block, and a
+    returned array is never written to again.
     """
     import os
 
-    bits = np.frombuffer(os.urandom(8 * rows * per_row), dtype=np.uint64) >> np.uint64(11)
-    return ((bits.astype(np.float64) + 0.5) * 2.0**-53).reshape(rows, per_row)
+    count = rows * per_row
+    if count > _UNIFORM_BLOCK // 2:
+        return _uniforms_from(os.urandom(8 * count)).reshape(rows, per_row)
+    pid = os.getpid()
+    block, used, owner = getattr(_UNIFORMS, "state", (None, 0, None))
+    if block is None or owner != pid or used + count > len(block):
+        block, used = _uniforms_from(os.urandom(8 * _UNIFORM_BLOCK)), 0
+    _UNIFORMS.state = (block, used + count, pid)
+    return block[used : used + count].reshape(rows, per_row)

@@ -190,11 +190,9 @@ def _add_dither(proto: Any, info: Any, noise: str) -> tuple[str, NoiseInput | No
         name = b.name("dither_noise")
         b.inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", *shape]))
         spec, offset = NoiseInput(name, "uniform", half, per_row, shape), 0
-    elif noise == "uniform":  # U(0, 1) -> U(-half, half): (2u - 1) * half in float64, then float32
-        u = b.uniform(per_row, shape)
-        name = b.op(
-            "Cast", b.op("Mul", b.op("Sub", b.op("Mul", u, b.f64(2.0)), b.f64(1.0)), b.f64(half)), to=TensorProto.FLOAT
-        )
+    elif noise == "uniform":  # U(0, 1) -> U(-half, half): float32 u * 2 half - half (a dither needs no 53 bits)
+        u = b.op("Cast", b.uniform(per_row, shape, floor=False), to=TensorProto.FLOAT)
+        name = b.op("Sub", b.op("Mul", u, b.f32(2.0 * half)), b.f32(half))
         offset = b.uniform_offset
     else:
         name = b.op("RandomUniformLike", info.input_name, dtype=TensorProto.FLOAT, low=-half, high=half)

@@ -48,7 +48,6 @@ from edgeguard.model import load_model
 from edgeguard.model.signature import fixed_batches, stitch
 from edgeguard.safe_model.outputs import (
     check_label_release,
-    graph_input_range,
     output_kind_from_values,
     with_input_range,
 )
@@ -269,7 +268,7 @@ class SafeModel:
                 noise="input",
                 require_all=False,
                 keep_raw=bool(allow_unsafe_raw_outputs),
-                pixel_range=graph_input_range(self.info),
+                # pixel_range: the default, input_check_range(self.info), the one rule for files and SafeModel
             )
         self._fusion = guarded.fusion
         changed = trusted is None and (guarded.fusion is not None or guarded.dithered_input is not None)

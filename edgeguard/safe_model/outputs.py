@@ -8,7 +8,8 @@
   probability vectors make it a probabilities model (SafeModel then checks every release's
   raw rows against that claim, so a model that lied fails closed).
 - ``input_range=`` overrides the declared input range; the fused graph checks it (float
-  inputs; finiteness only when there is no range).
+  inputs; finiteness only when there is no range: the one rule is
+  :func:`edgeguard.guard.build.input_check_range`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from edgeguard.errors import FilterError, ModelLoadError
 from edgeguard.filters import FilterPipeline, OutputFilter
 from edgeguard.model.signature import fixed_batches, looks_like_probabilities
 
-__all__ = ["check_label_release", "graph_input_range", "output_kind_from_values", "with_input_range"]
+__all__ = ["check_label_release", "output_kind_from_values", "with_input_range"]
 
 #: Synthetic rows run to recognise probabilities from the values.
 _PROBE_ROWS = 8
@@ -51,16 +52,6 @@ def with_input_range(info: Any, input_range: Sequence[float] | None) -> Any:
     if info.input_dtype == "uint8":
         raise ModelLoadError("expected no input_range for a uint8 input (its values are 0..255), got one")
     return dataclasses.replace(info, pixel_range=values)
-
-
-def graph_input_range(info: Any) -> tuple[float, float] | None:
-    """The range the fused graph checks: the declared one; any finite value when none; nothing for uint8."""
-    if info.input_dtype != "float32":
-        return None
-    if info.pixel_range is None:
-        return (-math.inf, math.inf)  # x - clip(x) is NaN for NaN and inf: finiteness only
-    low, high = info.pixel_range
-    return (float(low), float(high))
 
 
 def _synthetic(info: Any, rng: np.random.Generator) -> np.ndarray:
