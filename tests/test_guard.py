@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ from edgeguard.guard import (
     guard_model,
     guarded_feeds,
     inspect_guarded,
+    uniform_noise,
 )
 from edgeguard.guard.build import refusal
 from edgeguard.model import ModelInfo
@@ -568,3 +570,20 @@ def test_a_model_that_names_the_noise_input_is_refused(tmp_path):
     result = _cli_guard(tmp_path / "reader.onnx", "gaussian:1", tmp_path / "out.onnx")
     assert result.exit_code == 2 and "expected a model without names starting with" in result.output
     assert not (tmp_path / "out.onnx").exists()
+
+
+def test_uniform_noise_hands_out_each_value_once_and_forks_draw_their_own():
+    first, second = uniform_noise(3, 7), uniform_noise(2, 5)  # small: from one thread's block
+    values = np.concatenate([first.ravel(), second.ravel(), uniform_noise(1, 9000).ravel()])  # large: direct
+    assert first.shape == (3, 7) and first.dtype == np.float64 and first.flags.c_contiguous
+    assert ((values > 0) & (values < 1)).all() and len(np.unique(values)) == len(values)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child's next values must not be the parent's
+        os.write(write, uniform_noise(4, 4).tobytes())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    theirs = np.frombuffer(os.read(read, 4096), np.float64)
+    os.close(read)
+    assert len(theirs) == 16 and not np.isin(theirs, uniform_noise(4, 4)).any()
