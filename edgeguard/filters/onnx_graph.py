@@ -137,10 +137,12 @@ class NoiseInput:
         shape = (rows, *(self.shape or (self.num_classes,)))
         if rng is not None:
             return _draw(self.kind, self.scale, rng, rows * self.num_classes).reshape(shape)
-        try:
-            buffers = _BUFFERS.by_key
-        except AttributeError:
-            buffers = _BUFFERS.by_key = {}
+        import os
+
+        pid = os.getpid()
+        if getattr(_BUFFERS, "pid", None) != pid:  # a forked child never hands out its parent's buffered noise
+            _BUFFERS.by_key, _BUFFERS.pid = {}, pid
+        buffers = _BUFFERS.by_key
         key = (self.kind, self.scale, self.num_classes)
         block, used = buffers.get(key, _EMPTY)
         if used + rows > len(block):
