@@ -21,6 +21,7 @@ from edgeguard import SafeModel, model_sha256, pipeline_capacity_bits
 from edgeguard.cli import main
 from edgeguard.errors import GuardError, GuardIntegrityError, InvalidInputError
 from edgeguard.filters import default_filter_specs, parse_filter_spec
+from edgeguard.filters.onnx_graph import NoiseInput
 from edgeguard.guard import (
     UNIFORM_INPUT,
     build_guarded_graph,
@@ -577,13 +578,16 @@ def test_uniform_noise_hands_out_each_value_once_and_forks_draw_their_own():
     values = np.concatenate([first.ravel(), second.ravel(), uniform_noise(1, 9000).ravel()])  # large: direct
     assert first.shape == (3, 7) and first.dtype == np.float64 and first.flags.c_contiguous
     assert ((values > 0) & (values < 1)).all() and len(np.unique(values)) == len(values)
+    gaussian = NoiseInput("noise", "normal", 1.0, 4)  # SafeModel's buffered stage noise
+    gaussian.draw(None, 1)
     read, write = os.pipe()
     child = os.fork()
     if child == 0:  # the child's next values must not be the parent's
-        os.write(write, uniform_noise(4, 4).tobytes())
+        os.write(write, uniform_noise(4, 4).tobytes() + gaussian.draw(None, 2).astype(np.float64).tobytes())
         os._exit(0)
     os.close(write)
     os.waitpid(child, 0)
     theirs = np.frombuffer(os.read(read, 4096), np.float64)
     os.close(read)
-    assert len(theirs) == 16 and not np.isin(theirs, uniform_noise(4, 4)).any()
+    assert len(theirs) == 24 and not np.isin(theirs[:16], uniform_noise(4, 4)).any()
+    assert not np.isin(theirs[16:], gaussian.draw(None, 2).astype(np.float64)).any()
