@@ -286,3 +286,21 @@ def test_fused_probability_check_fails_closed(tmp_path):
         assert safe.fused_stages == 1
         with pytest.raises(InferenceError, match="expected probabilities as the model's metadata declares"):
             safe.predict(_images(3))
+
+
+@pytest.mark.parametrize("filters", [[Argmax()], [Round(2)], [ClassLabels()]], ids=["index", "values", "labels"])
+def test_a_graph_without_input_check_still_releases_and_gates_non_finite_values(models, filters):
+    import onnxruntime as ort
+
+    proto = onnx.load(str(models["logits"]))
+    pipeline = FilterPipeline(filters, input_kind="logits")
+    fused = fuse_pipeline(proto, pipeline, output_name="scores", num_classes=K, output_kind="logits")
+    assert fused is not None and not fused.checks_input
+    session = ort.InferenceSession(fused.proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    _, safe = _raw_and_safe(models["logits"], filters)
+    released = session.run(None, {"image": _images()})[0]
+    _agree(released, safe.predict(_images()), "exact")
+    if filters[0].name == "round":  # a non-finite raw value: all NaN, never the raw row
+        bad = _images()
+        bad[3] = np.inf
+        assert np.isnan(session.run(None, {"image": bad})[0]).all()

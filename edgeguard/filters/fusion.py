@@ -195,6 +195,8 @@ def gate(
             total = b.op("Sub", released, released)  # x - x is 0 exactly when x is finite
         else:
             total = b.op("Add", total, b.op("Mul", released, b.f32(0.0)))
+    if total is None and not probabilities:
+        return release  # a label index, and nothing to check
     ok = None if total is None else b.op("Equal", total, b.f32(0.0))
     if probabilities:
         checks = b.op("GreaterOrEqual", b.reduce("ReduceMin", raw, axis=None), b.f32(0.0))
