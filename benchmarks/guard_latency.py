@@ -210,7 +210,10 @@ def _rows(results: dict, runtime: str) -> list[dict]:
             else:
                 row = dict(value)
             rows.append({"model": name, "batch": int(batch), "spec": text, **row})
-    return rows
+    order = {text: i for i, text in enumerate(s.text for s in default_filter_specs("logits"))}
+    order.update({DITHERED: len(order), FLOOR: len(order) + 1})  # the json's keys are sorted: restore run order
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    return sorted(rows, key=lambda r: (models.index(r["model"]), r["batch"], order.get(r["spec"], len(order))))
 
 
 def write_report(report: dict) -> None:
@@ -315,7 +318,7 @@ def main() -> None:
         report = json.loads((RESULTS / "guard_latency.json").read_text())
         if "nodes" not in report:  # a run from before the node counts: count them now (same code as the timings)
             report["nodes"] = appended_nodes(ASSETS / "honest.onnx")
-            (RESULTS / "guard_latency.json").write_text(json.dumps(report, indent=1) + "\n")
+            (RESULTS / "guard_latency.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
         write_report(report)
         return
     if hasattr(os, "sched_setaffinity"):
