@@ -332,8 +332,10 @@ class LabelConfidence(OutputFilter):
         top = outputs[np.arange(rows), label].astype(np.float64)
         low = 1.0 / num_classes
         width = (1.0 - low) / self.levels
-        index = np.clip(np.floor((top - low) / width), 0, self.levels - 1).astype(np.int64)
-        confidence = self.confidence_levels(num_classes)[index]
+        index = np.floor((top - low) / width)
+        index[np.isnan(index)] = 0  # a non-finite top: any bin, made NaN below (never an index out of range)
+        index = np.clip(index, 0, self.levels - 1).astype(np.int64)
+        confidence = self.confidence_levels(num_classes)[index] + top * 0.0  # + 0 * top: NaN unless top is finite
         rest = (1.0 - confidence) / max(num_classes - 1, 1)
         released = np.repeat(rest[:, None], num_classes, axis=1)
         released[np.arange(rows), label] = confidence

@@ -122,8 +122,13 @@ def _label_confidence(stage: LabelConfidence, b: GraphBuilder, x: str, num_class
     low = 1.0 / num_classes
     width = (1.0 - low) / stage.levels
     index = b.op("Floor", b.op("Div", b.op("Sub", top, b.f64(low)), b.f64(width)))
+    # a NaN top (NaN or inf in the input or the raw row) would Cast to an index far out of range and make
+    # Gather raise: its bin becomes 0, and the confidence gets + 0 * top, which is +-0 (the value bit for bit)
+    # for a finite top and NaN otherwise, so the release stays non-finite and the gate releases the sentinel
+    index = b.op("Where", b.op("Equal", index, index), index, b.f64(0.0))
     index = b.op("Cast", b.op("Clip", index, b.f64(0.0), b.f64(stage.levels - 1)), to=b.TensorProto.INT64)
     confidence = b.op("Gather", b.const(stage.confidence_levels(num_classes), np.float64), index, axis=0)  # (N, 1)
+    confidence = b.op("Add", confidence, b.op("Mul", top, b.f64(0.0)))
     rest = b.op("Div", b.op("Sub", b.f64(1.0), confidence), b.f64(max(num_classes - 1, 1)))
     released = b.op("Add", _zeros_like(b, x, b.f64(0.0)), rest)  # (N, K): rest everywhere
     released = b.op("ScatterElements", released, label, confidence, axis=1)
