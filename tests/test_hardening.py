@@ -13,9 +13,9 @@ import struct
 from pathlib import Path
 
 import numpy as np
-from _vet_models import full_report
 import onnx
 import pytest
+from _vet_models import full_report
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 

@@ -12,10 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from _vet_models import full_report
 import onnx
 import onnxruntime as ort
 import pytest
+from _vet_models import full_report
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeguard import (

@@ -14,10 +14,10 @@ import pytest
 from _vet_models import CLASSES, SHAPE, linear_classifier, probe_arrays, save, write_probe
 from onnx import TensorProto, helper, numpy_helper
 
+from edgeguard.errors import ModelRefusedError
 from edgeguard.verdicts.rule import decide_record
 from edgeguard.verdicts.signing import sign_record, verify_signature
 from edgeguard.verdicts.verify import verify_report
-from edgeguard.errors import ModelRefusedError
 from edgeguard.vetting import vet
 from edgeguard.vetting.decoders import feature_sets
 from edgeguard.vetting.static import static_audit

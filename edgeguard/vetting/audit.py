@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 
 from edgeguard.errors import ConfigError, DataError
-from edgeguard.vetting.targets import AuditTarget, audit_target
 from edgeguard.vetting.decoders import (
     DECODER_NAMES,
     feature_sets,
@@ -40,6 +39,7 @@ from edgeguard.vetting.decoders import (
     principal_basis,
     standardise_columns,
 )
+from edgeguard.vetting.targets import AuditTarget, audit_target
 
 __all__ = ["AuditSettings", "Views", "ModelAudit", "make_views", "audit_model", "summarise", "VIEWS"]
 

@@ -10,14 +10,14 @@ import numpy as np
 from edgeguard.errors import EdgeguardError, InferenceError, ModelLoadError, UnsupportedOpError
 from edgeguard.verdicts.rule import DEFAULT_ENTRIES
 from edgeguard.verdicts.thresholds import likelihood, margin
-from edgeguard.vetting.targets import audit_target
 from edgeguard.vetting.consistency import ConsistencySettings, consistency_test
+from edgeguard.vetting.context import VetContext
 from edgeguard.vetting.continuity import continuity_test
 from edgeguard.vetting.finetune import STATISTICS, finetune_test
 from edgeguard.vetting.precision import precision_check
 from edgeguard.vetting.report import Finding, TestResult
-from edgeguard.vetting.context import VetContext
 from edgeguard.vetting.running import runner, scaler
+from edgeguard.vetting.targets import audit_target
 
 __all__ = ["run_consistency", "run_precision", "run_continuity", "run_finetune", "scored", "entry"]
 

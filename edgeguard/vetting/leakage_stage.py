@@ -11,8 +11,8 @@ import numpy as np
 from edgeguard.errors import EdgeguardError, InferenceError
 from edgeguard.vetting.audit import audit_model, make_views, summarise
 from edgeguard.vetting.checks import scored
-from edgeguard.vetting.report import Finding, TestResult
 from edgeguard.vetting.context import VetContext
+from edgeguard.vetting.report import Finding, TestResult
 from edgeguard.vetting.twin import build_twins
 
 __all__ = ["run_leakage", "run_release", "ABSOLUTE_ENTRY", "TWIN_ENTRY", "SUPPLIED_ENTRY"]

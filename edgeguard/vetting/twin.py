@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 
 from edgeguard.errors import EdgeguardError, ModelLoadError
+from edgeguard.vetting.context import VetContext
 from edgeguard.vetting.probe import load_probe, model_info_with_overrides
 from edgeguard.vetting.reference import train_reference
-from edgeguard.vetting.targets import audit_target
-from edgeguard.vetting.context import VetContext
 from edgeguard.vetting.running import load_for_vet, runner, scaler, session
+from edgeguard.vetting.targets import audit_target
 
 __all__ = ["Twin", "build_twins", "TWIN_COPIES", "MAX_ACCURACY_SHORTFALL"]
 
