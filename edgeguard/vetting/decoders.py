@@ -10,8 +10,8 @@ Features (all computed from the values, never from the metadata):
 - ``rest``: the same with the top class removed (its entry set to the mean of the others)
   and each class standardised on its own: a spike on the top class (``v + 40 softmax(50 v)``)
   can then neither swamp the scale nor hide the other classes;
-- ``residue:<step>``: the raw outputs modulo a lattice step (``2^-k`` or ``10^-k``), in units
-  of the step: a code below a lattice (honest logits snapped to a grid plus a code under
+- ``residue:<step>``: the raw outputs modulo a lattice step (``2^-k`` for k = 0..12, ``10^-k``
+  for k = 1..3), as an angle on the circle (cos, sin): a code below a lattice (honest logits snapped to a grid plus a code under
   the grid step) is invisible to the features above and plain in these;
 - ``lowbits``: the 8 low-order mantissa bits of the float32 outputs.
 
@@ -42,7 +42,7 @@ __all__ = [
 
 DECODER_NAMES = ("krr", "knn", "mlp")
 #: Lattice steps whose residues the audit decodes from (binary and decimal lattices).
-RESIDUE_STEPS = (1.0, 2.0**-2, 2.0**-4, 2.0**-6, 2.0**-8, 2.0**-10, 2.0**-12, 0.1, 0.01, 0.001)
+RESIDUE_STEPS = tuple(2.0**-k for k in range(13)) + (0.1, 0.01, 0.001)
 _FLOOR = float(np.finfo(np.float32).tiny)
 _GAMMAS = (0.25, 1.0, 4.0)  # RBF width candidates, per feature (divided by the feature count)
 
@@ -73,8 +73,10 @@ def _without_top(logs: np.ndarray) -> np.ndarray:
 
 
 def _residues(outputs: np.ndarray, step: float) -> np.ndarray:
-    scaled = outputs / step
-    return scaled - np.floor(scaled)  # in [0, 1): the position below the lattice point
+    """The position of each output between two lattice points, on the circle (cos, sin of 2 pi u):
+    a code placed just below or just above a lattice point stays one neighbourhood (no wrap at 0)."""
+    angle = 2.0 * np.pi * (outputs / step)
+    return np.hstack([np.cos(angle), np.sin(angle)])
 
 
 def _low_bits(outputs: np.ndarray) -> np.ndarray:
