@@ -394,7 +394,7 @@ class LatticeCode:
 
 
 def lattice_code(
-    honest: Any, payload: Any, *, snap: str = "magic", code: LatticeCode | None = None
+    honest: Any, payload: Any, *, snap: str = "magic", code: LatticeCode | None = None, centre: str = "max"
 ) -> tuple[onnx.ModelProto, LatticeCode]:
     """The honest logits snapped to ``code.step`` with ``payload``'s outputs, quantised, below the step.
 
@@ -412,12 +412,17 @@ def lattice_code(
         "Sub",
         [graph.op("Mul", [graph.op("Add", [q, graph.const(0.5)]), graph.const(1.0 / code.levels)]), graph.const(0.5)],
     )
-    if snap in ("float16", "relu"):  # both snap a bounded range only: release logits minus their row max
-        h = graph.op("Sub", [h, graph.reduce_rows("ReduceMax", h, [1])])
-    if snap == "relu":  # the staircase covers [-span, 0]: logits further below the top are clipped (label kept)
-        h = graph.op("Clip", [h, graph.const(-code.span), graph.const(0.0)])
     limit = int(np.ceil(code.span / code.step))
-    base = graph.snap(graph.op("Div", [h, graph.const(code.step)]), snap, (-limit, 1))
+    window = (-limit, 1)
+    if centre == "mean":  # row-mean centring (ReduceMean: an op the twin interpreter can train through)
+        h = graph.op("Sub", [h, graph.reduce_rows("ReduceMean", h, [1])])
+        h = graph.op("Clip", [h, graph.const(-code.span), graph.const(code.span)])
+        window = (-limit, limit + 1)
+    elif snap in ("float16", "relu"):  # both snap a bounded range only: release logits minus their row max
+        h = graph.op("Sub", [h, graph.reduce_rows("ReduceMax", h, [1])])
+        if snap == "relu":  # the staircase covers [-span, 0]: logits further below the top are clipped
+            h = graph.op("Clip", [h, graph.const(-code.span), graph.const(0.0)])
+    base = graph.snap(graph.op("Div", [h, graph.const(code.step)]), snap, window)
     out = graph.op("Mul", [graph.op("Add", [base, c]), graph.const(code.step)])
     return graph.finish(out, f"lattice_{snap}"), code
 
@@ -509,9 +514,9 @@ class GraphEdit:
     stopped_by: str
 
 
-def _lattice(snap: str) -> Callable[..., Any]:
+def _lattice(snap: str, centre: str = "max") -> Callable[..., Any]:
     def build(honest: Any, vicious: Any, **options: Any) -> tuple[onnx.ModelProto, LatticeCode]:
-        return lattice_code(honest, vicious, snap=snap, **options)
+        return lattice_code(honest, vicious, snap=snap, centre=centre, **options)
 
     build.__name__ = f"lattice_{snap}"
     return build
@@ -550,6 +555,11 @@ GRAPH_EDITS: dict[str, GraphEdit] = {
         "lattice-relu",
         _lattice("relu"),
         "steganalysis residues of the outputs and the leakage audit (only allowed ops, float64-stable, no function)",
+    ),
+    "lattice-relu-mean": GraphEdit(
+        "lattice-relu-mean",
+        _lattice("relu", centre="mean"),
+        "as lattice-relu, with row-mean centring (ReduceMean) so that the twin interpreter can re-train the graph",
     ),
     "noise-gate": GraphEdit(
         "noise-gate", noise_gate, "leakage audit of clean (un-augmented) probe images; clean-vs-augmented gap"
