@@ -442,6 +442,11 @@ def _main() -> int:
         "converged honest model of the same architecture and the other held-out seed): what the verdict rests on "
         "when a twin does exist",
     )
+    parser.add_argument(
+        "--vetted-only",
+        action="store_true",
+        help="report only the models whose vet already ran (job cache); the others are listed as a budget cut",
+    )
     parser.add_argument("--train-only", action="store_true", help="train (cache) the zoo and stop")
     parser.add_argument(
         "--from-json", metavar="PATH", help="re-render detection.md / the README fragment from a results JSON"
@@ -564,19 +569,30 @@ def _main() -> int:
             entry["family"] != "honest" and entry["server_gain_db"] - entry["twin_gain_db"] >= HARMFUL_MARGIN_DB
         )
 
+    def vet_params(e: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "model": e["model"],
+            "probe_size": args.probe_size,
+            "augment_seed": args.augment_seed,
+            "reference_data": not args.no_reference_data,
+            "sha": _sha(e["model"]),
+            "vet": vet_version(),
+            "v": VERSION,
+        }
+
+    if args.vetted_only:  # a budget cut, stated in the results: only models whose vet already ran (job cache)
+        from edgeguard.jobs import job_key
+
+        def vetted(e: dict[str, Any]) -> bool:  # the job cache's layout: <key[:2]>/<key>/result.json when finished
+            key = job_key("benchmarks.detection:vet_job", vet_params(e))
+            return (CACHE / "jobs" / key[:2] / key / "result.json").is_file()
+
+        done = [e for e in everything if vetted(e)]
+        skipped += sorted(f"{e['name']} (not vetted in time)" for e in everything if e not in done)
+        everything = done
+
     def vet_all(models: list[dict[str, Any]], what: str) -> None:
-        params = [
-            {
-                "model": e["model"],
-                "probe_size": args.probe_size,
-                "augment_seed": args.augment_seed,
-                "reference_data": not args.no_reference_data,
-                "sha": _sha(e["model"]),
-                "vet": vet_version(),
-                "v": VERSION,
-            }
-            for e in models
-        ]
+        params = [vet_params(e) for e in models]
         for entry, result in zip(models, run("benchmarks.detection:vet_job", params, what)):
             entry["vet"] = result
 

@@ -47,8 +47,10 @@ def render(summary: dict[str, Any]) -> str:
     )
     lines.append("")
     lines.append(
-        "Every figure is on the held-out test zoo (seeds 2-3; CNN, MLP and two architectures calibration never saw: "
-        "ResNet-10 and WRN-10-2) unless it says calibration. The vet runs as installed (default tests, thresholds "
+        "Every figure is on the held-out test zoo (seeds 2-3; architectures "
+        + ", ".join(sorted({m["arch"] for m in summary["models"] if m["split"] == "test"}))
+        + "; calibration (seeds 0-1) had CNN and MLP only, so resnet (ResNet-10) and wrn (WRN-10-2) are unseen) "
+        "unless it says calibration. The vet runs as installed (default tests, thresholds "
         f"{summary['models'][0]['vet'].get('thresholds_sha256', '?')[:12] if summary['models'] else '?'}), probe "
         f"{settings['probe_size']} labelled FMNIST test images (100 per class)"
         + (", `--reference-data` 2000 unseen labelled training images" if settings.get("reference_data") else "")
@@ -60,9 +62,8 @@ def render(summary: dict[str, Any]) -> str:
     lines.append("")
     if settings.get("skipped_not_trained"):
         lines.append(
-            "Budget cut: zoo models not trained in time were left out (`--cached-only`): "
-            + ", ".join(settings["skipped_not_trained"])
-            + "."
+            "Budget cut: left out (zoo models not trained in time, `--cached-only`; models not vetted in time, "
+            "`--vetted-only`): " + ", ".join(settings["skipped_not_trained"]) + "."
         )
         lines.append("")
     if settings.get("models_selected"):
@@ -200,7 +201,7 @@ def readme_fragment(summary: dict[str, Any]) -> str:
     bar = summary["bar"]
     passed = "; ".join(f"{f}: {', '.join(n)}" for f, n in bar["harmful_passed"].items())
     lines.append(
-        "Held out: new seeds and two architectures the calibration never saw; the red-team families are training-free "
+        "Held out: new seeds and an architecture the calibration never saw (WRN-10-2; ResNet-10 cut for time); the red-team families are training-free "
         "graph edits (converters/attacks/graph_edits.py) built on held-out honest/vicious pairs, never used for "
         "calibration. A non-pass (vicious or inconclusive) means the app releases no more than the label. "
         + ("No harmful model passed. " if not passed else f"**Harmful models that passed as honest: {passed}.** ")
