@@ -138,8 +138,8 @@ class RungResult:
         return self.status in ("run", "cached")
 
 
-def load_builder(name: str, what: str = "code builder", rung: int = 4) -> tuple[Any, str]:
-    """(the object the entry point ``name`` of :data:`TRAINER_GROUP` loads, or None; a message)."""
+def _entry_point(name: str, what: str, rung: int) -> tuple[Any, str]:
+    """(the entry point ``name`` of :data:`TRAINER_GROUP`, or None and a message saying what is installed)."""
     found = {point.name: point for point in entry_points(group=TRAINER_GROUP)}
     if name not in found:
         known = ", ".join(sorted(found)) or "none"
@@ -147,22 +147,25 @@ def load_builder(name: str, what: str = "code builder", rung: int = 4) -> tuple[
             f"no {what} {name!r} is installed in the entry-point group {TRAINER_GROUP!r} (installed: {known}); "
             f"install the converters package (pip install -e . in the edgeguard repository) to run rung {rung}"
         )
+    return found[name], ""
+
+
+def load_builder(name: str, what: str = "code builder", rung: int = 4) -> tuple[Any, str]:
+    """(the object the entry point ``name`` of :data:`TRAINER_GROUP` loads, or None; a message)."""
+    point, message = _entry_point(name, what, rung)
+    if point is None:
+        return None, message
     try:
-        return found[name].load(), f"{what} {found[name].value}"
+        return point.load(), f"{what} {point.value}"
     except Exception as error:  # the builder's package is broken or misses a dependency
-        return None, f"the {what} {found[name].value} could not be loaded ({type(error).__name__}: {error})"
+        return None, f"the {what} {point.value} could not be loaded ({type(error).__name__}: {error})"
 
 
 def find_trainer(name: str = _DEFAULT_TRAINER) -> tuple[str | None, str]:
     """(``"module:function"`` of the trainer named ``name`` in :data:`TRAINER_GROUP`, or None; a message)."""
-    found = {point.name: point for point in entry_points(group=TRAINER_GROUP)}
-    if name not in found:
-        known = ", ".join(sorted(found)) or "none"
-        return None, (
-            f"no attack trainer {name!r} is installed in the entry-point group {TRAINER_GROUP!r} (installed: "
-            f"{known}); install the converters package (pip install -e . in the edgeguard repository) to run rung 3"
-        )
-    point = found[name]
+    point, message = _entry_point(name, "attack trainer", 3)
+    if point is None:
+        return None, message
     module, _, attribute = point.value.partition(":")
     try:
         point.load()
