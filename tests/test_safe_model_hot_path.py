@@ -256,3 +256,15 @@ def test_timing_loop_never_runs_one_session_twice_in_a_row():
     assert len(trace) == 2 * 4 * (6 + 2 * 1)  # two configurations, four calls, 6 repetitions + a warm-up per round
     assert set(stats) == {"a", "b"} and stats["a"].repeats == 6 and stats["a"].batch == 2
     assert set(stats["a"].extra) == {"x", "y"} and stats["a"].to_dict()["paired_ratio"] > 0
+
+
+def test_an_invalid_input_that_also_fails_the_run_carries_no_onnxruntime_error(models):
+    """The fused graph checks the input itself; when the run fails too, the input error is the one raised,
+    and onnxruntime's message (which quotes a value the model computed) must not ride along as __context__."""
+    model = SafeModel(models["gather"], filters=[Round(2), GaussianNoise(0.1)], input_dither=False)
+    x = _images()
+    x[0, 0, 0, 0] = 2.0  # out of the declared range, and the Gather index goes out of bounds
+    with pytest.raises(InvalidInputError, match="declared pixel_range") as caught:
+        model.predict(x)
+    assert caught.value.__context__ is None and caught.value.__cause__ is None
+    assert "15125" not in "".join(traceback.format_exception(caught.value))

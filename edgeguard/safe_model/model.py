@@ -482,6 +482,9 @@ class SafeModel:
                 try:
                     self._validate(batch)
                 except InvalidInputError as invalid:
+                    # raised while handling onnxruntime's error, whose message can quote values the
+                    # model computed: drop it from __context__ (and the frames), or it leaves with this one
+                    invalid.__context__ = None
                     return None, invalid.with_traceback(None)
             return None, scrub_inference_error(error, rows, self.num_classes, self._op_types)
         failure = self._check_release(out, rows, batch)
