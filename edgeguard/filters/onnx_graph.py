@@ -30,6 +30,7 @@ the same for all):
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -137,8 +138,6 @@ class NoiseInput:
         shape = (rows, *(self.shape or (self.num_classes,)))
         if rng is not None:
             return _draw(self.kind, self.scale, rng, rows * self.num_classes).reshape(shape)
-        import os
-
         pid = os.getpid()
         if getattr(_BUFFERS, "pid", None) != pid:  # a forked child never hands out its parent's buffered noise
             _BUFFERS.by_key, _BUFFERS.pid = {}, pid
