@@ -16,7 +16,7 @@ from typing import Any
 
 from edgeguard.errors import ModelLoadError
 from edgeguard.model.limits import MAX_CLASSES, MAX_METADATA_CHARS, MAX_PIXELS, MAX_SIDE
-from edgeguard.model.signature import read_signature
+from edgeguard.model.signature import read_signature, static_dims
 
 __all__ = ["ModelInfo", "static_dims", "METADATA_KEYS", "TASK_TYPES", "OUTPUT_KINDS"]
 
@@ -173,11 +173,6 @@ class ModelInfo:
             output_source=out.name,
             output_kind_source=kind_source,
         )
-
-
-def static_dims(value: Any) -> list[int | None]:
-    dims = value.type.tensor_type.shape.dim
-    return [d.dim_value if d.HasField("dim_value") else None for d in dims]
 
 
 def _json(text: str, key: str) -> Any:

@@ -129,8 +129,14 @@ class Signature:
 # -- inputs -------------------------------------------------------------------------------------
 
 
+def static_dims(value: Any) -> list[int | None]:
+    """The declared dims of a graph value: the ``dim_value`` where one is set, else None (a symbolic dim)."""
+    return [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+
+
 def _dims(value: Any) -> list[int | None]:
-    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in value.type.tensor_type.shape.dim]
+    """:func:`static_dims` with non-positive dims also unknown (None)."""
+    return [d if d is not None and d > 0 else None for d in static_dims(value)]
 
 
 def _graph_inputs(graph: Any) -> list[Any]:
