@@ -360,3 +360,16 @@ def test_finetune_statistics_are_measured_against_the_twin(tmp_path, probe):
     ratio = details["ratio_to_twin"]["loss_decrease_per_shift"]
     assert ratio == pytest.approx(details["loss_decrease_per_shift"] / details["twin"]["loss_decrease_per_shift"])
     assert report.tests["finetune"].details["outcome"] == "informational" and report.verdict == "honest"
+
+
+@pytest.mark.parametrize(
+    "edit", [lambda d: d.pop("ci95"), lambda d: d.update(ci95=[0.1, 0.2]), lambda d: d.update(ci95=[None, 0.2])],
+    ids=["no-interval", "interval-without-its-score", "malformed-interval"],
+)
+def test_a_leakage_score_without_a_usable_interval_is_never_honest(edit):
+    t = table(margin=0.36, min_probe=1000)
+    record = _record((-0.5, 0.2))
+    edit(record["tests"]["leakage"]["details"])  # the point score (-0.15) alone lies below the margin
+    decision = decide_record(record, t)
+    assert decision.verdict == "inconclusive" and "no usable 95% interval" in " ".join(decision.reasons)
+    assert decision.outcomes["leakage"] == "undecided"

@@ -83,13 +83,19 @@ def _number(value: Any) -> float | None:
     return number if not math.isnan(number) else None
 
 
-def _interval(test: Mapping[str, Any], score: float) -> tuple[float, float]:
+def _interval(name: str, test: Mapping[str, Any], score: float) -> tuple[float, float, bool]:
+    """The test's 95% interval, and whether it is one a pass may rest on.
+
+    A test without ``ci95`` is judged on its score (precision and continuity report a worst case,
+    not an estimate); a leakage statistic without a usable interval, or any ``ci95`` that is
+    malformed or does not contain its own score, can convict on the score but never pass.
+    """
     ci = (test.get("details") or {}).get("ci95")
     if isinstance(ci, (list, tuple)) and len(ci) == 2:
         low, high = _number(ci[0]), _number(ci[1])
         if low is not None and high is not None and low <= score <= high:
-            return low, high
-    return score, score
+            return low, high, True
+    return score, score, ci is None and not name.startswith(_LEAKAGE_PREFIX)
 
 
 def decide_record(record: Mapping[str, Any], table: Mapping[str, Any]) -> Decision:
@@ -131,7 +137,7 @@ def decide_record(record: Mapping[str, Any], table: Mapping[str, Any]) -> Decisi
             decision.outcomes[name] = "informational"
             continue
         sign = 1.0 if entry.get("higher_is_vicious", True) else -1.0
-        low, high = _interval(test, score)
+        low, high, usable = _interval(name, test, score)
         if sign < 0:
             low, high = -high, -low
         threshold = sign * float(entry["threshold"])
@@ -148,8 +154,15 @@ def decide_record(record: Mapping[str, Any], table: Mapping[str, Any]) -> Decisi
                 f"{name}: the lower 95% bound {sign * low:.3g} of {entry.get('statistic', key)} exceeds the margin "
                 f"{entry['threshold']:.3g} ({key})"
             )
-        elif high < threshold:
+        elif high < threshold and usable:
             decision.outcomes[name] = "pass"
+        elif high < threshold:
+            decision.outcomes[name] = "undecided"
+            open_reasons.append(
+                f"{name}: no usable 95% interval of {entry.get('statistic', key)} (details.ci95 is "
+                f"{(test.get('details') or {}).get('ci95')!r}; expected [low, high] around the score {score:.4g}): "
+                "a pass needs the upper bound below the margin (re-run the vet)"
+            )
         else:
             decision.outcomes[name] = "undecided"
             open_reasons.append(
