@@ -635,16 +635,21 @@ def _check_guarded_options(trusted: TrustedGuarded, filters: Any, verdict: Any, 
 
 
 def _load(path: Path, **options: Any) -> Any:
-    """``load_model``; for a guarded file (``edgeguard guard``) the file exactly as written (not prepared)."""
-    exact = {"allow_dynamic_ops": options["allow_dynamic_ops"], "require_info": False, "prepare": False}
-    try:
-        loaded = load_model(path, **options)
-    except ModelLoadError:  # a guarded file with noise has two inputs: no plain classifier signature
-        plain = load_model(path, **exact)
-        if not is_guarded(plain.proto):
-            raise
-        return plain
-    return load_model(path, **exact) if is_guarded(loaded.proto) else loaded
+    """``load_model`` (one read); for a guarded file (``edgeguard guard``) the file exactly as written (not prepared)."""
+    import dataclasses
+
+    from edgeguard.model import ModelInfo
+    from edgeguard.model.loading import prepared_model
+
+    loaded = load_model(path, **options, require_info=False, prepare=False)
+    if is_guarded(loaded.proto):  # a guarded file with noise has two inputs: no plain classifier signature
+        return loaded
+    if loaded.info is None:  # the reason, as load_model(require_info=True) would raise it
+        reading = {key: options[key] for key in ("output", "input_shape", "input_layout")}
+        ModelInfo.from_model(loaded.proto, **reading)
+        raise ModelLoadError(f"expected a classifier signature in {path.name}, got none; see edgeguard vet --help")
+    proto, serialized = prepared_model(loaded.proto, loaded.serialized, loaded.info)
+    return dataclasses.replace(loaded, proto=proto, serialized=serialized)
 
 
 def _dither_by_default(info: Any, pipeline: FilterPipeline, num_classes: int) -> bool:
