@@ -90,7 +90,7 @@ async function main() {
     }
     process.stdout.write(JSON.stringify({ batch, raw_ns: rawNs, guarded_ns: guardedNs }));
   } else {
-    throw new Error(`expected mode 'release' or 'time', got ${mode}`);
+    throw new Error(`expected mode 'release' or 'compare', got ${mode}; see the usage at the top of run_guarded.js`);
   }
 }
 
