@@ -558,11 +558,6 @@ def prepare_graph(model: Any, signature: Signature, class_labels: tuple[str, ...
     return prepared
 
 
-def prepared_output_name(graph: Any) -> str:
-    """The one output of a graph made by :func:`prepare_graph`."""
-    return graph.output[0].name
-
-
 # -- values -------------------------------------------------------------------------------------
 
 
