@@ -373,3 +373,11 @@ def test_a_leakage_score_without_a_usable_interval_is_never_honest(edit):
     decision = decide_record(record, t)
     assert decision.verdict == "inconclusive" and "no usable 95% interval" in " ".join(decision.reasons)
     assert decision.outcomes["leakage"] == "undecided"
+
+
+def test_a_table_that_requires_nothing_gives_no_honest_verdict():
+    t = table(margin=0.36, min_probe=1000)
+    t["combined"]["required_v3"] = []  # e.g. the thresholds a report carries, accepted with accept_thresholds=True
+    empty = decide_record({"tests": {}, "findings": [], "probe": {"samples": 1000}, "settings": {}}, t)
+    assert empty.verdict == "inconclusive" and "no leakage test" in " ".join(empty.reasons)
+    assert decide_record(_record((-0.5, 0.2)), t).verdict == "honest"  # the control: the leakage interval passed

@@ -193,6 +193,12 @@ def decide_record(record: Mapping[str, Any], table: Mapping[str, Any]) -> Decisi
             open_reasons.append(f"required check {name} did not run")
         elif outcome not in ("pass", "undecided", "not-run"):  # those two already gave their reason
             open_reasons.append(f"required check {name} gave no pass ({outcome})")
+    if "leakage" not in required and decision.outcomes.get("leakage") != "pass":  # a table that requires nothing
+        open_reasons.append(
+            f"expected the leakage statistic to pass (its upper 95% bound below the margin), got "
+            f"{decision.outcomes.get('leakage', 'no leakage test')}: an honest verdict needs positive evidence "
+            "(vet with the leakage test and thresholds that require it)"
+        )
     leakage = tests.get("leakage")
     if leakage is not None and leakage.get("status") == "ran" and combined.get("require_twin", False):
         details = leakage.get("details") or {}
