@@ -38,6 +38,7 @@ from edgeguard.metrics.baselines import (
     ridge_reconstruct,
 )
 from edgeguard.vetting.augment import AugmentSettings
+from edgeguard.vetting.decoders import normalise_global
 from edgeguard.vetting.targets import AuditTarget, audit_target, per_feature_r2
 
 __all__ = [
@@ -182,16 +183,6 @@ def output_features(
     if features == "both":
         return np.hstack([logs, probabilities])
     raise ConfigError(f"expected features in {FEATURES}, got {features!r}")
-
-
-def _normalise(fit: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature mean removal and one global scale, both from the fitting rows."""
-    centre = fit.mean(axis=0)
-    fit, query = fit - centre, query - centre
-    scale = float(np.sqrt(np.mean(fit * fit)))
-    if scale > 1e-12:
-        fit, query = fit / scale, query / scale
-    return fit, query
 
 
 def _gain(decoder_errors: np.ndarray, baseline_errors: np.ndarray) -> float:
@@ -343,7 +334,7 @@ def leakage_audit(
         query_x = features[1, scored]
         truth = queried[1, scored].astype(np.float64)
         if settings.standardise:
-            fit_x, query_x = _normalise(fit_x, query_x)
+            fit_x, query_x = normalise_global(fit_x, query_x)
         decoded = _decode(settings, fit_x, fit_images.astype(np.float64), query_x)
         baseline = label_only_reconstruct(fit_groups, fit_images.astype(np.float64), groups[1, scored])
         axes = tuple(range(1, truth.ndim))
