@@ -381,3 +381,15 @@ def test_a_table_that_requires_nothing_gives_no_honest_verdict():
     empty = decide_record({"tests": {}, "findings": [], "probe": {"samples": 1000}, "settings": {}}, t)
     assert empty.verdict == "inconclusive" and "no leakage test" in " ".join(empty.reasons)
     assert decide_record(_record((-0.5, 0.2)), t).verdict == "honest"  # the control: the leakage interval passed
+
+
+@pytest.mark.parametrize("flagged", [False, True])
+def test_a_check_without_a_thresholds_entry_cannot_pass_on_its_own_say_so(flagged):
+    t = table(margin=0.36, min_probe=1000)
+    record = _record((-0.5, 0.2))
+    assert decide_record(record, t).verdict == "honest"  # the control: consistency decides by itself
+    record["tests"]["made_up_check"] = {"status": "ran", "score": 0.0, "flagged": flagged, "details": {}}
+    decision = decide_record(record, t)
+    assert decision.verdict == "inconclusive" and decision.outcomes["made_up_check"] == "undecided"
+    reason = " ".join(decision.reasons)
+    assert "made_up_check" in reason and "thresholds entry" in reason

@@ -24,12 +24,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Decision", "decide_record", "VICIOUS_FINDINGS", "DEFAULT_ENTRIES", "DEFAULT_REQUIRED"]
+__all__ = ["Decision", "decide_record", "VICIOUS_FINDINGS", "DEFAULT_ENTRIES", "DEFAULT_REQUIRED", "SELF_DECIDING"]
 
 HONEST, VICIOUS, INCONCLUSIVE = "honest", "vicious", "inconclusive"
 
 #: Finding codes that are evidence of a model that hides from the vet.
 VICIOUS_FINDINGS = ("batch-dependent-outputs", "shape-value-flow", "shape-to-output-flow")
+#: Checks that decide through their own ``flagged`` (and findings), with no thresholds entry. Any other
+#: check without an entry cannot pass on its own say-so: it leaves the verdict short of honest.
+SELF_DECIDING = ("consistency",)
 #: Checks that must run and pass for an honest verdict (when the thresholds name none).
 DEFAULT_REQUIRED = ("consistency", "leakage", "precision", "continuity")
 #: Entries used when a thresholds table predates them (the installed file carries its own).
@@ -125,10 +128,18 @@ def decide_record(record: Mapping[str, Any], table: Mapping[str, Any]) -> Decisi
             continue
         score = _number(test.get("score"))
         key, entry = _entry(table, name, test)
-        if entry is None and test.get("flagged") is not None:  # a check that decides through its findings
+        if entry is None and test.get("flagged") is not None and name in SELF_DECIDING:  # decides by its findings
             decision.outcomes[name] = "undecided" if test.get("flagged") else "pass"
             if test.get("flagged"):
                 open_reasons.append(f"{name} check flagged: {test.get('reason') or 'see its findings'}")
+            continue
+        if entry is None and test.get("flagged") is not None:  # its own say-so is no evidence
+            decision.outcomes[name] = "undecided"
+            open_reasons.append(
+                f"expected a thresholds entry {key!r} for the {name} check (only {', '.join(SELF_DECIDING)} may decide "
+                f"by itself), got none: its flagged={bool(test.get('flagged'))} cannot count as a pass (vet with "
+                "thresholds that carry the entry, or drop the check from settings.tests)"
+            )
             continue
         if score is None or entry is None:
             decision.outcomes[name] = "informational"
