@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from _vet_models import full_report  # a complete report whose scores give the verdict (no vet run)
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 from test_fusion import SHAPE, _linear_model  # the tiny seeded models of the fusion tests
@@ -248,7 +249,7 @@ def test_failed_input_checks_give_the_documented_sentinel(models, tmp_path, dith
 def test_metadata_records_version_spec_capacity_source_and_verdict(models, tmp_path):
     model = models["logits"]
     report = tmp_path / "report.json"
-    report.write_text(json.dumps({"model_sha256": model_sha256(model), "verdict": "honest"}))
+    report.write_text(json.dumps(full_report(model, "honest")))
     out = tmp_path / "guarded.onnx"
     result = _cli_guard(model, "softmax>round:2", out, "--verdict", str(report))
     assert result.exit_code == 0, result.output
@@ -406,7 +407,7 @@ def test_bad_models_verdicts_and_folders_are_refused_and_nothing_is_written(mode
         (["guard", str(old), "--filters", "argmax", "--out", str(out_dir / "a.onnx")], "opset >= 13, got opset 12")
     )
     other = tmp_path / "other.json"
-    other.write_text(json.dumps({"model_sha256": "0" * 64, "verdict": "honest"}))
+    other.write_text(json.dumps({**full_report(models["logits"], "honest"), "model_sha256": "0" * 64}))
     cases.append(
         (
             [
@@ -419,11 +420,11 @@ def test_bad_models_verdicts_and_folders_are_refused_and_nothing_is_written(mode
                 "--verdict",
                 str(other),
             ],
-            "expected a vet report for this model",
+            "issued for another file",
         )
     )
     vicious = tmp_path / "vicious.json"
-    vicious.write_text(json.dumps({"model_sha256": model_sha256(models["logits"]), "verdict": "vicious"}))
+    vicious.write_text(json.dumps(full_report(models["logits"], "vicious")))
     cases.append(
         (
             [

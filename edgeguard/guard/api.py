@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import tempfile
@@ -11,12 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeguard.errors import FilterError, GuardError
+from edgeguard.errors import FilterError, GuardError, ModelRefusedError
 from edgeguard.filters import FilterPipeline, FilterSpec, parse_filter_spec
 from edgeguard.filters.onnx_graph import UNIFORM_INPUT
 from edgeguard.guard.build import GuardedGraph, build_guarded_graph, dither_half_width
 from edgeguard.guard.metadata import PREFIX, GuardMetadata, edgeguard_version, encode_outputs, graph_sha256
-from edgeguard.verdicts import VERDICTS
+from edgeguard.verdicts.verify import verdict_as_run, verify_report
 
 __all__ = ["GuardResult", "guard_model", "assemble_guarded", "write_atomic"]
 
@@ -112,25 +110,30 @@ def assemble_guarded(
     return proto, metadata, built
 
 
-def _read_vet_report(path: str | os.PathLike, source_sha256: str) -> tuple[str, str]:
+def _read_vet_report(
+    path: str | os.PathLike,
+    source_sha256: str,
+    *,
+    key: bytes | str | os.PathLike | None = None,
+    accept_thresholds: bool = False,
+) -> tuple[str, str]:
+    """(sha256 of the report file, the verdict it supports), checked exactly as SafeModel(verdict=...) does.
+
+    :func:`edgeguard.verdicts.verify.verify_report`: a full report for this file, made by this
+    edgeguard with the installed thresholds, whose verdict the decision rule re-derives from its
+    own scores, signed under ``key`` when one is given. The recorded verdict is the re-derived one,
+    "honest" only when the vet also checked batch size 1.
+    """
     try:
-        data = Path(path).read_bytes()
-        report = json.loads(data)
-    except (OSError, ValueError) as error:
-        raise GuardError(
-            f"expected a readable JSON vet report at {path}, got {type(error).__name__}; run `edgeguard vet MODEL "
-            "--output-file REPORT.json` first"
-        ) from None
-    sha = report.get("model_sha256") if isinstance(report, dict) else None
-    verdict = report.get("verdict") if isinstance(report, dict) else None
-    if not isinstance(sha, str) or sha.lower() != source_sha256:
-        raise GuardError(
-            f"expected a vet report for this model (sha256 {source_sha256[:16]}...), got one for "
-            f"{str(sha)[:16]}...; vet this very file, or pass the report that belongs to it"
+        verified = verify_report(
+            path, model_sha256=source_sha256, version=edgeguard_version(), key=key, accept_thresholds=accept_thresholds
         )
-    if verdict not in VERDICTS:
-        raise GuardError(f"expected a verdict in {VERDICTS} in the vet report, got {str(verdict)[:40]!r}")
-    return hashlib.sha256(data).hexdigest(), verdict
+    except ModelRefusedError as error:
+        raise GuardError(
+            f"{error} (edgeguard guard --verdict records only a vet report that holds up; run `edgeguard vet MODEL "
+            "--format json --output-file REPORT.json` on this very file)"
+        ) from None
+    return verified.sha256, verdict_as_run(verified)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -169,13 +172,20 @@ def guard_model(
     *,
     verdict: str | os.PathLike | None = None,
     input_dither: bool = False,
+    verdict_key: bytes | str | os.PathLike | None = None,
+    accept_thresholds: bool = False,
 ) -> GuardResult:
     """Write ``out``: ``model`` with ``filters`` and the input checks in its graph, the release its only output.
 
     ``filters`` is a spec of the ``edgeguard bench --filters`` grammar; every stage must
     run in the graph (refused otherwise, with the stage's name and the reason).
-    ``verdict``: a vet report (JSON) of this very file, recorded by hash; a "vicious"
-    verdict is refused unless the pipeline releases labels only (at most log2 K bits).
+    ``verdict``: a vet report (JSON) of this very file, checked as ``SafeModel(verdict=...)``
+    checks it (the verdict re-derived from the report's scores with the installed thresholds;
+    a hand-made or edited report is refused) and recorded by hash with the re-derived verdict;
+    a "vicious" verdict is refused unless the pipeline releases labels only (at most log2 K bits).
+    ``verdict_key``: the reviewer's key (bytes or a key file, ``edgeguard vet --sign-key``); the
+    report must then carry a valid signature under it. ``accept_thresholds``: accept a report made
+    with other thresholds or another edgeguard version (still re-decided from its own scores).
     ``input_dither``: add uniform noise of +-half a grey level to the input in the graph.
     Nothing is written when anything fails (temporary file, then rename).
     """
@@ -187,7 +197,13 @@ def guard_model(
         raise GuardError(f"expected --out to differ from the source model, got {out_path} twice; pick a new file name")
     loaded = load_model(source_path)
     info = loaded.info
-    vet = _read_vet_report(verdict, loaded.sha256) if verdict is not None else None
+    if verdict is None and verdict_key is not None:
+        raise GuardError("expected a vet report to check with verdict_key, got none; pass verdict=REPORT, or drop verdict_key")
+    vet = (
+        _read_vet_report(verdict, loaded.sha256, key=verdict_key, accept_thresholds=accept_thresholds)
+        if verdict is not None
+        else None
+    )
     proto, metadata, built = assemble_guarded(
         loaded.proto, info, filters, source_sha256=loaded.sha256, input_dither=input_dither, vet=vet
     )

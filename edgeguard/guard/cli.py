@@ -35,7 +35,21 @@ Example:  edgeguard guard model.onnx --filters 'softmax>round:2' --out guarded.o
     "verdict",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="A vet report (JSON) of MODEL, recorded by hash in the guarded file.",
+    help="A vet report (JSON) of MODEL: checked as SafeModel(verdict=...) does (re-decided from its scores), "
+    "recorded by hash with its verdict.",
+)
+@click.option(
+    "--verdict-key",
+    "verdict_key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The reviewer's key file (`edgeguard vet --sign-key`): the report must be signed with it.",
+)
+@click.option(
+    "--accept-thresholds",
+    "accept_thresholds",
+    is_flag=True,
+    help="Accept a report made with other thresholds or another edgeguard (still re-decided from its scores).",
 )
 @click.option(
     "--input-dither",
@@ -43,10 +57,26 @@ Example:  edgeguard guard model.onnx --filters 'softmax>round:2' --out guarded.o
     is_flag=True,
     help="Add uniform noise of +-half a grey level to the input, in the graph.",
 )
-def guard_command(model: Path, filters: str, out: Path, verdict: Path | None, input_dither: bool) -> int:
+def guard_command(
+    model: Path,
+    filters: str,
+    out: Path,
+    verdict: Path | None,
+    verdict_key: Path | None,
+    accept_thresholds: bool,
+    input_dither: bool,
+) -> int:
     from edgeguard.guard import guard_model
 
-    result = guard_model(model, filters, out, verdict=verdict, input_dither=input_dither)
+    result = guard_model(
+        model,
+        filters,
+        out,
+        verdict=verdict,
+        verdict_key=verdict_key,
+        accept_thresholds=accept_thresholds,
+        input_dither=input_dither,
+    )
     click.echo(json.dumps(result.to_dict(), indent=2))
     click.echo(f"wrote {out} (release {result.release_name!r}, {result.metadata.filters})", err=True)
     return EXIT_OK

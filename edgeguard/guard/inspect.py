@@ -11,7 +11,8 @@ The checks, each reported by name:
   spec (and dither flag) gives exactly the file's graph, opsets and provenance keys, so
   the appended stages and the capacity bound are the ones the metadata claims;
 - with ``source=``: the source file's SHA-256 and graph hash are the recorded ones;
-- with ``verdict=``: the vet report's hash is the recorded one and it names the source.
+- with ``verdict=``: the vet report's hash is the recorded one, it names the source, and the
+  recorded verdict is the one the decision rule re-derives from the report's own scores.
 
 What it cannot show without ``source=``: a forger who edits the source weights *and*
 rewrites the recorded graph hash passes the first three checks, since the file is then
@@ -21,14 +22,12 @@ file (or its SHA-256 from the vet report) -- pass ``source=``.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeguard.errors import EdgeguardError, GuardIntegrityError
+from edgeguard.errors import EdgeguardError, GuardIntegrityError, ModelRefusedError
 from edgeguard.guard.build import RESERVED_PREFIXES, _rewire
 from edgeguard.guard.metadata import PREFIX, GuardMetadata, graph_sha256
 
@@ -227,21 +226,33 @@ def _check_source_file(source: str | os.PathLike, metadata: GuardMetadata) -> Gu
 
 
 def _check_verdict(verdict: str | os.PathLike, metadata: GuardMetadata) -> GuardCheck:
+    from edgeguard.guard.metadata import edgeguard_version
+    from edgeguard.verdicts.verify import read_report, verdict_as_run, verify_report
+
     try:
-        data = Path(verdict).read_bytes()
-        report = json.loads(data)
-    except (OSError, ValueError) as error:
-        return GuardCheck("vet_report", False, f"expected a readable JSON vet report, got {type(error).__name__}")
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != metadata.vet_report_sha256:
+        read = read_report(verdict)  # the one reader of vet reports; its digest is of the file's bytes
+    except ModelRefusedError as error:
+        return GuardCheck("vet_report", False, str(error))
+    if read.sha256 != metadata.vet_report_sha256:
         return GuardCheck(
             "vet_report",
             False,
-            f"expected the recorded vet report {str(metadata.vet_report_sha256)[:16]}..., got {digest[:16]}...",
+            f"expected the recorded vet report {str(metadata.vet_report_sha256)[:16]}..., got {read.sha256[:16]}...",
         )
-    if not isinstance(report, dict) or report.get("model_sha256") != metadata.source_sha256:
-        return GuardCheck("vet_report", False, "the vet report names another model than the recorded source")
-    return GuardCheck("vet_report", True, f"verdict {report.get('verdict')!r} for the recorded source")
+    try:  # re-decided from its own scores (with the thresholds it carries: the file may predate this edgeguard)
+        verified = verify_report(
+            read.record, model_sha256=metadata.source_sha256, version=edgeguard_version(), accept_thresholds=True
+        )
+    except ModelRefusedError as error:
+        return GuardCheck("vet_report", False, str(error))
+    if verdict_as_run(verified) != metadata.vet_verdict:
+        return GuardCheck(
+            "vet_report",
+            False,
+            f"expected the recorded verdict {metadata.vet_verdict!r} to follow from the report, got "
+            f"{verdict_as_run(verified)!r}; guard the source again with its report",
+        )
+    return GuardCheck("vet_report", True, f"verdict {metadata.vet_verdict!r} for the recorded source, re-decided")
 
 
 def inspect_guarded(

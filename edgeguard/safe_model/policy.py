@@ -17,7 +17,7 @@ from typing import Any
 from edgeguard._version import __version__
 from edgeguard.errors import ModelRefusedError
 from edgeguard.filters import Argmax, ClassLabels, OutputFilter
-from edgeguard.verdicts.verify import verify_report
+from edgeguard.verdicts.verify import verdict_as_run, verify_report
 
 __all__ = ["VET_POLICIES", "ViciousModelWarning", "VerdictOutcome", "apply_verdict", "label_filters"]
 
@@ -68,10 +68,9 @@ def apply_verdict(
     verified = verify_report(
         verdict, model_sha256=model_sha256, version=__version__, key=key, accept_thresholds=accept_thresholds
     )
-    value = verified.verdict
+    value = verdict_as_run(verified)  # "honest" needs the vet to have checked the model the way an app calls it
     outcome = VerdictOutcome(filters, value, None, list(verified.checked.get("batch_sizes") or []))
-    if value == "honest" and 1 not in outcome.vetted_batch_sizes:
-        value = "inconclusive"  # the vet never checked the model the way an app calls it
+    if value != verified.verdict:
         logger.warning("the vet report for %s did not check batch-size consistency", path.name)
     if value == "honest":
         logger.info("vetting verdict for %s: honest", path.name)

@@ -9,6 +9,7 @@ or an edited report is refused.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -21,7 +22,7 @@ from edgeguard.verdicts.rule import decide_record
 from edgeguard.verdicts.signing import read_key, verify_signature
 from edgeguard.verdicts.thresholds import load_thresholds
 
-__all__ = ["VerifiedReport", "read_report", "verify_report", "REQUIRED_KEYS"]
+__all__ = ["VerifiedReport", "ReportData", "read_report", "verify_report", "verdict_as_run", "REQUIRED_KEYS"]
 
 #: Keys every full vet report has (``VetReport.to_dict()``).
 REQUIRED_KEYS = (
@@ -40,13 +41,36 @@ class VerifiedReport:
     checked: dict[str, Any] = field(default_factory=dict)
     signed: bool = False
     record: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: SHA-256 of the report's bytes as read (the file's; for a mapping, its canonical JSON)
+    sha256: str = ""
 
 
-def read_report(source: Any) -> dict[str, Any]:
-    """A report as plain data: from a path to its JSON, a mapping, or an object with ``to_dict()``."""
+@dataclass(frozen=True)
+class ReportData:
+    """A vet report as plain data, and the SHA-256 of the very bytes it was read from."""
+
+    record: dict[str, Any]
+    sha256: str
+
+
+def verdict_as_run(verified: VerifiedReport) -> str:
+    """The verdict an app may act on: "honest" only if the vet also checked batch size 1 (how apps call a model)."""
+    if verified.verdict == "honest" and 1 not in list(verified.checked.get("batch_sizes") or []):
+        return "inconclusive"
+    return verified.verdict
+
+
+def read_report(source: Any) -> ReportData:
+    """A report as plain data: from a path to its JSON, a mapping, or an object with ``to_dict()``.
+
+    The one reader of vet reports (SafeModel, ``edgeguard guard`` and ``edgeguard inspect`` use it):
+    a file is read once, and its digest is of those bytes.
+    """
+    raw: bytes | None = None
     if isinstance(source, (str, os.PathLike)):
         try:
-            data = json.loads(Path(source).read_text(encoding="utf-8"))
+            raw = Path(source).read_bytes()
+            data = json.loads(raw.decode("utf-8"))
         except (OSError, ValueError) as error:
             raise ModelRefusedError(
                 f"expected a readable JSON vet report at {source}, got {type(error).__name__}: {error}; refusing to "
@@ -61,10 +85,17 @@ def read_report(source: Any) -> dict[str, Any]:
             f"expected a vet report (VetReport, its dict or a path to its JSON), got {type(source).__name__}; "
             "refusing to run (fail closed)"
         )
+    if not isinstance(data, Mapping):
+        raise ModelRefusedError(
+            f"expected a vet report as a JSON object, got a JSON {type(data).__name__}; vet the file and pass its report"
+        )
     try:  # one canonical form whatever the source: what was signed is what is checked
-        return json.loads(json.dumps(data, allow_nan=False))
+        text = json.dumps(data, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise ModelRefusedError(f"expected a JSON-serialisable vet report, got an error: {error}") from None
+    if raw is None:
+        raw = json.dumps(data, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return ReportData(json.loads(text), hashlib.sha256(raw).hexdigest())
 
 
 def verify_report(
@@ -77,7 +108,8 @@ def verify_report(
     thresholds: Any = None,
 ) -> VerifiedReport:
     """Check ``source`` against this file, this edgeguard and these thresholds; raise ModelRefusedError if not."""
-    record = read_report(source)
+    read = read_report(source)
+    record = read.record
     missing = [name for name in REQUIRED_KEYS if name not in record]
     if missing:
         raise ModelRefusedError(
@@ -126,4 +158,6 @@ def verify_report(
             f"expected the report's verdict to follow from its own scores, got {claimed!r} where its scores and "
             f"findings give {decision.verdict!r}: the report was edited; vet the file again"
         )
-    return VerifiedReport(decision.verdict, decision.reasons, dict(record.get("checked") or {}), signed, record)
+    return VerifiedReport(
+        decision.verdict, decision.reasons, dict(record.get("checked") or {}), signed, record, read.sha256
+    )
