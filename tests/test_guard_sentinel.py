@@ -19,7 +19,7 @@ from test_fusion import SHAPE, _linear_model  # the tiny seeded models of the fu
 
 from edgeguard import SafeModel
 from edgeguard.errors import EdgeguardError, GuardError, InvalidInputError
-from edgeguard.filters import FILTER_NAMES, default_filter_specs, parse_filter_spec
+from edgeguard.filters import FILTER_NAMES, FilterPipeline, default_filter_specs, parse_filter_spec
 from edgeguard.guard import guard_model, guarded_feeds
 
 #: One example per grammar entry (the default grid covers the rest with its own parameters).
@@ -44,6 +44,8 @@ GRAMMAR_EXAMPLES = {
 JUST_ABOVE = float(np.nextafter(np.float32(1.0), np.float32(2.0)))
 BAD_VALUES = (np.nan, np.inf, -np.inf, 1.5, -0.5, JUST_ABOVE)
 ROWS = 3
+#: Stages with no in-graph form: `guard` must refuse these specs, and must accept every other one.
+NOT_IN_GRAPH = {"none", "label_preserving", "clipped_laplace"}
 
 
 def _specs() -> list[str]:
@@ -83,25 +85,39 @@ def test_the_grammar_table_covers_every_filter_name():
         parse_filter_spec(text).build()
 
 
+def _must_guard(spec: str) -> bool:
+    return not {part.split(":")[0] for part in spec.split(">")} & NOT_IN_GRAPH
+
+
 @pytest.mark.parametrize("spec", _specs())
 def test_bad_inputs_release_the_sentinel_in_guarded_files_and_safe_model(model, tmp_path, spec):
     out = tmp_path / "guarded.onnx"
-    try:
+    filters = parse_filter_spec(spec).build()
+    if _must_guard(spec):
         guard_model(model, spec, out)
-    except GuardError:
-        out = None  # a stage that cannot run in a graph (keyed or budgeted noise): SafeModel only
-    if out is not None:
         session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
         valid = session.run(None, guarded_feeds(session, _images()))[0]
         index = valid.dtype == np.int64
-        assert (valid >= 0).all() if index else np.isfinite(valid).all()  # the same file releases valid inputs
+        assert valid.shape == ((ROWS,) if index else (ROWS, 10))
+        assert ((valid >= 0) & (valid < 10)).all() if index else np.isfinite(valid).all()  # valid inputs release
         for bad in BAD_VALUES:
             _assert_sentinel(session.run(None, guarded_feeds(session, _images(bad)))[0], index)
-    filters = parse_filter_spec(spec).build()
+    else:
+        with pytest.raises(GuardError):
+            guard_model(model, spec, out)
+        assert not out.exists()
     if not filters:
         return  # "none": SafeModel refuses to release raw outputs at all
     safe = SafeModel(model, filters=filters, input_dither=False)
-    assert safe.predict(_images(), seed=0) is not None
+    released = safe.predict(_images(), seed=0)
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    raw = session.run(None, {session.get_inputs()[0].name: _images()})[0]
+    expected = FilterPipeline(filters, input_kind="logits")(raw, np.random.default_rng(0))  # numpy, row by row
+    assert released.shape == expected.shape and released.dtype == expected.dtype
+    if not safe.pipeline.is_random:
+        np.testing.assert_allclose(released, expected, rtol=2e-6, atol=2e-7)
+    else:
+        assert np.isfinite(released).all() and not np.array_equal(released, raw)
     raw_texts = _raw_texts(model)
     for bad in BAD_VALUES:
         with pytest.raises(InvalidInputError) as caught:
