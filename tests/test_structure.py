@@ -68,6 +68,29 @@ def test_library_code_raises_no_bare_builtin_exception():
     assert not bare, "raise an EdgeguardError subclass (edgeguard/errors.py) instead:\n" + "\n".join(bare)
 
 
+def public_classes(sources: dict[str, str]) -> dict[str, list[str]]:
+    """Public class name -> the modules (of ``sources``: name -> source) that define it at top level."""
+    found: dict[str, list[str]] = {}
+    for module, source in sorted(sources.items()):
+        for node in ast.parse(source).body:
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                found.setdefault(node.name, []).append(module)
+    return found
+
+
+def test_the_class_scan_sees_a_name_defined_twice():
+    found = public_classes({"a": "class Spec:\n    pass\nclass _Hidden: ...", "b": "class Spec: ...\nclass Other: ..."})
+    assert found == {"Spec": ["a", "b"], "Other": ["b"]}
+
+
+def test_each_public_class_name_of_edgeguard_has_one_meaning():
+    sources = {
+        str(path.relative_to(ROOT)): path.read_text(encoding="utf-8") for path in (ROOT / "edgeguard").rglob("*.py")
+    }
+    twice = {name: modules for name, modules in public_classes(sources).items() if len(modules) > 1}
+    assert not twice, f"one name, one meaning: rename one of each pair {twice}"
+
+
 def test_no_library_module_is_over_700_lines():
     sizes = {path: len(path.read_text(encoding="utf-8").splitlines()) for path in _library_modules()}
     too_long = [f"{path.relative_to(ROOT)}: {count} lines" for path, count in sizes.items() if count > MAX_LINES]

@@ -60,7 +60,7 @@ from edgeguard.safe_model.session import (
     run_deadline,
     scrub_inference_error,
 )
-from edgeguard.safe_model.validation import InputSpec
+from edgeguard.safe_model.validation import InputValidator
 
 __all__ = ["SafeModel"]
 
@@ -300,7 +300,7 @@ class SafeModel:
         self._output_names = [self.info.output_name]
         self._sample_shape = tuple(self.info.input_shape)
         self._low, self._high = (float(v) for v in (self.info.pixel_range or (-math.inf, math.inf)))
-        self._inputs = InputSpec(
+        self._inputs = InputValidator(
             self._sample_shape,
             self._low,
             self._high,

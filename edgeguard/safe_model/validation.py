@@ -17,12 +17,13 @@ import numpy as np
 
 from edgeguard.errors import InvalidInputError
 
-__all__ = ["InputSpec", "shape_message", "dtype_message", "range_message"]
+__all__ = ["InputValidator", "shape_message", "dtype_message", "range_message"]
 
 @dataclass(frozen=True)
-class InputSpec:
-    """What a model accepts: samples of ``sample_shape`` and ``dtype`` with values in ``[low, high]``
-    (``-inf, inf``: any finite value; uint8: no range check), in batches the vet allows.
+class InputValidator:
+    """SafeModel's check of a batch before it runs: samples of ``sample_shape`` and ``dtype`` with values
+    in ``[low, high]`` (``-inf, inf``: any finite value; uint8: no range check), in batches the vet allows.
+    (The graph's own input, as read from the file, is :class:`edgeguard.model.signature.InputSpec`.)
 
     ``max_bits`` is ``high``'s float32 bit pattern when the range is ``[0, high]`` (one unsigned
     reduction then checks the range, NaN and inf at once), else None.
