@@ -268,3 +268,40 @@ def test_an_invalid_input_that_also_fails_the_run_carries_no_onnxruntime_error(m
         model.predict(x)
     assert caught.value.__context__ is None and caught.value.__cause__ is None
     assert "15125" not in "".join(traceback.format_exception(caught.value))
+
+
+# --- the slow path (one sample, float64, non-contiguous): the range is checked once, in the fused graph -----------
+def _slow_path_inputs(value: float | None = None) -> dict[str, np.ndarray]:
+    x = np.random.default_rng(1).random((4, *SHAPE), dtype=np.float32)
+    if value is not None:
+        x[:, 0, 1, 2] = value  # every row, so each form below carries it
+    wide = np.zeros((4, SHAPE[0], SHAPE[1], 2 * SHAPE[2]), np.float32)
+    wide[..., ::2] = x
+    return {"single": x[0].copy(), "float64": x.astype(np.float64), "strided": wide[..., ::2]}
+
+
+def test_the_slow_path_leaves_the_range_to_the_fused_graph_and_still_refuses_bad_values(models, monkeypatch):
+    from edgeguard.safe_model.validation import InputValidator
+
+    model = SafeModel(models["linear"], filters=[Softmax(), Round(2)], input_dither=False, allow_float64=True)
+    assert model.fused_stages == 2
+    numpy_form = SafeModel(models["linear"], filters=[Softmax(), Round(2)], input_dither=False)
+    calls = []
+    checked = InputValidator.in_range
+    monkeypatch.setattr(InputValidator, "in_range", lambda self, x: calls.append(x.shape) or checked(self, x))
+    for name, x in _slow_path_inputs().items():
+        assert not x.flags.c_contiguous or x.dtype != np.float32 or x.ndim == len(SHAPE), name  # misses the fast path
+        released = model.predict(x)
+        expected = numpy_form.predict(np.ascontiguousarray(x, np.float32).reshape(-1, *SHAPE))
+        np.testing.assert_array_equal(np.atleast_2d(released), expected)
+    assert calls == []  # valid inputs: no range check in Python, the graph's is the only one
+    raw = ort.InferenceSession(str(models["linear"]), providers=["CPUExecutionProvider"])
+    for value, message in ((np.nan, "NaN"), (2.0, "declared pixel_range"), (-np.inf, "infinite")):
+        for name, x in _slow_path_inputs(value).items():
+            scores = raw.run(None, {"image": np.ascontiguousarray(x, np.float32).reshape(-1, *SHAPE)})[0]
+            with pytest.raises(InvalidInputError, match=message) as caught:
+                model.predict(x)
+            text = "".join(traceback.format_exception(caught.value))
+            assert caught.value.__context__ is None and caught.value.__cause__ is None, name
+            assert not [f"{v:.3f}" for v in scores.ravel() if np.isfinite(v) and abs(v) >= 0.01 and f"{v:.3f}" in text], (name, text)
+    assert calls  # the error's message is written by the check in Python, after the graph refused

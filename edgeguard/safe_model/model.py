@@ -531,8 +531,8 @@ class SafeModel:
             )
         ):
             batch, single = x, False
-        else:
-            batch, single = self._validate(x)
+        else:  # the fused graph checks the range (NaN, inf) itself: once, not again here
+            batch, single = self._validate(x, check_range=not self._graph_checks_input)
         try:
             if self._fixed_batch is not None and len(batch) != self._fixed_batch:
                 released, failure = self._release_fixed(batch, seed, user_id)

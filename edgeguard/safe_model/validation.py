@@ -54,7 +54,13 @@ class InputValidator:
         """Integer (uint8) inputs: the dtype bounds the values, no range check."""
         return self.dtype != "float32"
 
-    def validate(self, x: Any) -> tuple[np.ndarray, bool]:
+    def validate(self, x: Any, *, check_range: bool = True) -> tuple[np.ndarray, bool]:
+        """(the batch as a contiguous array of the model's dtype, whether ``x`` was one sample).
+
+        ``check_range=False``: leave the value range (and NaN, inf) to the fused graph, which
+        checks it anyway and releases its sentinel on failure (SafeModel then calls this with
+        the check on, to write the error). Dtype, shape and batch size are always checked here.
+        """
         if type(x) is not np.ndarray and not isinstance(x, np.ndarray):
             raise InvalidInputError(
                 f"expected a numpy array, got {type(x).__name__}; convert with np.asarray(x, dtype=np.float32)"
@@ -86,6 +92,14 @@ class InputValidator:
                 f"expected batches of at most {self.max_rows} rows (the largest batch size the vet checked for "
                 f"consistency), got {rows}; split the batch into chunks of {self.max_rows}"
             )
+        if check_range and not self.in_range(x):
+            raise InvalidInputError(self.range_message(x))
+        if not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)
+        return x, single
+
+    def in_range(self, x: np.ndarray) -> bool:
+        """Every value of ``x`` (the model's dtype) lies in ``[low, high]``: no NaN, no inf."""
         if self.unchecked:
             in_range = True
         elif self.max_bits is not None:
@@ -97,11 +111,7 @@ class InputValidator:
             in_range = bool(np.isfinite(x).all())  # features without a declared range: finite values
         else:
             in_range = self.low <= x.min() and x.max() <= self.high  # False for NaN as well
-        if not in_range:
-            raise InvalidInputError(self.range_message(x))
-        if not x.flags.c_contiguous:
-            x = np.ascontiguousarray(x)
-        return x, single
+        return bool(in_range)
 
     def dtype_message(self, dtype: np.dtype) -> str:
         return dtype_message(dtype, self.dtype, self.kind, self.low, self.high)
