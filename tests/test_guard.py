@@ -259,6 +259,7 @@ def test_metadata_records_version_spec_capacity_source_and_verdict(models, tmp_p
     assert props["edgeguard.guard.edgeguard_version"] == version("edgeguard")
     assert props["edgeguard.guard.filters"] == "softmax>round:2"
     expected_bits = pipeline_capacity_bits(parse_filter_spec("softmax>round:2").build(), 10, input_kind="logits")
+    expected_bits = math.log2(2.0**expected_bits + 1)  # one more possible row: the failed-check sentinel
     assert float(props["edgeguard.guard.capacity_bits"]) == pytest.approx(expected_bits, rel=1e-12)
     assert props["edgeguard.guard.source_sha256"] == model_sha256(model)
     import hashlib
@@ -476,6 +477,24 @@ def test_bad_models_verdicts_and_folders_are_refused_and_nothing_is_written(mode
     assert result.exit_code == 0, result.output
 
 
+def test_the_recorded_capacity_counts_every_release_row_the_file_can_give(tmp_path):
+    """Oracle: the distinct rows a guarded argmax file releases (labels and the -1 sentinel), counted."""
+    classes = 3
+    model = _linear_model(tmp_path / "three.onnx", kind="logits", classes=classes)
+    out = tmp_path / "guarded.onnx"
+    result = guard_model(model, "argmax", out)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    weight = next(numpy_helper.to_array(t) for t in onnx.load(str(model)).graph.initializer if t.name == "weight")
+    corners = (weight.T > 0).astype(np.float32).reshape(classes, *SHAPE)  # the image that favours each class most
+    seen = set(session.run(None, guarded_feeds(session, np.concatenate([_images(256), corners])))[0].tolist())
+    bad = _images(4)
+    bad[2, 0, 1, 1] = np.nan
+    seen |= set(session.run(None, guarded_feeds(session, bad))[0].tolist())
+    assert seen == {-1, *range(classes)}  # every label and the sentinel: K + 1 possible rows
+    assert math.log2(len(seen)) <= result.metadata.capacity_bits + 1e-12
+    assert result.metadata.capacity_bits == pytest.approx(math.log2(classes + 1))
+
+
 def test_a_guarded_file_cannot_be_guarded_again(models, tmp_path):
     out, _ = _guarded(models, tmp_path)
     with pytest.raises(GuardError, match="guarded already|unguarded model"):
@@ -525,7 +544,8 @@ def test_safemodel_loads_a_guarded_file_and_trusts_it_only_after_the_checks(mode
     assert _cli_guard(models["logits"], "softmax>round:2", out).exit_code == 0
     safe = SafeModel(out)
     assert safe.guard_report.ok and safe.fused_stages == 2
-    assert safe.capacity_bits == pytest.approx(float(inspect_guarded(out).metadata.capacity_bits))
+    recorded = float(inspect_guarded(out).metadata.capacity_bits)  # the file's sentinel row counted
+    assert recorded == pytest.approx(math.log2(2.0**safe.capacity_bits + 1))
     x = _images()
     np.testing.assert_array_equal(safe.predict(x), _run(out, x))
     bad = x.copy()

@@ -39,6 +39,7 @@ from edgeguard.filters.base import (
     pipeline_capacity_bits,
     row_digests,
     secure_rng,
+    sentinel_capacity_bits,
 )
 from edgeguard.filters.basic import Argmax, LabelConfidence, Round, Sigmoid, Softmax, TopK, Truncate
 from edgeguard.filters.noise import GaussianNoise, LabelPreservingNoise, LaplaceNoise, device_secret
@@ -56,6 +57,7 @@ __all__ = [
     "OutputDomain",
     "FilterPipeline",
     "pipeline_capacity_bits",
+    "sentinel_capacity_bits",
     "secure_rng",
     "make_rng",
     "row_digests",

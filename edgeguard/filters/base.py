@@ -27,6 +27,7 @@ __all__ = [
     "OutputFilter",
     "FilterPipeline",
     "pipeline_capacity_bits",
+    "sentinel_capacity_bits",
     "secure_rng",
     "make_rng",
     "row_digests",
@@ -404,6 +405,21 @@ def describe_bits(bits: float) -> str:
     if math.isinf(bits):
         return "unbounded (raw or continuous values can carry arbitrarily many bits)"
     return f"at most {bits:.3g} bits per released row"
+
+
+def sentinel_capacity_bits(bits: float) -> float:
+    """The capacity bound of a release that may also be the failed-check sentinel (a guarded file).
+
+    A guarded file releases, per row, one of the ``2**bits`` values the pipeline can give, or
+    the sentinel row (all NaN; label indices: -1), which a failed input or output check puts
+    on the whole batch and which a vicious model can trigger on purpose. So one row carries at
+    most ``log2(2**bits + 1)`` bits (``log2(K + 1)`` for argmax over K classes), at most one bit
+    more than ``bits`` and about ``2**-bits * log2(e)`` more for large ``bits``; inf stays inf.
+    (Per batch of n rows: ``log2(2**(n * bits) + 1)``, below n times the per-row bound.)
+    """
+    if math.isinf(bits):
+        return math.inf
+    return float(bits) + math.log2(1.0 + 2.0 ** -float(bits))
 
 
 def pipeline_capacity_bits(

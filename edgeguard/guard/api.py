@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeguard.errors import FilterError, GuardError, ModelRefusedError
-from edgeguard.filters import FilterPipeline, FilterSpec, parse_filter_spec
+from edgeguard.filters import FilterPipeline, FilterSpec, parse_filter_spec, sentinel_capacity_bits
 from edgeguard.filters.onnx_graph import UNIFORM_INPUT
 from edgeguard.guard.build import GuardedGraph, build_guarded_graph, dither_half_width
 from edgeguard.guard.metadata import PREFIX, GuardMetadata, edgeguard_version, encode_outputs, graph_sha256
@@ -80,7 +80,7 @@ def assemble_guarded(
     except FilterError as error:
         raise GuardError(f"expected filters that fit this model, got {spec.text!r}: {error}") from None
     built = build_guarded_graph(source, info, pipeline, input_dither=input_dither, noise="uniform")
-    capacity = pipeline.capacity_bits(info.num_classes)
+    capacity = sentinel_capacity_bits(pipeline.capacity_bits(info.num_classes))  # the failed-check rows count too
     metadata = GuardMetadata(
         edgeguard_version=edgeguard_version(),
         filters=spec.text,
@@ -207,10 +207,12 @@ def guard_model(
     proto, metadata, built = assemble_guarded(
         loaded.proto, info, filters, source_sha256=loaded.sha256, input_dither=input_dither, vet=vet
     )
-    if vet is not None and vet[1] == "vicious" and not metadata.capacity_bits <= math.log2(max(info.num_classes, 2)):
+    labels_only = sentinel_capacity_bits(math.log2(max(info.num_classes, 2)))  # argmax, its sentinel counted
+    if vet is not None and vet[1] == "vicious" and not metadata.capacity_bits <= labels_only:
         raise GuardError(
             f"expected a model that vetting did not flag, got a vicious verdict; guard it with a labels-only "
-            f"pipeline ('argmax', at most log2 K bits), got {metadata.filters!r} ({metadata.capacity_bits:g} bits)"
+            f"pipeline ('argmax', at most log2(K + 1) = {labels_only:.3g} bits with the sentinel), got "
+            f"{metadata.filters!r} ({metadata.capacity_bits:g} bits)"
         )
     _check_structure(proto)
     try:

@@ -10,7 +10,8 @@ key                                 value
 edgeguard.guard.format              "1"
 edgeguard.guard.edgeguard_version   the edgeguard version that built the file
 edgeguard.guard.filters             the pipeline spec (grammar of ``edgeguard bench --filters``)
-edgeguard.guard.capacity_bits       the release's capacity bound in bits per row ("inf": none)
+edgeguard.guard.capacity_bits       bits per row, the failed-check sentinel counted ("inf": none):
+                                    log2(2**b + 1) for a pipeline bound b (sentinel_capacity_bits)
 edgeguard.guard.release             JSON: output name, dtype, shape, what a failed check gives
 edgeguard.guard.input_dither        JSON: enabled, half_width, the dithered tensor's name
 edgeguard.guard.random              "true" when the release is random (noise stages or dither)

@@ -105,6 +105,8 @@ class SafeModel:
     allow_float64: accept float64 inputs (cast to float32); by default only float32.
     allow_unsafe_raw_outputs: enable :meth:`predict_unfiltered_unsafe`.
     max_capacity_bits: refuse filters whose release capacity exceeds this many bits.
+        (``capacity_bits`` bounds a released row; a refused call, an exception the app sees,
+        is not counted: it can signal about one bit per call, so do not report refusals back.)
     allow_dynamic_ops: load graphs with control flow (If/Loop/Scan) or ops whose output
         size is computed at run time (ConstantOfShape, Expand, Tile, Range, Resize, ...);
         refused by default (UnsafeModelError), since a crafted input can make them loop or
