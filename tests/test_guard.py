@@ -563,6 +563,27 @@ def test_safemodel_loads_a_guarded_file_and_trusts_it_only_after_the_checks(mode
         SafeModel(tmp_path / "edited.onnx")
 
 
+def test_opening_a_guarded_file_derives_its_source_model_once(models, tmp_path, monkeypatch):
+    import edgeguard.guard.inspect as inspect_module
+    import edgeguard.guard.trusted as trusted_module
+
+    out = tmp_path / "guarded.onnx"
+    guard_model(models["logits"], "softmax>round:2", out)
+    calls = []
+    original = inspect_module._source_of
+
+    def counted(proto, metadata):
+        calls.append(1)
+        return original(proto, metadata)
+
+    monkeypatch.setattr(inspect_module, "_source_of", counted)
+    monkeypatch.setattr(trusted_module, "_source_of", counted, raising=False)  # where an open_guarded re-derives it
+    safe = SafeModel(out)
+    assert len(calls) == 1  # inspect's, shared with open_guarded
+    assert safe.info == safe.guard_report.source_info and safe.info.num_classes == 10
+    np.testing.assert_array_equal(safe.predict(_images()), _run(out, _images()))
+
+
 def test_safemodel_runs_a_random_guarded_file_with_fresh_uniforms(models, tmp_path):
     out = tmp_path / "noisy.onnx"
     assert _cli_guard(models["logits"], "gaussian:1", out, "--input-dither").exit_code == 0

@@ -55,6 +55,10 @@ class InspectReport:
     release_name: str | None = None
     input_name: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the source model as the file holds it, and its ModelInfo (None when it could not be read):
+    #: what the checks derived, kept so that open_guarded does not derive it again
+    source_proto: Any = field(default=None, repr=False, compare=False)
+    source_info: Any = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -159,6 +163,7 @@ def inspect_proto(
         )
     )
     capacity = None
+    info = None
     try:
         info = ModelInfo.from_model(source_proto)
         vet = (metadata.vet_report_sha256, metadata.vet_verdict) if metadata.vet_report_sha256 else None
@@ -207,6 +212,8 @@ def inspect_proto(
         capacity if all(check.passed for check in checks) else None,
         metadata.release.get("name"),
         inputs[0] if len(inputs) == 1 else None,
+        source_proto=source_proto,
+        source_info=info,
     )
 
 

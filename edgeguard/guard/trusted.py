@@ -17,7 +17,7 @@ from edgeguard.filters import FilterPipeline, parse_filter_spec
 from edgeguard.filters.fusion import FusedPipeline
 from edgeguard.filters.onnx_graph import UNIFORM_INPUT, NoiseInput
 from edgeguard.guard.build import GuardedGraph
-from edgeguard.guard.inspect import InspectReport, _source_of, inspect_proto
+from edgeguard.guard.inspect import InspectReport, inspect_proto
 from edgeguard.guard.metadata import PREFIX
 
 __all__ = ["TrustedGuarded", "is_guarded", "open_guarded"]
@@ -40,9 +40,11 @@ class TrustedGuarded:
 
 
 def open_guarded(proto: Any, *, path: str = "<model>") -> TrustedGuarded:
-    """Check ``proto`` (a loaded guarded file) and describe it; GuardIntegrityError naming every failed check."""
-    from edgeguard.model import ModelInfo
+    """Check ``proto`` (a loaded guarded file) and describe it; GuardIntegrityError naming every failed check.
 
+    The source model and its ModelInfo are the ones the checks derived (``report.source_proto``,
+    ``report.source_info``), not derived a second time.
+    """
     report = inspect_proto(proto, path=path)
     if not report.ok:
         failures = "; ".join(f"{check.name}: {check.detail}" for check in report.failures)
@@ -51,8 +53,7 @@ def open_guarded(proto: Any, *, path: str = "<model>") -> TrustedGuarded:
             "and guard the source model again"
         )
     metadata = report.metadata
-    source = _source_of(proto, metadata)
-    info = ModelInfo.from_model(source)
+    source, info = report.source_proto, report.source_info
     pipeline = FilterPipeline(
         parse_filter_spec(metadata.filters).build(), input_kind=info.output_kind, task_type=info.task_type
     )
