@@ -370,9 +370,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--twin-seeds", default="0")
     parser.add_argument("--settings", default="calibrated,paper")
     parser.add_argument("--cache-dir", default=str(ROOT / "benchmarks" / ".cache" / "finetune_power"))
+    parser.add_argument("--tag", default="", help="suffix of the output files (finetune_power_<tag>)")
+    parser.add_argument("--arch", default="", help="comma-separated architectures to keep (default all)")
     parser.add_argument("--from-json", help="re-render the .md from a results .json")
     args = parser.parse_args(argv)
     stem = "finetune_power_small" if args.small else "finetune_power"
+    if args.tag:
+        stem = f"{stem}_{args.tag}"
     if args.from_json:
         summary = json.loads(Path(args.from_json).read_text())
         summary["analysis"] = {name: analyse(summary["models"], name) for name in summary["settings"]}
@@ -398,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         entries = [e for e in entries if any(fnmatch.fnmatch(e["name"], g) for g in globs)]
     cut: dict[str, list[str]] = {"not cached": [], "architecture cut for time": []}
     skip_arch = {a for a in args.skip_arch.split(",") if a}
+    if args.arch:
+        entries = [e for e in entries if e["arch"] in args.arch.split(",")]
     kept = []
     for e in entries:
         if e["arch"] in skip_arch:
