@@ -18,9 +18,11 @@ Settings: the fine-tune settings the vet's thresholds were calibrated with
 cannot give the default 1000 held-out ones); the twin with the vet's calibrated
 ``ReferenceSettings`` (Adam, 300 steps of 64).
 
-Usage: ``python benchmarks/finetune_power.py [--small] [--models GLOB,...] [--skip-arch wrn,...]
-[--ft-seeds 0,1] [--twin-seeds 0] [--cache-dir DIR] [--from-json PATH]``.
-Results: benchmarks/results/finetune_power{.json,.md} (``--small``: ``finetune_power_small``).
+Usage: ``python benchmarks/finetune_power.py [--small] [--models GLOB,...] [--arch cnn,...] [--skip-arch wrn,...]
+[--settings calibrated,paper] [--ft-seeds 0,1] [--twin-seeds 0,1] [--tag NAME] [--cache-dir DIR]
+[--from-json PATH [--conclusion FILE.md]]``. Each model's fine-tunes and each twin are cached jobs
+(edgeguard.jobs), so a run cut for time resumes where it stopped.
+Results: benchmarks/results/finetune_power{,_<tag>}{.json,.md} (``--small``: ``finetune_power_small``).
 """
 
 from __future__ import annotations
@@ -169,7 +171,8 @@ def _mean(values: list[float]) -> float:
 
 def features(entry: dict[str, Any], setting: str) -> dict[str, dict[str, float]]:
     """Per statistic (means over fine-tune seeds): model; twin = the vet's twin (seed 0); diff = model - twin;
-    ratio = model / twin (twin > 0 only); ratio_twins = model / mean over every twin seed."""
+    ratio = model / twin (twin > 0 only); ratio_twins = model / mean over every twin seed; vet_ratio = what one vet
+    computes (``checks._against_twin``): fine-tune seed 0 on the model over fine-tune seed 0 on the seed-0 twin."""
     result = entry["result"]
     out: dict[str, dict[str, float]] = {}
     for stat in _directions():
@@ -182,6 +185,10 @@ def features(entry: dict[str, Any], setting: str) -> dict[str, dict[str, float]]
 
         out[stat] = {"model": model, "twin": twin, "diff": model - twin, "ratio": ratio(twin),
                      "ratio_twins": ratio(pooled), "twins": twins}
+        single_model = result["finetune"][setting][0].get(stat)
+        single_twin = result["twins"][0]["finetune"][setting][0].get(stat)
+        out[stat]["vet_ratio"] = ratio(single_twin if single_twin is not None else float("nan"),
+                                       single_model if single_model is not None else float("nan"))
     return out
 
 
@@ -235,7 +242,7 @@ def analyse(entries: list[dict[str, Any]], setting: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for stat, vicious_high in directions.items():
         out[stat] = {}
-        for form in ("model", "diff", "ratio", "ratio_twins"):
+        for form in ("model", "diff", "ratio", "ratio_twins", "vet_ratio"):
             if form.startswith("ratio") and stat in ("cosine", "cosine_centred"):
                 continue  # ~1 by construction: the difference is the twin-relative form
             block: dict[str, Any] = {}
@@ -346,6 +353,25 @@ def render(summary: dict[str, Any]) -> str:
                 f"{', '.join(_fmt(t) for t in row['twins'][1:]) or '-'} | "
                 f"{_fmt(row['diff'])} | {_fmt(row['ratio'])} |"
             )
+    lines += ["", f"### `finish-ce-cnn-s2` against the honest CNNs (`{focus}`)", "",
+              "| settings | form | finish-ce-cnn-s2 | honest CNNs converged (min-max) | honest CNNs under (min-max) | "
+              "vicious CNNs below the lowest converged honest CNN |", "|---|---|---|---|---|---|"]
+    for setting, analysis in summary["analysis"].items():
+        rows = analysis["rows"]
+        cnn = [m for m in summary["models"] if m["arch"] == "cnn"]
+        if "finish-ce-cnn-s2" not in rows:
+            continue
+        for form in ("model", "ratio", "ratio_twins", "vet_ratio"):
+            conv = [rows[m["name"]][focus][form] for m in cnn if m["family"] == "honest" and "-conv-" in m["name"]]
+            under = [rows[m["name"]][focus][form] for m in cnn if m["family"] == "honest" and "-under-" in m["name"]]
+            vic = [rows[m["name"]][focus][form] for m in cnn if m["family"] != "honest"]
+            low = min(conv) if conv else float("nan")
+            lines.append(
+                f"| {setting} | {form} | {_fmt(rows['finish-ce-cnn-s2'][focus][form])} | "
+                f"{_fmt(min(conv) if conv else None)}-{_fmt(max(conv) if conv else None)} | "
+                f"{_fmt(min(under) if under else None)}-{_fmt(max(under) if under else None)} | "
+                f"{sum(v < low for v in vic)}/{len(vic)} |"
+            )
     if summary.get("conclusion"):
         lines += ["", "## Conclusion", "", summary["conclusion"]]
     return "\n".join(lines) + "\n"
@@ -372,7 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", default=str(ROOT / "benchmarks" / ".cache" / "finetune_power"))
     parser.add_argument("--tag", default="", help="suffix of the output files (finetune_power_<tag>)")
     parser.add_argument("--arch", default="", help="comma-separated architectures to keep (default all)")
-    parser.add_argument("--from-json", help="re-render the .md from a results .json")
+    parser.add_argument("--from-json", help="re-analyse and re-render a results .json (writes both files again)")
+    parser.add_argument("--conclusion", help="with --from-json: a markdown file whose text becomes the Conclusion section")
     args = parser.parse_args(argv)
     stem = "finetune_power_small" if args.small else "finetune_power"
     if args.tag:
@@ -380,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         summary = json.loads(Path(args.from_json).read_text())
         summary["analysis"] = {name: analyse(summary["models"], name) for name in summary["settings"]}
+        if args.conclusion:
+            summary["conclusion"] = Path(args.conclusion).read_text().strip()
+        (RESULTS / f"{stem}.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
         (RESULTS / f"{stem}.md").write_text(render(summary))
         return 0
     from edgeguard.jobs import Job, run_jobs
