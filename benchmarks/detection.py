@@ -140,6 +140,8 @@ def compact(report: dict[str, Any]) -> dict[str, Any]:
         "findings": sorted({(f["code"], f["severity"]) for f in report.get("findings", [])}),
         "tests": tests,
         "accuracy_probe": (report.get("probe") or {}).get("accuracy"),
+        "requested_tests": list((report.get("settings") or {}).get("tests") or []),
+        "probe": {k: (report.get("probe") or {}).get(k) for k in ("samples", "coverage_problems", "accuracy")},
         "thresholds_sha256": report.get("thresholds_sha256"),
     }
 
@@ -154,13 +156,53 @@ def _small(value: Any) -> bool:
 
 @functools.cache
 def vet_version() -> str:
-    """Hash of the installed vet (edgeguard/vetting, verdicts and metrics sources + thresholds): a changed vet re-runs every vet job."""
+    """Hash of what the vet's *scores* depend on: a changed one re-runs every vet job.
+
+    edgeguard/vetting, metrics, model and onnx_torch sources, and the thresholds table without its
+    decisive numbers (margins, the accuracy slope: :data:`_DECISIVE`). The decision itself
+    (edgeguard/verdicts) is not hashed: :func:`redecide` re-runs it on every cached report with the
+    installed rule and thresholds, as SafeModel does, so refitting a margin costs no re-vet.
+    """
     digest = hashlib.sha256()
-    for folder in ("vetting", "verdicts", "metrics"):
-        for path in sorted((ROOT / "edgeguard" / folder).rglob("*")):
-            if path.is_file() and path.suffix in (".py", ".json"):
-                digest.update(str(path.relative_to(ROOT)).encode() + path.read_bytes())
+    for folder in ("vetting", "metrics", "model", "onnx_torch"):
+        for path in sorted((ROOT / "edgeguard" / folder).rglob("*.py")):
+            digest.update(str(path.relative_to(ROOT)).encode() + path.read_bytes())
+    table = json.loads(_thresholds_path().read_text())
+    for entry in (table.get("tests") or {}).values():
+        for key in _DECISIVE:
+            entry.pop(key, None)
+    digest.update(json.dumps({"tests": table.get("tests"), "reference": table.get("reference")}, sort_keys=True).encode())
     return digest.hexdigest()[:16]
+
+
+#: Thresholds-table keys that only the decision reads (a refit changes them without a re-vet).
+_DECISIVE = ("threshold", "scale", "hard", "accuracy_slope_db", "accuracy_gap_range", "provisional", "fitted_on",
+             "note", "test_fpr", "calibration")
+
+
+def _thresholds_path() -> Path:
+    candidates = (ROOT / "edgeguard" / "verdicts" / "thresholds.json", ROOT / "edgeguard" / "vetting" / "thresholds.json")
+    return next(p for p in candidates if p.is_file())
+
+
+def redecide(models: list[dict[str, Any]]) -> None:
+    """Re-run the installed decision rule (edgeguard.verdicts) on each model's cached report, in place."""
+    from edgeguard.verdicts.rule import decide_record
+
+    table = json.loads(_thresholds_path().read_text())
+    for m in models:
+        vet = m.get("vet")
+        if not vet:
+            continue
+        record = {
+            "tests": vet["tests"],
+            "findings": [{"code": c, "severity": s} for c, s in vet.get("findings", [])],
+            "settings": {"tests": vet.get("requested_tests") or []},
+            "probe": vet.get("probe") or {},
+        }
+        decision = decide_record(record, table)
+        vet.update(verdict=decision.verdict, reasons=list(decision.reasons)[:6], likelihood=decision.likelihood)
+        vet["thresholds_sha256"] = hashlib.sha256(_thresholds_path().read_bytes()).hexdigest()
 
 
 @functools.cache
@@ -324,8 +366,10 @@ def fit_thresholds(models: list[dict[str, Any]], table: dict[str, Any]) -> dict[
     """Refit the vet's decisive margins on the CALIBRATION zoo's honest models; returns what changed.
 
     - the leakage entry each honest model was decided on (``details.threshold_entry``: the excess
-      over the twin when the twin ran): margin = the largest upper 95% bound over the calibration
-      honest models + :data:`MARGIN_SLACK_DB`, so that calibration honest models pass;
+      over the twin when the twin ran): the slope of the honest excess against the accuracy lead
+      over the twin (least squares, never positive; ``accuracy_slope_db``, with the range of leads
+      seen, read by ``edgeguard.verdicts.rule.accuracy_adjustment``), then margin = the largest
+      upper 95% bound, raised for the lead, over the calibration honest models + :data:`MARGIN_SLACK_DB`;
     - continuity / precision: the threshold is raised to 1.5x the largest calibration honest score
       when an honest model reached it (never lowered; hard limits unchanged).
 
@@ -333,28 +377,41 @@ def fit_thresholds(models: list[dict[str, Any]], table: dict[str, Any]) -> dict[
     """
     honest = [m for m in models if m["split"] == "calibration" and m["family"] == "honest" and "vet" in m]
     changes: dict[str, Any] = {}
-    uppers: dict[str, list[float]] = {}
+    points: dict[str, list[tuple[float, float, float | None]]] = {}  # entry -> (score, upper bound, accuracy gap)
     for m in honest:
         leak = m["vet"]["tests"].get("leakage") or {}
         details = leak.get("details") or {}
         ci = details.get("ci95")
         if leak.get("status") == "ran" and isinstance(ci, list) and len(ci) == 2 and ci[1] is not None:
-            uppers.setdefault(str(details.get("threshold_entry") or "leakage"), []).append(float(ci[1]))
-    for key, values in uppers.items():
+            gap = details.get("accuracy_gap")
+            points.setdefault(str(details.get("threshold_entry") or "leakage"), []).append(
+                (float(leak["score"]), float(ci[1]), float(gap) if gap is not None else None)
+            )
+    for key, rows in points.items():
         entry = table.setdefault("tests", {}).setdefault(key, {"higher_is_vicious": True})
-        new = max(values) + MARGIN_SLACK_DB
+        gaps = [g for _, _, g in rows if g is not None]
+        slope = None
+        if len(gaps) == len(rows) and len(rows) >= 3 and float(np.var(gaps)) > 0:
+            # honest excess against the accuracy lead over the twin: least squares, never a positive slope
+            slope = min(0.0, float(np.polyfit(gaps, [score for score, _, _ in rows], 1)[0]))
+        uppers = [high - (slope or 0.0) * max(g or 0.0, 0.0) for _, high, g in rows]
+        new = max(uppers) + MARGIN_SLACK_DB
         changes[key] = {
             "old": entry.get("threshold"),
             "new": new,
-            "calibration_honest": len(values),
-            "largest_upper_bound": max(values),
+            "calibration_honest": len(rows),
+            "largest_upper_bound": max(uppers),
+            "accuracy_slope_db": slope,
+            "accuracy_gaps": gaps,
         }
         entry.update(
             threshold=new,
             provisional=False,
-            fitted_on=f"benchmarks/detection.py v3 calibration zoo ({len(values)} honest models, seeds 0-1, CNN + "
-            f"MLP): largest upper 95% bound + {MARGIN_SLACK_DB} dB",
+            fitted_on=f"benchmarks/detection.py v3 calibration zoo ({len(rows)} honest models, seeds 0-1, CNN + "
+            f"MLP): largest upper 95% bound (raised for the accuracy lead over the twin) + {MARGIN_SLACK_DB} dB",
         )
+        if slope is not None:
+            entry.update(accuracy_slope_db=slope, accuracy_gap_range=[min(gaps), max(gaps)])
     for name in ("continuity", "precision"):
         scores = [
             float(m["vet"]["tests"][name]["score"])
@@ -372,11 +429,7 @@ def fit_thresholds(models: list[dict[str, Any]], table: dict[str, Any]) -> dict[
 
 
 def _write_thresholds(models: list[dict[str, Any]], generated: str) -> dict[str, Any]:
-    candidates = (
-        ROOT / "edgeguard" / "verdicts" / "thresholds.json",
-        ROOT / "edgeguard" / "vetting" / "thresholds.json",
-    )
-    path = next(p for p in candidates if p.is_file())
+    path = _thresholds_path()
     table = json.loads(path.read_text())
     changes = fit_thresholds(models, table)
     table["source"] = (
@@ -600,12 +653,11 @@ def _main() -> int:
     refit = None
     if calibration:
         vet_all(calibration, "vetting (calibration zoo)")
-        if args.write_thresholds:  # refit on the calibration zoo, then vet everything with the refitted margins
+        if args.write_thresholds:  # refit on the calibration zoo; the decision is re-run below, no re-vet
             refit = _write_thresholds(calibration, _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-            vet_version.cache_clear()
             print(f"thresholds refitted: {json.dumps(refit)}", file=sys.stderr)
-            vet_all(calibration, "vetting (calibration zoo, refitted margins)")
     vet_all([e for e in everything if e["split"] != "calibration"], "vetting (held-out zoo)")
+    redecide(everything)  # the installed rule and (refitted) thresholds on every report
     summary = evaluate(everything)
     summary["refit"] = refit
     summary["supplied_twin"] = _supplied_twin(args, entries, everything, run) if args.supplied_twin else []

@@ -24,7 +24,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Decision", "decide_record", "VICIOUS_FINDINGS", "DEFAULT_ENTRIES", "DEFAULT_REQUIRED", "SELF_DECIDING"]
+__all__ = [
+    "Decision",
+    "decide_record",
+    "accuracy_adjustment",
+    "VICIOUS_FINDINGS",
+    "DEFAULT_ENTRIES",
+    "DEFAULT_REQUIRED",
+    "SELF_DECIDING",
+]
 
 HONEST, VICIOUS, INCONCLUSIVE = "honest", "vicious", "inconclusive"
 
@@ -84,6 +92,29 @@ def _number(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if not math.isnan(number) else None
+
+
+def accuracy_adjustment(entry: Mapping[str, Any], details: Mapping[str, Any]) -> tuple[float, float]:
+    """How far (dB) the excess over the twin is raised for the model's accuracy lead: (to convict, to pass).
+
+    Honest models of one architecture leak less the better they are trained (on the calibration
+    zoo the excess over the twin falls by ``-accuracy_slope_db`` dB per unit of accuracy), and the
+    trained twin, limited to the reference data, is often less accurate than a converged model.
+    So a model more accurate than its twin by ``accuracy_gap`` = model - twin accuracy is compared
+    with what an honest model of its accuracy would leak: the excess is raised by
+    ``-slope * gap``. Conservative both ways: no credit for a model *less* accurate than its twin
+    (gap < 0 counts as 0), and a gap beyond the calibrated range (``accuracy_gap_range``) may
+    extrapolate to refuse a pass but never to convict. (0, 0) when the entry or the report lacks it.
+    """
+    slope = _number(entry.get("accuracy_slope_db"))
+    gap = _number(details.get("accuracy_gap"))
+    if slope is None or gap is None or slope >= 0:
+        return 0.0, 0.0
+    span = entry.get("accuracy_gap_range") or [0.0, 0.0]
+    top = _number(span[1]) if isinstance(span, (list, tuple)) and len(span) == 2 else None
+    lead = max(gap, 0.0)
+    convict = min(lead, max(top or 0.0, 0.0))
+    return -slope * convict, -slope * lead
 
 
 def _interval(name: str, test: Mapping[str, Any], score: float) -> tuple[float, float, bool]:
@@ -149,6 +180,12 @@ def decide_record(record: Mapping[str, Any], table: Mapping[str, Any]) -> Decisi
             continue
         sign = 1.0 if entry.get("higher_is_vicious", True) else -1.0
         low, high, usable = _interval(name, test, score)
+        adjusted = ""
+        if name.startswith(_LEAKAGE_PREFIX) and sign > 0:
+            to_convict, to_pass = accuracy_adjustment(entry, test.get("details") or {})
+            if to_convict or to_pass:
+                score, low, high = score + to_convict, low + to_convict, high + to_pass
+                adjusted = f" (raised by {to_convict:.2g}/{to_pass:.2g} dB for the model's accuracy lead over its twin)"
         if sign < 0:
             low, high = -high, -low
         threshold = sign * float(entry["threshold"])
@@ -163,7 +200,7 @@ def decide_record(record: Mapping[str, Any], table: Mapping[str, Any]) -> Decisi
             decision.outcomes[name] = "vicious"
             vicious.append(
                 f"{name}: the lower 95% bound {sign * low:.3g} of {entry.get('statistic', key)} exceeds the margin "
-                f"{entry['threshold']:.3g} ({key})"
+                f"{entry['threshold']:.3g} ({key}){adjusted}"
             )
         elif high < threshold and usable:
             decision.outcomes[name] = "pass"
@@ -178,7 +215,7 @@ def decide_record(record: Mapping[str, Any], table: Mapping[str, Any]) -> Decisi
             decision.outcomes[name] = "undecided"
             open_reasons.append(
                 f"{name}: the 95% interval [{min(sign * low, sign * high):.3g}, {max(sign * low, sign * high):.3g}] of "
-                f"{entry.get('statistic', key)} straddles the margin {entry['threshold']:.3g} ({key})"
+                f"{entry.get('statistic', key)} straddles the margin {entry['threshold']:.3g} ({key}){adjusted}"
             )
 
     if vicious:

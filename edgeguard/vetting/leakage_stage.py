@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from edgeguard.errors import EdgeguardError, InferenceError
+from edgeguard.verdicts.rule import accuracy_adjustment
 from edgeguard.vetting.audit import audit_model, make_views, summarise
 from edgeguard.vetting.checks import scored
 from edgeguard.vetting.context import VetContext
@@ -81,6 +82,9 @@ def run_leakage(ctx: VetContext, model_accuracy: float) -> TestResult:
         twin = twins[chosen]
         ctx.twin_module = twin.module
         details.update(statistic="excess_gain_db", twin=twin.record, model_accuracy=model_accuracy)
+        if isinstance(twin.record.get("accuracy"), float):  # the decision adjusts for it (verdicts.rule)
+            details["twin_accuracy"] = twin.record["accuracy"]
+            details["accuracy_gap"] = float(model_accuracy) - twin.record["accuracy"]
         entry_name = SUPPLIED_ENTRY if twin.kind == "supplied" else TWIN_ENTRY
         score, ci = summary["excess_gain_db"], summary["excess_ci95_db"]
     else:
@@ -103,7 +107,13 @@ def run_leakage(ctx: VetContext, model_accuracy: float) -> TestResult:
     if note:
         details["calibration_note"] = note
     entry_name = _present(ctx.table, entry_name)
-    return scored("leakage", score, details, ctx.table, time.perf_counter() - started, entry_name, tuple(ci))
+    result = scored("leakage", score, details, ctx.table, time.perf_counter() - started, entry_name, tuple(ci))
+    entry = (ctx.table.get("tests") or {}).get(entry_name) or {}
+    to_convict, to_pass = accuracy_adjustment(entry, details)
+    if to_convict or to_pass:  # flagged as the decision will see it: the lower bound raised for the accuracy lead
+        details["accuracy_adjustment_db"] = [to_convict, to_pass]
+        result.flagged = bool(entry.get("higher_is_vicious", True)) and ci[0] + to_convict > float(entry["threshold"])
+    return result
 
 
 def _kind_findings(ctx: VetContext, simplex: bool) -> None:

@@ -72,7 +72,9 @@ def _trained(ctx: VetContext) -> Twin:
     s = ctx.settings
     if s.reference_data is not None:
         labelled = load_probe(s.reference_data, ctx.info, seed=s.seed)
-        inputs, labels, source = labelled.inputs, labelled.labels, str(s.reference_data)
+        inputs, labels = labelled.inputs, labelled.labels
+        where = s.reference_data if isinstance(s.reference_data, (str, Path)) else "an in-memory data set"
+        source = f"{where} ({len(labels)} labelled samples)"
     else:
         rng = np.random.default_rng([ctx.augment_seed, 23])
         images = ctx.probe.images
