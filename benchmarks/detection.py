@@ -102,8 +102,12 @@ def train_job(params: dict[str, Any], artifacts: Path) -> dict[str, Any]:
 def redteam_job(params: dict[str, Any], artifacts: Path) -> dict[str, Any]:
     """Build (or reuse) one graph-edit model and measure its server gain (benchmarks/zoo.py)."""
     from benchmarks.zoo import build_graph_edit
+    from edgeguard.errors import InvalidInputError
 
-    record = build_graph_edit(params["family"], params["honest"], params["vicious"], data=DATA)
+    try:
+        record = build_graph_edit(params["family"], params["honest"], params["vicious"], data=DATA)
+    except InvalidInputError as error:  # the attacker's own check: the edit would cost more accuracy than it allows
+        return {"refused": str(error)}
     return {**record, "folder": str(Path(record["classifier"]).parent)}
 
 
@@ -589,7 +593,11 @@ def _main() -> int:
         }
         for r in red
     ]
+    refused = []
     for entry, result in zip(red, run("benchmarks.detection:redteam_job", params, "red team")):
+        if "refused" in result:  # not a model: listed with the attacker's reason, never vetted
+            refused.append({"name": entry["name"], "reason": result["refused"]})
+            continue
         entry.update(
             redteam=True,
             model=result["classifier"],
@@ -604,6 +612,8 @@ def _main() -> int:
                 "code": result["code"],
             },
         )
+    red = [r for r in red if "model" in r]
+    skipped += [f"{r['name']} (the red team could not build it: {r['reason'][:120]})" for r in refused]
     everything = [e for e in entries if e["split"] != "reference"] + variants + red
     if args.no_trained_attackers:
         everything = [e for e in everything if e["family"] == "honest" or e.get("redteam")]
