@@ -5,6 +5,8 @@ Synthetic model records (no vetting): the statistics must follow the verdicts th
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from benchmarks import detection
@@ -103,3 +105,44 @@ def test_fit_thresholds_uses_only_calibration_honest_upper_bounds():
     assert table["tests"]["leakage_excess_twin"]["threshold"] == pytest.approx(0.7 + detection.MARGIN_SLACK_DB)
     assert changes["leakage_excess_twin"]["calibration_honest"] == 2
     assert table["tests"]["continuity"]["threshold"] == pytest.approx(9.0)  # 1.5 x the largest honest score
+
+
+def test_fit_thresholds_fits_the_accuracy_slope_on_calibration_honest_models_only():
+    # honest excess falls by 10 dB per unit of accuracy lead over the twin; the margin is the largest
+    # upper bound once raised for the lead (gaps below 0 earn no credit), plus the slack
+    def vetted(name, split, family, gap, excess):
+        m = _model(name, family, "inconclusive", split=split)
+        m["vet"]["tests"] = {"leakage": {"status": "ran", "score": excess, "details": {
+            "ci95": [excess - 0.1, excess + 0.1], "threshold_entry": "leakage_excess_twin", "accuracy_gap": gap}}}
+        return m
+
+    honest = [(-0.04, 0.2), (0.0, -0.2), (0.02, -0.4), (0.04, -0.6)]
+    models = [vetted(f"c{i}", "calibration", "honest", g, e) for i, (g, e) in enumerate(honest)]
+    models += [vetted("v", "calibration", "finish-ce", 0.04, 5.0), vetted("t", "test", "honest", 0.5, -9.0)]
+    table = {"tests": {"leakage_excess_twin": {"threshold": 0.6}}}
+    detection.fit_thresholds(models, table)
+    entry = table["tests"]["leakage_excess_twin"]
+    assert entry["accuracy_slope_db"] == pytest.approx(-10.0)
+    assert entry["accuracy_gap_range"] == pytest.approx([-0.04, 0.04])
+    # upper bounds raised for max(gap, 0): 0.3, -0.1, -0.3 + 0.2, -0.5 + 0.4 -> largest 0.3
+    assert entry["threshold"] == pytest.approx(0.3 + detection.MARGIN_SLACK_DB)
+
+
+def test_redecide_applies_the_installed_rule_to_cached_reports(monkeypatch, tmp_path):
+    path = tmp_path / "thresholds.json"
+    path.write_text(json.dumps({
+        "tests": {"leakage_excess_twin": {"threshold": 0.45, "scale": 0.3, "higher_is_vicious": True,
+                                          "accuracy_slope_db": -10.0, "accuracy_gap_range": [-0.04, 0.04]}},
+        "combined": {"min_probe_samples": 1000, "require_twin": True, "required_v3": ["leakage"]},
+    }))
+    monkeypatch.setattr(detection, "_thresholds_path", lambda: path)
+    m = _model("finish", "finish-ce", "honest")
+    m["vet"].update(findings=[], requested_tests=["leakage"], probe={"samples": 1000})
+    m["vet"]["tests"] = {"leakage": {"status": "ran", "score": 0.3, "details": {
+        "ci95": [0.19, 0.41], "statistic": "excess_gain_db", "threshold_entry": "leakage_excess_twin",
+        "accuracy_gap": 0.035}}}
+    detection.redecide([m])
+    assert m["vet"]["verdict"] == "vicious", m["vet"]["reasons"]  # 0.19 + 0.35 > 0.45
+    m["vet"]["tests"]["leakage"]["details"]["accuracy_gap"] = 0.0
+    detection.redecide([m])
+    assert m["vet"]["verdict"] == "honest", m["vet"]["reasons"]  # the control: no lead, 0.41 < 0.45
