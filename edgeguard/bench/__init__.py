@@ -14,6 +14,14 @@ through the filter, :mod:`edgeguard.bench.ladder`; rung 4: a hand-built code,
 the capacity bound; noise filters also get the repeated-queries
 experiment (:mod:`edgeguard.bench.repeats`).
 
+Vector and sequence models ((N, F), (N, T, F) inputs) get a
+:class:`~edgeguard.bench.vector_report.VectorBenchReport` (:mod:`edgeguard.bench.vector_run`):
+post-hoc attackers on every release, scored as the vet scores vectors (MSE gain over the
+per-class mean in dB, R^2 per feature); the decoder is optional there::
+
+    report = run_bench("tabular.onnx", None, "probe.csv", "none;softmax>round:2;argmax",
+                       BenchSettings(eval_size=150, attack_size=400), label_column="diagnosis")
+
 See :mod:`edgeguard.bench.run` for what is measured (a :class:`~edgeguard.bench.context.BenchContext`
 shared by one module per rung), :mod:`edgeguard.bench.settings` for the knobs, :mod:`edgeguard.filters.spec` for the
 filter-spec syntax and :mod:`edgeguard.bench.mapping` for how releases are fed to the
@@ -35,6 +43,8 @@ from edgeguard.bench.report import (
 )
 from edgeguard.bench.run import run_bench
 from edgeguard.bench.settings import ATTACKERS, BenchSettings, CodeSettings
+from edgeguard.bench.vector_attacks import VECTOR_ATTACKERS
+from edgeguard.bench.vector_report import VectorBenchReport, VectorBenchRow
 from edgeguard.filters.spec import FILTER_NAMES, FilterSpec, default_filter_specs, parse_filter_spec, parse_filter_specs
 
 __all__ = [
@@ -44,6 +54,9 @@ __all__ = [
     "ATTACKERS",
     "BenchReport",
     "BenchRow",
+    "VectorBenchReport",
+    "VectorBenchRow",
+    "VECTOR_ATTACKERS",
     "CSV_COLUMNS",
     "TARGET_ACCURACY_DROP",
     "TARGET_GAIN_DB",

@@ -10,6 +10,7 @@ import click
 
 from edgeguard.bench.ladder import ThroughSettings
 from edgeguard.bench.settings import ATTACKERS, BenchSettings, CodeSettings
+from edgeguard.vectors import DEFAULT_LABEL_COLUMN
 
 __all__ = ["bench_command"]
 
@@ -26,6 +27,14 @@ among numpy decoders, and the report says so). Next to the label-only baseline.
 DATA: labelled images (an IDX folder, an .npz with x and y, or a folder of class
 subfolders), split (seeded, disjoint) into --eval-size evaluation images and
 --attack-size attacker images.
+
+\b
+Vector and sequence models ((N, F), (N, T, F) inputs): DATA is an .npz (x, y), a
+.csv or a .parquet (label column: --label-column), --decoder is optional, and
+each filter's release is attacked by post-hoc decoders (ridge, k-NN, MLP; the
+server's decoder when given), scored as the vet scores vectors: MSE gain over
+the per-class mean in dB and R^2 per feature. Image-only parts (SSIM, pictures,
+rungs 3-4, repeats) are skipped, with the reason in the report.
 
 \b
 --filters: specs separated by ';' (repeatable), stages joined by '>', e.g.
@@ -73,9 +82,18 @@ _CODES = CodeSettings()
 @click.command("bench", help=_HELP)
 @click.argument("model", type=click.Path(dir_okay=False, path_type=str))
 @click.option(
-    "--decoder", required=True, type=click.Path(dir_okay=False, path_type=str), help="The server's decoder ONNX."
+    "--decoder",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=str),
+    help="The server's decoder ONNX (required for image models).",
 )
-@click.option("--data", required=True, type=click.Path(path_type=str), help="Labelled images (see above).")
+@click.option("--data", required=True, type=click.Path(path_type=str), help="Labelled images or vectors (see above).")
+@click.option(
+    "--label-column",
+    default=DEFAULT_LABEL_COLUMN,
+    show_default=True,
+    help="Label column of a .csv / .parquet vector data file.",
+)
 @click.option(
     "--filters", "filters", multiple=True, help="Filter specs, ';'-separated (repeatable). Default: the grid."
 )
@@ -223,14 +241,32 @@ _CODES = CodeSettings()
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 def bench_command(
-    model: str, decoder: str, data: str, filters: tuple[str, ...], out_dir: str, name: str, quiet: bool, **options: Any
+    model: str,
+    decoder: str | None,
+    data: str,
+    label_column: str,
+    filters: tuple[str, ...],
+    out_dir: str,
+    name: str,
+    quiet: bool,
+    **options: Any,
 ) -> None:
-    from edgeguard.bench.run import run_bench
+    from edgeguard.bench.run import DecoderRequiredError, run_bench
 
     settings = _settings(options, out_dir)
-    report = run_bench(
-        model, decoder, data, list(filters) or None, settings, progress=not quiet, command=_command_line()
-    )
+    try:
+        report = run_bench(
+            model,
+            decoder,
+            data,
+            list(filters) or None,
+            settings,
+            progress=not quiet,
+            command=_command_line(),
+            label_column=label_column,
+        )
+    except DecoderRequiredError as error:
+        raise click.UsageError(str(error)) from None
     paths = report.write(out_dir, stem=name)
     click.echo(report.to_markdown(), nl=False)
     if not quiet:

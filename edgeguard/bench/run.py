@@ -45,24 +45,32 @@ from edgeguard.bench.releases import SpecRelease, release_of
 from edgeguard.bench.repeats_experiment import run_repeats, sizes
 from edgeguard.bench.report import BenchReport, BenchRow
 from edgeguard.bench.settings import BenchSettings
+from edgeguard.bench.vector_report import VectorBenchReport
 from edgeguard.data import Dataset
 from edgeguard.errors import ConfigError
 from edgeguard.filters import OutputDomain
 from edgeguard.filters.spec import FilterSpec
+from edgeguard.model import ModelInfo, load_model
+from edgeguard.vectors import DEFAULT_LABEL_COLUMN, VectorSet
 
-__all__ = ["run_bench", "MAX_RISK_PIXELS"]
+__all__ = ["run_bench", "MAX_RISK_PIXELS", "DecoderRequiredError"]
+
+
+class DecoderRequiredError(ConfigError):
+    """An image model was benched without the server's decoder (the CLI turns it into a usage error)."""
 
 
 def run_bench(
     model: str | os.PathLike,
-    decoder: str | os.PathLike,
-    data: Dataset | str | os.PathLike,
+    decoder: str | os.PathLike | None,
+    data: Dataset | VectorSet | str | os.PathLike,
     filters: str | Sequence[str | FilterSpec] | None = None,
     settings: BenchSettings | None = None,
     *,
     progress: bool = True,
     command: str | None = None,
-) -> BenchReport:
+    label_column: str = DEFAULT_LABEL_COLUMN,
+) -> BenchReport | VectorBenchReport:
     """Benchmark every filter configuration in ``filters`` on ``model`` with the server's ``decoder``.
 
     ``model``: the classifier ONNX (a multiclass model; its metadata says logits or
@@ -73,11 +81,35 @@ def run_bench(
     :class:`FilterSpec`), None = :func:`default_filter_specs` for the model's output kind.
     ``settings``: budgets and seeds (:class:`~edgeguard.bench.settings.BenchSettings`; None =
     its defaults). Progress goes to stderr (tqdm) when ``progress``; ``command`` is recorded.
+
+    A model whose input is a vector (N, F) or a sequence (N, T, F) is benched by
+    :func:`edgeguard.bench.vector_run.run_vector_bench` and gives a
+    :class:`~edgeguard.bench.vector_report.VectorBenchReport`: ``data`` is then a
+    :class:`~edgeguard.vectors.VectorSet` or an ``.npz`` / ``.csv`` / ``.parquet`` file (the
+    label column named by ``label_column``), ``decoder`` is optional (None: the post-hoc
+    attackers only), and the image-only parts are skipped with their reasons in the report.
     """
     started = datetime.datetime.now(datetime.timezone.utc)
     settings = BenchSettings() if settings is None else settings
     if not isinstance(settings, BenchSettings):
         raise ConfigError(f"expected settings to be a BenchSettings, got {type(settings).__name__}")
+    if ModelInfo.from_model(load_model(model).proto).input_kind != "image":
+        from edgeguard.bench.vector_run import run_vector_bench
+
+        return run_vector_bench(
+            model,
+            data,
+            filters,
+            settings,
+            decoder=decoder,
+            label_column=label_column,
+            progress=progress,
+            command=command,
+        )
+    if decoder is None:
+        raise DecoderRequiredError(
+            "expected the server's decoder for an image model, got none; pass decoder='decoder.onnx' (CLI --decoder)"
+        )
     attacker_kind = settings.attack.resolved_attacker()
     machine_facts = machine(settings.threads)
     context = BenchContext.prepare(model, decoder, data, filters, settings, progress)
