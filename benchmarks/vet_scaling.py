@@ -141,13 +141,22 @@ def one(config: dict) -> dict:
         seconds = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_SELF)
     leakage = report.tests.get("leakage")
+    details = (leakage.details or {}) if leakage is not None else {}
+    records = [details["twin"]] if isinstance(details.get("twin"), dict) else list(details.get("twins") or [])
+    twin = next((r for r in records if isinstance(r, dict) and r.get("kind") == "trained"), {})
+    precision = report.tests.get("precision")
     return {
         **config,
         "vet_seconds": round(seconds, 2),
         # CPU time of the vet: on a loaded shared machine the wall time above overstates the cost
         "vet_cpu_seconds": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 2),
         "leakage_seconds": round(leakage.seconds, 2) if leakage is not None else None,
-        "leakage_target": (leakage.details or {}).get("target") if leakage is not None else None,
+        "leakage_target": details.get("target"),
+        # where the time goes: every test's own seconds, and the honest twin's training inside the leakage test
+        "test_seconds": {name: round(test.seconds, 2) for name, test in report.tests.items() if test is not None},
+        "twin_seconds": round(float(twin["seconds"]), 2) if isinstance(twin.get("seconds"), int | float) else None,
+        "precision_rows": (precision.details or {}).get("rows") if precision is not None else None,
+        "precision_row_cap": (precision.details or {}).get("row_cap") if precision is not None else None,
         "verdict": report.verdict,
         "model_ms_per_image_1_thread": round(ms, 3),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -174,7 +183,9 @@ def markdown(report: dict) -> str:
         "Written by `benchmarks/vet_scaling.py`: `edgeguard.vet` with its default tests (consistency + leakage), "
         "untrained seeded models, synthetic probes (time and memory only; no attacker is measured). Each row is a "
         "fresh process; peak memory is its `ru_maxrss`. The machine is shared: wall times move with the load "
-        "(recorded below), CPU time less so ('-': a row measured before that column existed).",
+        "(recorded below, and per run: the 1/5/15-minute load averages when it started), CPU time less so "
+        "('-': not measured for that row). The default vet (v3) trains an honest twin of the vetted graph "
+        "(re-initialised, the claimed loss only) inside the leakage test: its own column.",
         "",
         f"Machine: {report['machine']['platform']}, {report['machine']['cpus']} CPUs (shared with other jobs); "
         f"load average before {report['machine']['load_average_before']}, after "
@@ -192,16 +203,27 @@ def markdown(report: dict) -> str:
             "",
         ]
     lines += [
-        "| input | probe | leakage target | model ms/image | vet wall (s) | vet CPU (s) | of which leakage, wall (s) | peak memory (MiB) | verdict |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| input | probe | leakage target | model ms/image | vet wall (s) | vet CPU (s) | of which leakage, wall (s) "
+        "| of which twin training (s) | precision (s) | continuity (s) | consistency (s) | peak memory (MiB) | "
+        "load before | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def cell(value: object) -> str:
+        return "-" if value is None else str(value)
+
     for r in rows:
+        tests = r.get("test_seconds") or {}
         lines.append(
             f"| {r['input']} | {r['probe']} | {r['leakage_target']} | {r['model_ms_per_image_1_thread']:.2f} | "
-            f"{r['vet_seconds']:.1f} | {r.get('vet_cpu_seconds', '-')} | "
-            f"{r['leakage_seconds'] if r['leakage_seconds'] is not None else '-'} | "
-            f"{r['peak_rss_mib']:.0f} | {r['verdict']} |"
+            f"{r['vet_seconds']:.1f} | {r.get('vet_cpu_seconds', '-')} | {cell(r['leakage_seconds'])} | "
+            f"{cell(r.get('twin_seconds'))} | {cell(tests.get('precision'))} | {cell(tests.get('continuity'))} | "
+            f"{cell(tests.get('consistency'))} | {r['peak_rss_mib']:.0f} | {cell(r.get('load_before'))} | "
+            f"{r['verdict']} |"
         )
+    caps = sorted({f"{r['input']}: {r['precision_row_cap']}" for r in rows if r.get("precision_row_cap")})
+    if caps:
+        lines += ["", "Precision check row caps (stated in each report's details): " + "; ".join(caps) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -232,6 +254,7 @@ def main() -> None:
         configs = [c for c in configs if c["input"] == args.only]
     for config in configs:
         print(f"vet {config['input']} with {config['probe']} samples", file=sys.stderr, flush=True)
+        load_before = [round(v, 2) for v in os.getloadavg()]
         done = subprocess.run(
             [sys.executable, __file__, "--one", json.dumps(config)], capture_output=True, text=True, check=False
         )
@@ -239,7 +262,7 @@ def main() -> None:
             report["runs"].append({**config, "error": f"exit {done.returncode}: {done.stderr[-300:]}"})
             print(done.stderr[-2000:], file=sys.stderr)
         else:
-            report["runs"].append(json.loads(done.stdout.strip().splitlines()[-1]))
+            report["runs"].append({**json.loads(done.stdout.strip().splitlines()[-1]), "load_before": load_before})
         _write(report, args.out)  # after every run: a long grid leaves its results so far
     print(_write(report, args.out))
 

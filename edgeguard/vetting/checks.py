@@ -14,7 +14,7 @@ from edgeguard.vetting.consistency import ConsistencySettings, consistency_test
 from edgeguard.vetting.context import VetContext
 from edgeguard.vetting.continuity import continuity_test
 from edgeguard.vetting.finetune import STATISTICS, finetune_test
-from edgeguard.vetting.precision import precision_check
+from edgeguard.vetting.precision import precision_check, rows_per_view
 from edgeguard.vetting.report import Finding, TestResult
 from edgeguard.vetting.running import runner, scaler
 from edgeguard.vetting.targets import audit_target
@@ -91,8 +91,13 @@ def run_precision(ctx: VetContext) -> TestResult:
     images = ctx.probe.images
     rng = np.random.default_rng([ctx.augment_seed, 64])
     scale = scaler(ctx.info)
-    views = {"clean": scale(images), "off-grid": scale(audit_target(images).augment(images, 1, rng)[0])}
-    result = precision_check(ctx.loaded.proto, views, ctx.run_inputs, rows=ctx.settings.precision_rows, seed=ctx.settings.seed)
+    # Only precision_rows rows of each view are re-evaluated: draw them first, then scale and augment just those
+    # (for 1000 224x224 RGB images, two full-probe copies would be 1.2 GB for 48 rows' worth of checks).
+    rows, row_cap = rows_per_view(ctx.settings.precision_rows, int(np.prod(images.shape[1:])))
+    subset = images[np.sort(rng.choice(len(images), min(rows, len(images)), replace=False))]
+    views = {"clean": scale(subset), "off-grid": scale(audit_target(images).augment(subset, 1, rng)[0])}
+    result = precision_check(ctx.loaded.proto, views, ctx.run_inputs, rows=rows, seed=ctx.settings.seed)
+    result.row_cap = row_cap
     if not result.ran:
         return TestResult("precision", "skipped", reason=result.reason, seconds=result.seconds, details=result.to_dict())
     test = scored("precision", result.max_difference, result.to_dict(), ctx.table, result.seconds)

@@ -9,7 +9,12 @@ through such a rounding fires on every image. On the probe's clean images and on
 off-grid copies, the two runs then disagree by a whole lattice step, far beyond float error.
 
 The float64 run uses onnxruntime on the promoted graph when it has float64 kernels for
-every op, else ``onnx.reference`` (pure numpy, slower: a few dozen rows suffice).
+every op, else ``onnx.reference`` (pure numpy, slower: a few dozen rows suffice). On large
+inputs the rows re-evaluated per view are capped (:func:`rows_per_view`: at most
+:data:`ROW_VALUE_BUDGET` input values per view, never fewer than :data:`MIN_ROWS` rows): the
+tricks this check catches act on every row (a lattice snap, a float16 cast), so a few rows
+show them, and ``onnx.reference`` takes about a second per 224x224 RGB row. The cap is
+recorded in the result (``row_cap``).
 """
 
 from __future__ import annotations
@@ -21,7 +26,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PrecisionResult", "promote_to_float64", "precision_check", "DEFAULT_TOLERANCE", "HARD_TOLERANCE"]
+__all__ = [
+    "PrecisionResult",
+    "promote_to_float64",
+    "precision_check",
+    "rows_per_view",
+    "DEFAULT_TOLERANCE",
+    "HARD_TOLERANCE",
+    "ROW_VALUE_BUDGET",
+    "MIN_ROWS",
+]
 
 _FLOAT, _DOUBLE, _FLOAT16, _BFLOAT16 = 1, 11, 10, 16
 _PROMOTE = {_FLOAT, _FLOAT16, _BFLOAT16}
@@ -29,6 +43,21 @@ _PROMOTE = {_FLOAT, _FLOAT16, _BFLOAT16}
 DEFAULT_TOLERANCE = 1e-4
 #: Beyond this the outputs depend on float32 rounding itself: a hard failure (vicious).
 HARD_TOLERANCE = 1e-2
+#: Input values re-evaluated per view at most (48 rows of 64x64 RGB; 28x28 grey and vectors are never capped).
+ROW_VALUE_BUDGET = 48 * 3 * 64 * 64
+#: ... but never fewer rows per view than this.
+MIN_ROWS = 8
+
+
+def rows_per_view(rows: int, values_per_row: int) -> tuple[int, str]:
+    """(rows re-evaluated per view, why fewer than ``rows`` were: '' when not capped)."""
+    cap = max(MIN_ROWS, ROW_VALUE_BUDGET // max(1, int(values_per_row)))
+    if rows <= cap:
+        return rows, ""
+    return cap, (
+        f"capped at {cap} rows per view (asked {rows}): inputs of {values_per_row} values, at most "
+        f"{ROW_VALUE_BUDGET} values per view (never under {MIN_ROWS} rows)"
+    )
 
 
 @dataclass
@@ -43,6 +72,7 @@ class PrecisionResult:
     reason: str = ""
     seconds: float = 0.0
     per_view: dict[str, float] = field(default_factory=dict)
+    row_cap: str = ""  # why fewer rows than asked were re-evaluated ('' = not capped)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +83,7 @@ class PrecisionResult:
             "output_scale": self.scale,
             "per_view": dict(self.per_view),
             "reason": self.reason,
+            "row_cap": self.row_cap,
             "seconds": self.seconds,
         }
 
