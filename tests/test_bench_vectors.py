@@ -14,13 +14,15 @@ import warnings
 
 import numpy as np
 import pytest
-from _classifiers import digits_data, export_sklearn
+from _classifiers import digits_data, export_sklearn, iris_model_path, sequence_model
 from click.testing import CliRunner
 from sklearn.linear_model import LogisticRegression
 
+from edgeguard import SafeModel
 from edgeguard.bench import VECTOR_ATTACKERS, BenchSettings, VectorBenchReport, run_bench
 from edgeguard.cli import main
 from edgeguard.errors import DataError
+from edgeguard.vectors import VectorSet
 
 FAST = dict(eval_size=300, attack_size=700, repeats=5)
 IMAGE_ONLY = {"psnr", "ssim", "risk", "pictures", "through", "codes", "repeats"}
@@ -106,6 +108,42 @@ def test_vector_bench_refuses_too_little_data_with_the_fix(logistic):
     _, path, data, _, _ = logistic
     with pytest.raises(DataError, match="--eval-size"):
         run_bench(path, None, data, "argmax", BenchSettings(eval_size=1000, attack_size=4000), progress=False)
+
+
+def test_sequence_model_is_scored_per_feature_of_every_step(tmp_path):
+    path = sequence_model(tmp_path / "seq.onnx", steps=5, features=3, classes=4)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 5, 3)).astype(np.float32)
+    y = rng.integers(0, 4, size=400)
+    report = run_bench(
+        path,
+        None,
+        VectorSet(x, y),
+        "none;argmax",
+        BenchSettings(eval_size=120, attack_size=280, repeats=3),
+        progress=False,
+    )
+    assert report.settings["input_kind"] == "sequence" and len(report.feature_names) == 15
+    assert len(report.row("none").attackers["ridge"].r2_per_feature) == 15
+    # the logits are a linear map of the per-feature means over time: ridge on them beats the label clearly
+    assert report.row("none").attackers["ridge"].gain_db > report.row("argmax").worst_gain_db + 0.5
+
+
+def test_fixed_batch_model_is_run_in_its_batches_and_its_latency_skipped_with_the_reason():
+    from sklearn.datasets import load_iris
+
+    x, y = load_iris(return_X_y=True)
+    data = VectorSet(x[:, :2].astype(np.float32), y.astype(np.int64))
+    report = run_bench(
+        iris_model_path(), None, data, "round:3;argmax", BenchSettings(eval_size=45, attack_size=105), progress=False
+    )
+    assert "fixed at 3" in report.skipped["latency"]
+    assert np.isnan(report.row("argmax").latency_us)
+    # oracle: SafeModel's own fixed-batch handling on the same evaluation rows
+    evaluation = np.sort(np.random.default_rng(0).permutation(len(x))[:45])
+    labels = SafeModel(iris_model_path()).predict(data.x[evaluation])
+    expected = float(np.mean(labels == data.y[evaluation]))
+    assert report.raw_accuracy == pytest.approx(expected) and report.row("argmax").accuracy == pytest.approx(expected)
 
 
 # --- the vicious tabular MLP (converters.tabular) and the server's decoder ------------------------------------------
