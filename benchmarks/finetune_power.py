@@ -305,11 +305,13 @@ def render(summary: dict[str, Any]) -> str:
         f"Generated {summary['generated']} by `benchmarks/finetune_power.py` on {summary['machine']['node']} "
         f"({summary['machine']['cpus']} CPUs, load {summary['machine']['load_start']} at the start, "
         f"{summary['machine'].get('load_end')} at the end; OMP_NUM_THREADS={summary['machine']['omp_threads']}, "
-        f"torch threads 1), {summary['wall_seconds']:.0f} s wall.",
+        f"torch threads 1), {summary['wall_seconds']:.0f} s wall for this rendering run; the cached jobs took "
+        f"{sum((summary.get('seconds_per_model') or {}).values()) + sum((summary.get('seconds_per_twin') or {}).values()):.0f} s "
+        "of compute (one thread each, under the load shown; per job in the .json).",
         "",
         "Attackers: the detection zoo's trained vicious models (benchmarks/zoo.py `detection_zoo`: paper joint "
         "training on logits / softmax, log-probabilities, temperature, finish-CE, through-filter, mimic, "
-        "audit-penalty); no graph edits (they change no weight the fine-tune test sees, or break the interpreter). "
+        "audit-penalty); the red team's graph edits (`redteam_zoo`) were not run through this test. "
         "Honest: converged (4 epochs) and one-epoch (`under`) CNN, MLP, ResNet-10, WRN-10-2.",
         "",
         f"Twin: the vetted graph re-initialised and trained honestly (`train_reference`, {summary['reference']}) "
@@ -319,7 +321,7 @@ def render(summary: dict[str, Any]) -> str:
         "",
         f"Models: {summary['counts']}.",
     ]
-    if summary.get("cut"):
+    if any((summary.get("cut") or {}).values()):
         lines += ["", "Left out: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in summary["cut"].items() if v) + "."]
     for setting, analysis in summary["analysis"].items():
         lines += ["", f"## Settings `{setting}`: {json.dumps(SETTINGS[setting])}", "",
@@ -387,6 +389,27 @@ def _load() -> str:
         return "unknown"
 
 
+def _write_json(path: Path, summary: dict[str, Any]) -> None:
+    """The summary, each twin stored once (models of one structure share it), without the per-model rows
+    (``--from-json`` recomputes them)."""
+    out = dict(summary, twins={}, models=[])
+    for model in summary["models"]:
+        result = dict(model["result"])
+        out["twins"][result["structure"]] = result.pop("twins")
+        out["models"].append(dict(model, result=result))
+    out["analysis"] = {name: {"separation": a["separation"]} for name, a in summary["analysis"].items()}
+    path.write_text(json.dumps(out, indent=1, default=float) + "\n")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    summary = json.loads(path.read_text())
+    twins = summary.pop("twins", None)
+    if twins is not None:
+        for model in summary["models"]:
+            model["result"]["twins"] = twins[model["result"]["structure"]]
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--small", action="store_true", help="two calibration and two held-out CNNs (smoke run)")
@@ -405,11 +428,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.tag:
         stem = f"{stem}_{args.tag}"
     if args.from_json:
-        summary = json.loads(Path(args.from_json).read_text())
+        summary = _read_json(Path(args.from_json))
         summary["analysis"] = {name: analyse(summary["models"], name) for name in summary["settings"]}
         if args.conclusion:
             summary["conclusion"] = Path(args.conclusion).read_text().strip()
-        (RESULTS / f"{stem}.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
+        _write_json(RESULTS / f"{stem}.json", summary)
         (RESULTS / f"{stem}.md").write_text(render(summary))
         return 0
     from edgeguard.jobs import Job, run_jobs
@@ -493,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
         "analysis": {name: analyse(models, name) for name in settings},
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{stem}.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
+    _write_json(RESULTS / f"{stem}.json", summary)
     (RESULTS / f"{stem}.md").write_text(render(summary))
     print(f"wrote {RESULTS / stem}.{{json,md}}", file=sys.stderr)
     return 0
