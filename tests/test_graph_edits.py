@@ -261,6 +261,34 @@ def test_build_graph_edit_gives_the_server_the_vicious_gain(tiny_threats, tmp_pa
     assert ge.run_model(record["classifier"], np.zeros((2, 1, 28, 28), np.float32)).shape == (2, 10)
 
 
+@pytest.mark.parametrize("alpha", ge.BLEND_ALPHAS)
+def test_blend_is_the_diluted_vicious_model_on_agreeing_rows(pair, alpha):
+    honest, vicious, images, _ = pair
+    model = ge.GRAPH_EDITS[f"blend-{alpha:g}"].build(honest, vicious)
+    h = ge.run_model(honest, images).astype(np.float64)
+    expected = h + alpha * (_agreeing(honest, vicious, images) - h)  # numpy oracle, the two bases run apart
+    np.testing.assert_allclose(ge.run_model(model, images), expected, atol=1e-4)
+    assert not {n.op_type for n in model.graph.node} & {"Where", "Shape", "Round", "Cast", "Sin", "Less"}
+    with pytest.raises(InvalidInputError, match="0 < alpha <= 1"):
+        ge.blend(honest, vicious, alpha=0.0)
+
+
+def test_build_graph_edit_blend_gain_comes_from_a_fresh_decoder(tiny_threats, tmp_path, monkeypatch):
+    from benchmarks import zoo
+
+    monkeypatch.setattr(zoo, "POSTHOC_EPOCHS", 2)  # the budget is a benchmark setting; keep the test short
+    honest, vicious = tiny_threats["honest"], tiny_threats["vicious"]
+    record = zoo.build_graph_edit("blend-0.75", honest["dir"], vicious["dir"], root=tmp_path, train_limit=1000, test_limit=300)
+    assert record["decoder"]["kind"] == "post-hoc (fresh)" and record["decoder"]["epochs"] == 2
+    assert record["gain_db"] == pytest.approx(record["psnr"] - record["baseline_psnr"])
+    assert record["gain_over_posthoc_twin_db"] == pytest.approx(record["psnr"] - record["posthoc_twin_psnr"])
+    assert record["key"]["posthoc_epochs"] == 2
+    twin_files = list(tmp_path.glob("posthoc-twin-*.json"))
+    assert len(twin_files) == 1  # the honest base's decoder, fitted once for every blend of that base
+    assert json.loads(twin_files[0].read_text())["psnr"] == record["posthoc_twin_psnr"]
+    assert zoo.build_graph_edit("blend-0.75", honest["dir"], vicious["dir"], root=tmp_path, train_limit=1000, test_limit=300) == record
+
+
 def test_lattice_relu_uses_only_classifier_ops_and_recovers_most_codes(pair):
     honest, vicious, images, _ = pair
     model, code = ge.lattice_code(honest, vicious, snap="relu")

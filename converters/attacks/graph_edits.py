@@ -52,6 +52,10 @@ stop it, issue 17):
      batch limit.
    - :func:`batch_size_switch` (the older control): ``Where(Equal(Shape(x)[0], 1), v, h)``,
      stopped by the consistency test and the shape-value-flow finding.
+6. :func:`blend` (dilution, against any finite-power statistic): ``h + alpha * (v - h)`` on
+   label-agreeing rows, ``alpha`` in :data:`BLEND_ALPHAS` (``blend-0.25``, ...). No switch and
+   no odd op: only the leakage audit can stop it, and only above its power. The provider
+   cannot recover ``v``: it fits a fresh post-hoc decoder on the blended outputs.
 
 Server side (what the provider does with the release): :func:`recover_vicious` maps the
 edited model's outputs on clean inputs back to the vicious logits the provider's decoder
@@ -86,6 +90,8 @@ __all__ = [
     "noise_gate",
     "probe_balance_switch",
     "batch_size_switch",
+    "blend",
+    "BLEND_ALPHAS",
     "recover_vicious",
     "run_model",
     "label_agreement",
@@ -100,6 +106,8 @@ SNAP_VARIANTS = ("magic", "smooth", "function", "float16", "relu", "round")
 #: float64 agree to ~2e-5 of the output scale, narrow enough that ~0.5% of values sit on a ramp.
 RAMP_WIDTH = 0.005
 GRID_DETECTORS = ("sin", "magic")
+#: The dilutions registered as families ``blend-<alpha>`` (the share of the vicious model's outputs).
+BLEND_ALPHAS = (0.25, 0.5, 0.75)
 _FLOAT16_OFFSET = 1536.0  # float16 holds exactly the integers of [1024, 2048)
 _FUNCTION_DOMAIN = "local.postprocess"
 
@@ -502,6 +510,15 @@ def batch_size_switch(honest: Any, vicious: Any) -> onnx.ModelProto:
     return graph.finish(graph.op("Where", [single, graph.agreeing(h, v), h]), "batch_size_switch")
 
 
+def blend(honest: Any, vicious: Any, *, alpha: float = 0.5) -> onnx.ModelProto:
+    """``h + alpha * a * (v - h)`` with ``a`` the label-agreement gate: a diluted vicious model (no switch)."""
+    if not 0.0 < alpha <= 1.0:
+        raise InvalidInputError(f"expected a blend share 0 < alpha <= 1, got {alpha!r}")
+    graph, h, v = _pair(honest, vicious, "blend")
+    diff = graph.op("Sub", [graph.agreeing(h, v), h])
+    return graph.finish(graph.op("Add", [h, graph.op("Mul", [diff, graph.const(alpha)])]), "blend")
+
+
 # -- the catalogue ---------------------------------------------------------------------------------------------
 
 
@@ -570,6 +587,12 @@ GRAPH_EDITS: dict[str, GraphEdit] = {
     "probe-balance-switch": GraphEdit(
         "probe-balance-switch", probe_balance_switch, "consistency test (batch 1 vs batched); SafeModel's batch limit"
     ),
+    **{
+        f"blend-{a:g}": GraphEdit(
+            f"blend-{a:g}", lambda h, v, a=a, **o: blend(h, v, alpha=a, **o), "leakage audit (excess over the twin)"
+        )
+        for a in BLEND_ALPHAS
+    },
 }
 
 

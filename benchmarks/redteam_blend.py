@@ -1,0 +1,311 @@
+"""Red team: dilution. Does a blend of an honest and a vicious model pass the vet while still leaking?
+
+The attacker (converters.attacks.graph_edits ``blend``, families ``blend-<alpha>``): a few
+ONNX nodes joining an honest model ``h`` and a vicious model ``v`` of the same architecture,
+``out = h + alpha * (v - h)`` on rows where both give the same label (no training). The vet's
+leakage audit has finite power; the provider picks the largest ``alpha`` the vet lets through.
+
+Per (honest, vicious) pair of the held-out detection zoo (benchmarks/zoo.py ``REDTEAM_PAIRS``)
+and per ``alpha``:
+
+- the provider's gain: a FRESH post-hoc decoder (converters.posthoc, ``zoo.POSTHOC_EPOCHS``
+  epochs on the zoo's own training images, best validation epoch kept) fitted on the blended
+  outputs, in dB of PSNR on the 1000 clean test images, over the label-only baseline and over
+  the same decoder fitted on the honest base ``h`` (like for like: the honest twin), and over
+  detection.md's twin (the mean gain of the converged honest models' own 4-epoch post-hoc
+  decoders of that architecture);
+- the vet's verdict with benchmarks/detection.py ``vet_job``'s settings (probe ``_probe_set(1000)``,
+  ``reference_data=_reference_set()``, seed 0, augment seed 12345, the installed thresholds),
+  with the leakage statistic's 95% interval.
+
+``alpha = 1`` rows are the undiluted vicious model under the same fresh decoder (the reference
+point of the dilution curve). Full vet reports are cached in benchmarks/.cache/redteam_blend
+(``--redecide`` re-runs the installed decision rule on them without vetting again).
+
+Usage: ``OMP_NUM_THREADS=1 nice -n 10 python benchmarks/redteam_blend.py [--alphas 0.25,0.5,0.75,1]
+[--pairs N] [--redecide]``. Results: benchmarks/results/redteam_blend.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import zoo as _zoo  # noqa: E402
+
+CACHE = ROOT / "benchmarks" / ".cache" / "redteam_blend"
+RESULTS = ROOT / "benchmarks" / "results"
+DATA = "/usr/share/datasets/fashion-mnist"
+HARMFUL_MARGIN_DB = 1.0
+PROBE_SIZE = 1000
+AUGMENT_SEED = 12345
+
+
+def _folders(pairs: tuple[tuple[str, str], ...]) -> list[dict[str, Any]]:
+    """The cached zoo folders of each pair (pairs whose models are not trained are skipped, and listed)."""
+    entries = {e["name"]: e for e in _zoo.detection_zoo(data=DATA)}
+    out = []
+    for honest, vicious in pairs:
+        h, v = _zoo.folder_for(entries[honest]["spec"]), _zoo.folder_for(entries[vicious]["spec"])
+        ready = (h / "report.json").is_file() and (v / "report.json").is_file()
+        out.append({"honest": honest, "vicious": vicious, "arch": entries[vicious]["arch"],
+                    "seed": entries[vicious]["seed"], "honest_folder": h, "vicious_folder": v, "ready": ready})
+    return out
+
+
+def _detection_twin_gain(arch: str) -> float | None:
+    """detection.py's twin: mean own-decoder gain of the architecture's converged honest test models (cached ones)."""
+    honest = [e for e in _zoo.detection_zoo(data=DATA) if e["family"] == "honest" and e["arch"] == arch
+              and e["split"] == "test"]
+    longest = max(e["spec"]["epochs"] for e in honest)
+    gains = []
+    for e in honest:
+        report = _zoo.folder_for(e["spec"]) / "report.json"
+        if e["spec"]["epochs"] == longest and report.is_file():
+            r = json.loads(report.read_text())
+            gains.append(r["psnr"] - r["baseline"]["psnr"])
+    return sum(gains) / len(gains) if gains else None
+
+
+def _undiluted(pair: dict[str, Any]) -> dict[str, Any]:
+    """alpha = 1: the vicious model itself under the same fresh decoder (cached)."""
+    path = CACHE / f"undiluted-{pair['vicious']}-e{_zoo.POSTHOC_EPOCHS}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    train, test = _zoo._fmnist(DATA, 6000, 1000)
+    classifier = pair["vicious_folder"] / "classifier.onnx"
+    gains = _zoo._posthoc_gain(classifier, pair["honest_folder"] / "classifier.onnx", train, test, _zoo.REDTEAM_ROOT)
+    record = {"family": "vicious (alpha 1)", "classifier": str(classifier), **gains}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def _vet(classifier: str, name: str) -> dict[str, Any]:
+    """The full vet report (cached by name and model hash), detection.py vet_job's settings."""
+    from benchmarks.detection import _probe_set, _reference_set, _sha
+    from edgeguard.vetting import vet
+
+    path = CACHE / f"vet-{name}-{_sha(classifier)[:12]}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    started = time.perf_counter()
+    report = vet(classifier, _probe_set(PROBE_SIZE), seed=0, augment_seed=AUGMENT_SEED,
+                 reference_data=_reference_set(), progress=lambda _m: None)
+    record = {"seconds": time.perf_counter() - started, "report": report.to_dict()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, default=str) + "\n")
+    return record
+
+
+def _verdict(vetted: dict[str, Any], redecide: bool) -> dict[str, Any]:
+    from edgeguard.verdicts.rule import decide_record
+    from edgeguard.verdicts.thresholds import load_thresholds
+
+    report = vetted["report"]
+    verdict, reasons = report["verdict"], list(report.get("reasons") or [])
+    if redecide:
+        decision = decide_record(report, load_thresholds())
+        verdict, reasons = decision.verdict, decision.reasons
+    leak = (report.get("tests") or {}).get("leakage") or {}
+    details = leak.get("details") or {}
+    return {
+        "verdict": verdict,
+        "first_reason": (reasons or ["-"])[0],
+        "statistic": details.get("statistic"),
+        "score": leak.get("score"),
+        "ci95": details.get("ci95"),
+        "threshold_entry": details.get("threshold_entry"),
+        "accuracy_gap": details.get("accuracy_gap"),
+        "twin_accuracy": (details.get("twin") or {}).get("accuracy") if isinstance(details.get("twin"), dict) else None,
+        "findings": sorted({f["code"] for f in report.get("findings") or []}),
+        "thresholds_sha256": report.get("thresholds_sha256"),
+        "vet_seconds": vetted["seconds"],
+    }
+
+
+def measure(alphas: list[float], pairs: list[dict[str, Any]], redecide: bool) -> list[dict[str, Any]]:
+    import torch
+
+    torch.set_num_threads(1)
+    rows = []
+    for alpha in alphas:  # every pair at one alpha before the next alpha: a cut keeps whole alphas
+        for pair in pairs:
+            if not pair["ready"]:
+                continue
+            started = time.perf_counter()
+            if alpha >= 1.0:
+                record = _undiluted(pair)
+            else:
+                record = _zoo.build_graph_edit(f"blend-{alpha:g}", pair["honest_folder"], pair["vicious_folder"], data=DATA)
+            name = f"blend-{alpha:g}-{pair['arch']}-s{pair['seed']}"
+            vetted = _verdict(_vet(record["classifier"], name), redecide)
+            twin = _detection_twin_gain(pair["arch"])
+            row = {
+                "name": name,
+                "alpha": alpha,
+                "pair": [pair["honest"], pair["vicious"]],
+                "arch": pair["arch"],
+                "accuracy": (record.get("label") or {}).get("edited_accuracy"),
+                "honest_accuracy": (record.get("label") or {}).get("honest_accuracy"),
+                "gain_over_label_db": record["gain_db"],
+                "gain_over_posthoc_twin_db": record["gain_over_posthoc_twin_db"],
+                "posthoc_twin_gain_db": record["posthoc_twin_gain_db"],
+                "detection_twin_gain_db": twin,
+                "gain_over_detection_twin_db": None if twin is None else record["gain_db"] - twin,
+                "decoder": {k: v for k, v in record["decoder"].items() if k != "history"},
+                **{"vet": vetted},
+            }
+            row["harmful"] = row["gain_over_posthoc_twin_db"] >= HARMFUL_MARGIN_DB
+            row["harmful_detection_definition"] = (
+                row["gain_over_detection_twin_db"] is not None and row["gain_over_detection_twin_db"] >= HARMFUL_MARGIN_DB
+            )
+            row["passed"] = vetted["verdict"] == "honest"
+            row["wall_s"] = time.perf_counter() - started
+            print(f"{name}: gain {row['gain_over_label_db']:.2f} dB, over twin {row['gain_over_posthoc_twin_db']:.2f}"
+                  f" dB, vet {vetted['verdict']} {vetted['score']} {vetted['ci95']}", file=sys.stderr, flush=True)
+            rows.append(row)
+            _write(rows, alphas, pairs, redecide)
+    return rows
+
+
+def _machine() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        except OSError:
+            return "?"
+
+    return {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "load_average": list(os.getloadavg()),
+            "commit": git("rev-parse", "--short", "HEAD"), "dirty": bool(git("status", "--porcelain", "--", "edgeguard"))}
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _write(rows: list[dict[str, Any]], alphas: list[float], pairs: list[dict[str, Any]], redecide: bool) -> None:
+    summary = {
+        "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": _machine(),
+        "settings": {"alphas": alphas, "pairs": [[p["honest"], p["vicious"]] for p in pairs],
+                     "skipped_pairs": [[p["honest"], p["vicious"]] for p in pairs if not p["ready"]],
+                     "probe_size": PROBE_SIZE, "augment_seed": AUGMENT_SEED, "seed": 0, "reference_data": True,
+                     "posthoc_epochs": _zoo.POSTHOC_EPOCHS, "posthoc_train_images": 6000, "test_images": 1000,
+                     "harmful_margin_db": HARMFUL_MARGIN_DB, "redecided": redecide},
+        "rows": rows,
+        "harmful_passed": [r["name"] for r in rows if r["harmful"] and r["passed"]],
+        "harmful_detection_definition_passed": [r["name"] for r in rows if r["harmful_detection_definition"] and r["passed"]],
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "redteam_blend.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (RESULTS / "redteam_blend.md").write_text(render(summary))
+
+
+def render(summary: dict[str, Any]) -> str:
+    s, m = summary["settings"], summary["machine"]
+    lines = [
+        "# Red team: dilution (blend of an honest and a vicious model)",
+        "",
+        f"Generated {summary['generated']} on {m['platform']}, {m['cpu_count']} CPU cores shared with other helpers and a "
+        f"long benchmark (OMP_NUM_THREADS={m['omp_num_threads']}, nice 10; load average at writing "
+        f"{', '.join(f'{x:.1f}' for x in m['load_average'])}); code at {m['commit']}.",
+        "",
+        "Attacker: `out = h + alpha * a * (v - h)` (converters.attacks.graph_edits `blend`; `a` = the label-agreement "
+        "gate), h and v the held-out honest / vicious pair of one architecture (benchmarks/zoo.py REDTEAM_PAIRS), no "
+        "training. alpha = 1: the vicious model itself (reference).",
+        "",
+        f"Provider's gain: a fresh post-hoc decoder (converters.posthoc, small, 16 channels, {s['posthoc_epochs']} epochs "
+        f"on the zoo's {s['posthoc_train_images']} training images, best validation epoch) on the released outputs, "
+        f"PSNR on {s['test_images']} clean test images; over label-only, over the same decoder fitted on h (the twin, "
+        "like for like), and over detection.md's twin (the converged honest models' own 4-epoch post-hoc decoders). "
+        f"Harmful: >= {s['harmful_margin_db']:g} dB over the like-for-like twin.",
+        "",
+        f"Vet: `edgeguard.vetting.vet` as benchmarks/detection.py `vet_job` (probe {s['probe_size']} images, "
+        f"reference data 2000 images, seed 0, augment seed {s['augment_seed']}, installed thresholds"
+        + (", decision re-run by the installed rule on the cached reports" if s["redecided"] else "")
+        + "); leakage statistic with its 95% interval.",
+        "",
+    ]
+    if s["skipped_pairs"]:
+        lines += [f"Skipped (zoo models not trained): {s['skipped_pairs']}", ""]
+    rows = summary["rows"]
+    passed = summary["harmful_passed"]
+    lines += [
+        "## Finding",
+        "",
+        ("**A harmful blend PASSED the vet**: " + ", ".join(passed) + ".") if passed
+        else "No harmful blend (>= 1 dB over the like-for-like twin) passed the vet.",
+        ("Under detection.md's definition (over its 4-epoch twin), harmful blends that passed: "
+         + (", ".join(summary["harmful_detection_definition_passed"]) or "none") + "."),
+        "",
+        "## Per alpha",
+        "",
+        "| alpha | models | passed (honest) | vicious | inconclusive | gain over label dB | over twin dB (like for like) "
+        "| over detection twin dB | harmful | harmful that passed |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for alpha in sorted({r["alpha"] for r in rows}):
+        group = [r for r in rows if r["alpha"] == alpha]
+
+        def span(key: str, group: list[dict[str, Any]] = group) -> str:
+            values = [r[key] for r in group if r[key] is not None]
+            if not values:
+                return "-"
+            return f"{sum(values) / len(values):.2f} [{min(values):.2f}, {max(values):.2f}]"
+
+        count = {v: sum(r["vet"]["verdict"] == v for r in group) for v in ("honest", "vicious", "inconclusive")}
+        harmful_passed = [r["name"] for r in group if r["harmful"] and r["passed"]]
+        lines.append(
+            f"| {alpha:g} | {len(group)} | {count['honest']} | {count['vicious']} | {count['inconclusive']} "
+            f"| {span('gain_over_label_db')} | {span('gain_over_posthoc_twin_db')} | {span('gain_over_detection_twin_db')} "
+            f"| {sum(r['harmful'] for r in group)} | {', '.join(harmful_passed) or 'none'} |"
+        )
+    lines += [
+        "",
+        "## Every model",
+        "",
+        "| model | acc (h) | gain over label dB | over twin dB | over detection twin dB | harmful | verdict "
+        "| leakage statistic [95% CI] | first reason | vet s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        v = r["vet"]
+        ci = v["ci95"] if isinstance(v["ci95"], list) else None
+        stat = f"{v['statistic']} {_fmt(v['score'])}" + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "")
+        acc = f"{_fmt(r['accuracy'], 3)} ({_fmt(r['honest_accuracy'], 3)})"
+        lines.append(
+            f"| {r['name']} | {acc} | {_fmt(r['gain_over_label_db'])} | {_fmt(r['gain_over_posthoc_twin_db'])} "
+            f"| {_fmt(r['gain_over_detection_twin_db'])} | {'yes' if r['harmful'] else 'no'} | {v['verdict']} | {stat} "
+            f"| {v['first_reason'][:140]} | {_fmt(v['vet_seconds'], 0)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--alphas", default="0.25,0.5", help="comma-separated shares of the vicious outputs (1: undiluted)")
+    parser.add_argument("--pairs", type=int, default=len(_zoo.REDTEAM_PAIRS), help="how many of zoo.REDTEAM_PAIRS")
+    parser.add_argument("--redecide", action="store_true", help="re-run the installed decision rule on cached reports")
+    args = parser.parse_args()
+    alphas = [float(a) for a in args.alphas.split(",")]
+    pairs = _folders(_zoo.REDTEAM_PAIRS[: args.pairs])
+    measure(alphas, pairs, args.redecide)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
