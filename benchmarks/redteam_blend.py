@@ -23,7 +23,8 @@ point of the dilution curve). Full vet reports are cached in benchmarks/.cache/r
 (``--redecide`` re-runs the installed decision rule on them without vetting again).
 
 Usage: ``OMP_NUM_THREADS=1 nice -n 10 python benchmarks/redteam_blend.py [--alphas 0.25,0.5,0.75,1]
-[--pairs N] [--redecide]``. Results: benchmarks/results/redteam_blend.{md,json}.
+[--pairs N] [--redecide] [--out STEM] [--merge JSON ...]`` (``--merge``: the rows of runs made in
+parallel, e.g. one per alpha, rendered together). Results: benchmarks/results/redteam_blend.{md,json}.
 """
 
 from __future__ import annotations
@@ -60,15 +61,27 @@ def _folders(pairs: tuple[tuple[str, str], ...]) -> list[dict[str, Any]]:
     for honest, vicious in pairs:
         h, v = _zoo.folder_for(entries[honest]["spec"]), _zoo.folder_for(entries[vicious]["spec"])
         ready = (h / "report.json").is_file() and (v / "report.json").is_file()
-        out.append({"honest": honest, "vicious": vicious, "arch": entries[vicious]["arch"],
-                    "seed": entries[vicious]["seed"], "honest_folder": h, "vicious_folder": v, "ready": ready})
+        out.append(
+            {
+                "honest": honest,
+                "vicious": vicious,
+                "arch": entries[vicious]["arch"],
+                "seed": entries[vicious]["seed"],
+                "honest_folder": h,
+                "vicious_folder": v,
+                "ready": ready,
+            }
+        )
     return out
 
 
 def _detection_twin_gain(arch: str) -> float | None:
     """detection.py's twin: mean own-decoder gain of the architecture's converged honest test models (cached ones)."""
-    honest = [e for e in _zoo.detection_zoo(data=DATA) if e["family"] == "honest" and e["arch"] == arch
-              and e["split"] == "test"]
+    honest = [
+        e
+        for e in _zoo.detection_zoo(data=DATA)
+        if e["family"] == "honest" and e["arch"] == arch and e["split"] == "test"
+    ]
     longest = max(e["spec"]["epochs"] for e in honest)
     gains = []
     for e in honest:
@@ -102,8 +115,14 @@ def _vet(classifier: str, name: str) -> dict[str, Any]:
     if path.is_file():
         return json.loads(path.read_text())
     started = time.perf_counter()
-    report = vet(classifier, _probe_set(PROBE_SIZE), seed=0, augment_seed=AUGMENT_SEED,
-                 reference_data=_reference_set(), progress=lambda _m: None)
+    report = vet(
+        classifier,
+        _probe_set(PROBE_SIZE),
+        seed=0,
+        augment_seed=AUGMENT_SEED,
+        reference_data=_reference_set(),
+        progress=lambda _m: None,
+    )
     record = {"seconds": time.perf_counter() - started, "report": report.to_dict()}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, default=str) + "\n")
@@ -116,11 +135,16 @@ def _verdict(vetted: dict[str, Any], redecide: bool) -> dict[str, Any]:
 
     report = vetted["report"]
     verdict, reasons = report["verdict"], list(report.get("reasons") or [])
-    if redecide:
+    if redecide:  # reports from before the vet recorded the accuracy gap get it (model - twin probe accuracy)
+        details = ((report.get("tests") or {}).get("leakage") or {}).get("details") or {}
+        twin = details.get("twin") if isinstance(details.get("twin"), dict) else {}
+        if "accuracy_gap" not in details and isinstance(twin.get("accuracy"), float) and details.get("model_accuracy"):
+            details.update(twin_accuracy=twin["accuracy"], accuracy_gap=details["model_accuracy"] - twin["accuracy"])
         decision = decide_record(report, load_thresholds())
         verdict, reasons = decision.verdict, decision.reasons
     leak = (report.get("tests") or {}).get("leakage") or {}
     details = leak.get("details") or {}
+    twin = details.get("twin") if isinstance(details.get("twin"), dict) else {}
     return {
         "verdict": verdict,
         "first_reason": (reasons or ["-"])[0],
@@ -128,15 +152,23 @@ def _verdict(vetted: dict[str, Any], redecide: bool) -> dict[str, Any]:
         "score": leak.get("score"),
         "ci95": details.get("ci95"),
         "threshold_entry": details.get("threshold_entry"),
-        "accuracy_gap": details.get("accuracy_gap"),
-        "twin_accuracy": (details.get("twin") or {}).get("accuracy") if isinstance(details.get("twin"), dict) else None,
+        "model_accuracy": details.get("model_accuracy"),
+        "twin_accuracy": twin.get("accuracy"),
+        "accuracy_gap": details.get("accuracy_gap", _difference(details.get("model_accuracy"), twin.get("accuracy"))),
+        "accuracy_adjustment_db": details.get("accuracy_adjustment_db"),
+        "vet_model_gain_db": details.get("gain_db"),  # the vet's own decoders: model and twin, over label-only
+        "vet_twin_gain_db": details.get("twin_gain_db"),
         "findings": sorted({f["code"] for f in report.get("findings") or []}),
         "thresholds_sha256": report.get("thresholds_sha256"),
         "vet_seconds": vetted["seconds"],
     }
 
 
-def measure(alphas: list[float], pairs: list[dict[str, Any]], redecide: bool) -> list[dict[str, Any]]:
+def _difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def measure(alphas: list[float], pairs: list[dict[str, Any]], redecide: bool, out: Path) -> list[dict[str, Any]]:
     import torch
 
     torch.set_num_threads(1)
@@ -149,7 +181,9 @@ def measure(alphas: list[float], pairs: list[dict[str, Any]], redecide: bool) ->
             if alpha >= 1.0:
                 record = _undiluted(pair)
             else:
-                record = _zoo.build_graph_edit(f"blend-{alpha:g}", pair["honest_folder"], pair["vicious_folder"], data=DATA)
+                record = _zoo.build_graph_edit(
+                    f"blend-{alpha:g}", pair["honest_folder"], pair["vicious_folder"], data=DATA
+                )
             name = f"blend-{alpha:g}-{pair['arch']}-s{pair['seed']}"
             vetted = _verdict(_vet(record["classifier"], name), redecide)
             twin = _detection_twin_gain(pair["arch"])
@@ -170,14 +204,19 @@ def measure(alphas: list[float], pairs: list[dict[str, Any]], redecide: bool) ->
             }
             row["harmful"] = row["gain_over_posthoc_twin_db"] >= HARMFUL_MARGIN_DB
             row["harmful_detection_definition"] = (
-                row["gain_over_detection_twin_db"] is not None and row["gain_over_detection_twin_db"] >= HARMFUL_MARGIN_DB
+                row["gain_over_detection_twin_db"] is not None
+                and row["gain_over_detection_twin_db"] >= HARMFUL_MARGIN_DB
             )
             row["passed"] = vetted["verdict"] == "honest"
             row["wall_s"] = time.perf_counter() - started
-            print(f"{name}: gain {row['gain_over_label_db']:.2f} dB, over twin {row['gain_over_posthoc_twin_db']:.2f}"
-                  f" dB, vet {vetted['verdict']} {vetted['score']} {vetted['ci95']}", file=sys.stderr, flush=True)
+            print(
+                f"{name}: gain {row['gain_over_label_db']:.2f} dB, over twin {row['gain_over_posthoc_twin_db']:.2f}"
+                f" dB, vet {vetted['verdict']} {vetted['score']} {vetted['ci95']}",
+                file=sys.stderr,
+                flush=True,
+            )
             rows.append(row)
-            _write(rows, alphas, pairs, redecide)
+            _write(rows, alphas, pairs, redecide, out)
     return rows
 
 
@@ -188,31 +227,50 @@ def _machine() -> dict[str, Any]:
         except OSError:
             return "?"
 
-    return {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "load_average": list(os.getloadavg()),
-            "commit": git("rev-parse", "--short", "HEAD"), "dirty": bool(git("status", "--porcelain", "--", "edgeguard"))}
+    return {
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "load_average": list(os.getloadavg()),
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "dirty": bool(git("status", "--porcelain", "--", "edgeguard")),
+    }
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _write(rows: list[dict[str, Any]], alphas: list[float], pairs: list[dict[str, Any]], redecide: bool) -> None:
+def _write(
+    rows: list[dict[str, Any]], alphas: list[float], pairs: list[dict[str, Any]], redecide: bool, out: Path
+) -> None:
     summary = {
         "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": _machine(),
-        "settings": {"alphas": alphas, "pairs": [[p["honest"], p["vicious"]] for p in pairs],
-                     "skipped_pairs": [[p["honest"], p["vicious"]] for p in pairs if not p["ready"]],
-                     "probe_size": PROBE_SIZE, "augment_seed": AUGMENT_SEED, "seed": 0, "reference_data": True,
-                     "posthoc_epochs": _zoo.POSTHOC_EPOCHS, "posthoc_train_images": 6000, "test_images": 1000,
-                     "harmful_margin_db": HARMFUL_MARGIN_DB, "redecided": redecide},
+        "settings": {
+            "alphas": alphas,
+            "pairs": [[p["honest"], p["vicious"]] for p in pairs],
+            "skipped_pairs": [[p["honest"], p["vicious"]] for p in pairs if not p["ready"]],
+            "probe_size": PROBE_SIZE,
+            "augment_seed": AUGMENT_SEED,
+            "seed": 0,
+            "reference_data": True,
+            "posthoc_epochs": _zoo.POSTHOC_EPOCHS,
+            "posthoc_train_images": 6000,
+            "test_images": 1000,
+            "harmful_margin_db": HARMFUL_MARGIN_DB,
+            "redecided": redecide,
+        },
         "rows": rows,
         "harmful_passed": [r["name"] for r in rows if r["harmful"] and r["passed"]],
-        "harmful_detection_definition_passed": [r["name"] for r in rows if r["harmful_detection_definition"] and r["passed"]],
+        "harmful_detection_definition_passed": [
+            r["name"] for r in rows if r["harmful_detection_definition"] and r["passed"]
+        ],
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "redteam_blend.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (RESULTS / "redteam_blend.md").write_text(render(summary))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
+    out.with_suffix(".md").write_text(render(summary))
 
 
 def render(summary: dict[str, Any]) -> str:
@@ -247,10 +305,14 @@ def render(summary: dict[str, Any]) -> str:
     lines += [
         "## Finding",
         "",
-        ("**A harmful blend PASSED the vet**: " + ", ".join(passed) + ".") if passed
+        ("**A harmful blend PASSED the vet**: " + ", ".join(passed) + ".")
+        if passed
         else "No harmful blend (>= 1 dB over the like-for-like twin) passed the vet.",
-        ("Under detection.md's definition (over its 4-epoch twin), harmful blends that passed: "
-         + (", ".join(summary["harmful_detection_definition_passed"]) or "none") + "."),
+        (
+            "Under detection.md's definition (over its 4-epoch twin), harmful blends that passed: "
+            + (", ".join(summary["harmful_detection_definition_passed"]) or "none")
+            + "."
+        ),
         "",
         "## Per alpha",
         "",
@@ -278,9 +340,9 @@ def render(summary: dict[str, Any]) -> str:
         "",
         "## Every model",
         "",
-        "| model | acc (h) | gain over label dB | over twin dB | over detection twin dB | harmful | verdict "
-        "| leakage statistic [95% CI] | first reason | vet s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | test acc (h) | probe acc model / vet twin | gain over label dB | over twin dB | over detection twin dB "
+        "| harmful | verdict | leakage statistic [95% CI] | first reason | vet s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         v = r["vet"]
@@ -288,22 +350,46 @@ def render(summary: dict[str, Any]) -> str:
         stat = f"{v['statistic']} {_fmt(v['score'])}" + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "")
         acc = f"{_fmt(r['accuracy'], 3)} ({_fmt(r['honest_accuracy'], 3)})"
         lines.append(
-            f"| {r['name']} | {acc} | {_fmt(r['gain_over_label_db'])} | {_fmt(r['gain_over_posthoc_twin_db'])} "
+            f"| {r['name']} | {acc} | {_fmt(v['model_accuracy'], 3)} / {_fmt(v['twin_accuracy'], 3)} "
+            f"| {_fmt(r['gain_over_label_db'])} | {_fmt(r['gain_over_posthoc_twin_db'])} "
             f"| {_fmt(r['gain_over_detection_twin_db'])} | {'yes' if r['harmful'] else 'no'} | {v['verdict']} | {stat} "
             f"| {v['first_reason'][:140]} | {_fmt(v['vet_seconds'], 0)} |"
         )
+    if NOTES.strip():
+        lines += ["", NOTES.strip()]
     return "\n".join(lines) + "\n"
+
+
+#: The reading of the figures (written after the run that produced them; rendered below the tables).
+NOTES = """
+"""
 
 
 def _main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--alphas", default="0.25,0.5", help="comma-separated shares of the vicious outputs (1: undiluted)")
+    parser.add_argument(
+        "--alphas", default="0.25,0.5", help="comma-separated shares of the vicious outputs (1: undiluted)"
+    )
     parser.add_argument("--pairs", type=int, default=len(_zoo.REDTEAM_PAIRS), help="how many of zoo.REDTEAM_PAIRS")
     parser.add_argument("--redecide", action="store_true", help="re-run the installed decision rule on cached reports")
+    parser.add_argument("--out", default=str(RESULTS / "redteam_blend"), help="results stem (.md and .json added)")
+    parser.add_argument(
+        "--merge", nargs="+", metavar="JSON", help="only merge the rows of earlier runs' JSON files (run in parallel)"
+    )
     args = parser.parse_args()
     alphas = [float(a) for a in args.alphas.split(",")]
     pairs = _folders(_zoo.REDTEAM_PAIRS[: args.pairs])
-    measure(alphas, pairs, args.redecide)
+    if args.merge:
+        rows = {r["name"]: r for path in args.merge for r in json.loads(Path(path).read_text())["rows"]}
+        order = {f"{p['arch']}-s{p['seed']}": i for i, p in enumerate(pairs)}
+        merged = sorted(rows.values(), key=lambda r: (r["alpha"], order.get(r["name"].split("-", 2)[2], 99)))
+        for row in merged:  # the verdict fields afresh from the cached full report (and the installed rule)
+            cached = sorted(CACHE.glob(f"vet-{row['name']}-*.json"), key=lambda p: p.stat().st_mtime)
+            row["vet"] = _verdict(json.loads(cached[-1].read_text()), args.redecide)
+            row["passed"] = row["vet"]["verdict"] == "honest"
+        _write(merged, sorted({r["alpha"] for r in merged}), pairs, args.redecide, Path(args.out))
+        return 0
+    measure(alphas, pairs, args.redecide, Path(args.out))
     return 0
 
 

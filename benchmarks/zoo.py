@@ -614,7 +614,9 @@ def build_graph_edit(
         folder.mkdir(parents=True, exist_ok=True)
         onnx.save(model, str(folder / "classifier.onnx"))
         gains = _posthoc_gain(folder / "classifier.onnx", honest_path, train, test, Path(root))
-        return _save_record(folder, family, edit, honest_folder, vicious_folder, key_payload, None, row_mean, label, gains)
+        return _save_record(
+            folder, family, edit, honest_folder, vicious_folder, key_payload, None, row_mean, label, gains
+        )
     recovered = ge.recover_vicious(family, outputs, code=code, row_mean=0.0)
     if family == "kind-confusion":  # log-probabilities lose the row mean: the provider predicts it (least squares)
         centred = v_fit - v_fit.mean(axis=1, keepdims=True)
@@ -639,8 +641,16 @@ def build_graph_edit(
 
 
 def _save_record(
-    folder: Path, family: str, edit: Any, honest: Path, vicious: Path, key: dict, code: Any, row_mean: float,
-    label: dict[str, float], gains: dict[str, Any],
+    folder: Path,
+    family: str,
+    edit: Any,
+    honest: Path,
+    vicious: Path,
+    key: dict,
+    code: Any,
+    row_mean: float,
+    label: dict[str, float],
+    gains: dict[str, Any],
 ) -> dict[str, Any]:
     record = {
         "family": family,
@@ -688,8 +698,14 @@ def _posthoc_gain(classifier: Path, honest: Path, train: Any, test: Any, root: P
         "posthoc_twin_gain_db": twin["psnr_gain_db"],
         "gain_over_posthoc_twin_db": own["psnr"] - twin["psnr"],
         "gain_dithered_db": None,
-        "decoder": {"kind": "post-hoc (fresh)", "epochs": POSTHOC_EPOCHS, "train_images": len(train),
-                    "decoder_channels": 16, "seconds": own["train_time_s"], "history": own["history"]},
+        "decoder": {
+            "kind": "post-hoc (fresh)",
+            "epochs": POSTHOC_EPOCHS,
+            "train_images": len(train),
+            "decoder_channels": 16,
+            "seconds": own["train_time_s"],
+            "history": own["history"],
+        },
     }
 
 

@@ -8,6 +8,7 @@ two base models run separately by onnxruntime, numpy re-implementations, onnx.re
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
@@ -278,7 +279,8 @@ def test_build_graph_edit_blend_gain_comes_from_a_fresh_decoder(tiny_threats, tm
 
     monkeypatch.setattr(zoo, "POSTHOC_EPOCHS", 2)  # the budget is a benchmark setting; keep the test short
     honest, vicious = tiny_threats["honest"], tiny_threats["vicious"]
-    record = zoo.build_graph_edit("blend-0.75", honest["dir"], vicious["dir"], root=tmp_path, train_limit=1000, test_limit=300)
+    build = functools.partial(zoo.build_graph_edit, "blend-0.75", root=tmp_path, train_limit=1000, test_limit=300)
+    record = build(honest["dir"], vicious["dir"])
     assert record["decoder"]["kind"] == "post-hoc (fresh)" and record["decoder"]["epochs"] == 2
     assert record["gain_db"] == pytest.approx(record["psnr"] - record["baseline_psnr"])
     assert record["gain_over_posthoc_twin_db"] == pytest.approx(record["psnr"] - record["posthoc_twin_psnr"])
@@ -286,7 +288,7 @@ def test_build_graph_edit_blend_gain_comes_from_a_fresh_decoder(tiny_threats, tm
     twin_files = list(tmp_path.glob("posthoc-twin-*.json"))
     assert len(twin_files) == 1  # the honest base's decoder, fitted once for every blend of that base
     assert json.loads(twin_files[0].read_text())["psnr"] == record["posthoc_twin_psnr"]
-    assert zoo.build_graph_edit("blend-0.75", honest["dir"], vicious["dir"], root=tmp_path, train_limit=1000, test_limit=300) == record
+    assert build(honest["dir"], vicious["dir"]) == record  # cached, twin decoder included
 
 
 def test_lattice_relu_uses_only_classifier_ops_and_recovers_most_codes(pair):
