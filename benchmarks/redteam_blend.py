@@ -152,6 +152,7 @@ def _verdict(vetted: dict[str, Any], redecide: bool) -> dict[str, Any]:
         "score": leak.get("score"),
         "ci95": details.get("ci95"),
         "threshold_entry": details.get("threshold_entry"),
+        "threshold": leak.get("threshold"),
         "model_accuracy": details.get("model_accuracy"),
         "twin_accuracy": twin.get("accuracy"),
         "accuracy_gap": details.get("accuracy_gap", _difference(details.get("model_accuracy"), twin.get("accuracy"))),
@@ -238,6 +239,16 @@ def _machine() -> dict[str, Any]:
     }
 
 
+def _slope_to_refuse(row: dict[str, Any]) -> float | None:
+    """-accuracy_slope_db (dB per unit of accuracy lead) that lifts a passing row's upper bound to the margin."""
+    v = row["vet"]
+    margin = 0.6 if v.get("threshold") is None else v["threshold"]
+    ci, gap = v.get("ci95"), v.get("accuracy_gap")
+    if not row.get("passed") or not isinstance(ci, list) or not gap or gap <= 0:
+        return None
+    return max(0.0, (margin - ci[1]) / gap)
+
+
 def _fmt(value: Any, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -245,6 +256,8 @@ def _fmt(value: Any, digits: int = 2) -> str:
 def _write(
     rows: list[dict[str, Any]], alphas: list[float], pairs: list[dict[str, Any]], redecide: bool, out: Path
 ) -> None:
+    for row in rows:  # how steep an accuracy adjustment (verdicts.rule) would have to be to refuse each pass
+        row["slope_to_refuse_pass_db"] = _slope_to_refuse(row)
     summary = {
         "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": _machine(),
@@ -290,12 +303,15 @@ def render(summary: dict[str, Any]) -> str:
         f"on the zoo's {s['posthoc_train_images']} training images, best validation epoch) on the released outputs, "
         f"PSNR on {s['test_images']} clean test images; over label-only, over the same decoder fitted on h (the twin, "
         "like for like), and over detection.md's twin (the converged honest models' own 4-epoch post-hoc decoders). "
-        f"Harmful: >= {s['harmful_margin_db']:g} dB over the like-for-like twin.",
+        f"Harmful: >= {s['harmful_margin_db']:g} dB over the like-for-like twin. (detection.md's twin used a 4-epoch "
+        "decoder, weaker than this 12-epoch one, so 'over detection twin' overstates the harm: shown for comparison only.)",
         "",
         f"Vet: `edgeguard.vetting.vet` as benchmarks/detection.py `vet_job` (probe {s['probe_size']} images, "
         f"reference data 2000 images, seed 0, augment seed {s['augment_seed']}, installed thresholds"
         + (", decision re-run by the installed rule on the cached reports" if s["redecided"] else "")
-        + "); leakage statistic with its 95% interval.",
+        + "); leakage statistic with its 95% interval. 'slope to refuse': how steep the accuracy adjustment of "
+        "edgeguard/verdicts/rule.py (`-accuracy_slope_db`, dB per unit of the model's probe-accuracy lead over the "
+        "vet's twin) would have to be to lift a passing row's upper bound to the margin.",
         "",
     ]
     if s["skipped_pairs"]:
@@ -341,8 +357,8 @@ def render(summary: dict[str, Any]) -> str:
         "## Every model",
         "",
         "| model | test acc (h) | probe acc model / vet twin | gain over label dB | over twin dB | over detection twin dB "
-        "| harmful | verdict | leakage statistic [95% CI] | first reason | vet s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| harmful | verdict | leakage statistic [95% CI] | slope to refuse | first reason | vet s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         v = r["vet"]
@@ -353,7 +369,7 @@ def render(summary: dict[str, Any]) -> str:
             f"| {r['name']} | {acc} | {_fmt(v['model_accuracy'], 3)} / {_fmt(v['twin_accuracy'], 3)} "
             f"| {_fmt(r['gain_over_label_db'])} | {_fmt(r['gain_over_posthoc_twin_db'])} "
             f"| {_fmt(r['gain_over_detection_twin_db'])} | {'yes' if r['harmful'] else 'no'} | {v['verdict']} | {stat} "
-            f"| {v['first_reason'][:140]} | {_fmt(v['vet_seconds'], 0)} |"
+            f"| {_fmt(r.get('slope_to_refuse_pass_db'), 1)} | {v['first_reason'][:140]} | {_fmt(v['vet_seconds'], 0)} |"
         )
     if NOTES.strip():
         lines += ["", NOTES.strip()]
