@@ -172,20 +172,28 @@ def _difference(a: float | None, b: float | None) -> float | None:
 def measure(alphas: list[float], pairs: list[dict[str, Any]], redecide: bool, out: Path) -> list[dict[str, Any]]:
     import torch
 
+    from edgeguard.errors import InvalidInputError
+
     torch.set_num_threads(1)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    refused: list[dict[str, Any]] = []
     for alpha in alphas:  # every pair at one alpha before the next alpha: a cut keeps whole alphas
         for pair in pairs:
             if not pair["ready"]:
                 continue
             started = time.perf_counter()
-            if alpha >= 1.0:
-                record = _undiluted(pair)
-            else:
-                record = _zoo.build_graph_edit(
-                    f"blend-{alpha:g}", pair["honest_folder"], pair["vicious_folder"], data=DATA
-                )
             name = f"blend-{alpha:g}-{pair['arch']}-s{pair['seed']}"
+            try:
+                if alpha >= 1.0:
+                    record = _undiluted(pair)
+                else:
+                    family = f"blend-{alpha:g}"
+                    record = _zoo.build_graph_edit(family, pair["honest_folder"], pair["vicious_folder"], data=DATA)
+            except InvalidInputError as error:  # the builder's 0.5-point accuracy rule: listed, not measured
+                refused.append({"name": name, "alpha": alpha, "reason": str(error)})
+                print(f"{name}: refused by the builder: {error}", file=sys.stderr, flush=True)
+                _write(rows, alphas, pairs, redecide, out, refused)
+                continue
             vetted = _verdict(_vet(record["classifier"], name), redecide)
             twin = _detection_twin_gain(pair["arch"])
             row = {
@@ -217,7 +225,7 @@ def measure(alphas: list[float], pairs: list[dict[str, Any]], redecide: bool, ou
                 flush=True,
             )
             rows.append(row)
-            _write(rows, alphas, pairs, redecide, out)
+            _write(rows, alphas, pairs, redecide, out, refused)
     return rows
 
 
@@ -254,7 +262,12 @@ def _fmt(value: Any, digits: int = 2) -> str:
 
 
 def _write(
-    rows: list[dict[str, Any]], alphas: list[float], pairs: list[dict[str, Any]], redecide: bool, out: Path
+    rows: list[dict[str, Any]],
+    alphas: list[float],
+    pairs: list[dict[str, Any]],
+    redecide: bool,
+    out: Path,
+    refused: list[dict[str, Any]] | None = None,
 ) -> None:
     for row in rows:  # how steep an accuracy adjustment (verdicts.rule) would have to be to refuse each pass
         row["slope_to_refuse_pass_db"] = _slope_to_refuse(row)
@@ -276,6 +289,12 @@ def _write(
             "redecided": redecide,
         },
         "rows": rows,
+        "refused": refused or [],
+        "not_measured": sorted(
+            {f"blend-{a:g}-{p['arch']}-s{p['seed']}" for a in alphas for p in pairs if p["ready"]}
+            - {r["name"] for r in rows}
+            - {r["name"] for r in refused or []}
+        ),
         "harmful_passed": [r["name"] for r in rows if r["harmful"] and r["passed"]],
         "harmful_detection_definition_passed": [
             r["name"] for r in rows if r["harmful_detection_definition"] and r["passed"]
@@ -316,6 +335,10 @@ def render(summary: dict[str, Any]) -> str:
     ]
     if s["skipped_pairs"]:
         lines += [f"Skipped (zoo models not trained): {s['skipped_pairs']}", ""]
+    for r in summary.get("refused") or []:
+        lines += [f"Not built: {r['name']}: the builder refused it ({r['reason'][:160]}).", ""]
+    if summary.get("not_measured"):
+        lines += ["Not measured in time (budget cut): " + ", ".join(summary["not_measured"]) + ".", ""]
     rows = summary["rows"]
     passed = summary["harmful_passed"]
     lines += [
@@ -396,14 +419,16 @@ def _main() -> int:
     alphas = [float(a) for a in args.alphas.split(",")]
     pairs = _folders(_zoo.REDTEAM_PAIRS[: args.pairs])
     if args.merge:
-        rows = {r["name"]: r for path in args.merge for r in json.loads(Path(path).read_text())["rows"]}
+        runs = [json.loads(Path(path).read_text()) for path in args.merge]
+        rows = {r["name"]: r for run in runs for r in run["rows"]}
+        refused = list({r["name"]: r for run in runs for r in run.get("refused", [])}.values())
         order = {f"{p['arch']}-s{p['seed']}": i for i, p in enumerate(pairs)}
         merged = sorted(rows.values(), key=lambda r: (r["alpha"], order.get(r["name"].split("-", 2)[2], 99)))
         for row in merged:  # the verdict fields afresh from the cached full report (and the installed rule)
             cached = sorted(CACHE.glob(f"vet-{row['name']}-*.json"), key=lambda p: p.stat().st_mtime)
             row["vet"] = _verdict(json.loads(cached[-1].read_text()), args.redecide)
             row["passed"] = row["vet"]["verdict"] == "honest"
-        _write(merged, sorted({r["alpha"] for r in merged}), pairs, args.redecide, Path(args.out))
+        _write(merged, alphas, pairs, args.redecide, Path(args.out), refused)
         return 0
     measure(alphas, pairs, args.redecide, Path(args.out))
     return 0
