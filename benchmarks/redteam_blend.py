@@ -401,6 +401,45 @@ def render(summary: dict[str, Any]) -> str:
 
 #: The reading of the figures (written after the run that produced them; rendered below the tables).
 NOTES = """
+## Reading (written after the run above, 2026-12-04)
+
+**Dilution defeats the vet as installed.** At alpha = 0.75 the CNN and MLP blends pass as honest
+while the provider's fresh decoder gains 1.4-1.6 dB over the same decoder on the honest base;
+at alpha = 0.5 they pass with about 1.0-1.1 dB (one of them just under the 1 dB bar). The
+undiluted vicious model (alpha = 1) is still convicted, so a provider who has read the vet picks
+the largest alpha whose upper bound stays below the 0.6 dB margin and keeps most of its gain.
+No switch, no unusual op, no precision trick: only the leakage audit can see it.
+
+**Why.** It is not mainly the vet's decoders: on these blends they read about as much as the
+provider's decoder over label-only (the report's `vet_model_gain_db`, 2.5-3.1 dB at alpha 0.75).
+It is the reference. The vet's trained twin (the blend graph re-initialised and trained 300
+steps on the 2000 reference images) reaches 0.71-0.80 probe accuracy against 0.83-0.85 for the
+model, and an under-trained network leaks more: the twin reads 2.0-2.9 dB under the vet's
+decoders, well above what the honest base itself leaks. The excess over that twin understates
+the excess over an honest model of the model's quality by about 0.7 dB, and 0.6 dB of margin
+sits on top. Check (outside the benchmark, same settings, the honest base supplied as the twin
+with `reference_models=[h]`): blend-0.75 cnn-s2, cnn-s3 and mlp-s2 all end **vicious**, excess
+1.22 [1.08, 1.32], 1.02 [0.90, 1.13] and 0.92 [0.79, 1.01] dB.
+
+**What would stop it (proposals, not implemented here).**
+
+1. A reference that leaks no more than an honest model of the model's accuracy: train the twin
+   to comparable accuracy (more steps, or all of the reference data, until its probe accuracy
+   is within a calibrated distance of the model's, else inconclusive), or take the least leaky
+   of several twins. The supplied-twin check above is the upper end of what this buys.
+2. Calibrate the accuracy adjustment of `edgeguard/verdicts/rule.py` (`accuracy_slope_db`, not
+   set in the installed thresholds, so the adjustment is 0 here). The column 'slope to refuse'
+   gives the slope each pass would need: 0.7-4.9 dB per unit of accuracy lead for the harmful
+   alpha-0.75 passes, 8.7 for the harmful alpha-0.5 one. Whether a slope that steep keeps
+   honest models passing must be measured on the calibration zoo.
+3. A branch audit: the blend graph holds two complete classifiers of the input joined by a
+   convex mix; vet every sub-graph that maps the input to a (batch, classes) tensor on its own
+   (the vicious branch alone is convicted, alpha = 1). Cheap, but evadable by merging both
+   networks into one wider network (block-diagonal weights, still no training); that in turn
+   shows as disconnected weight components. An arms race, not a bound.
+4. Decide by capacity: a pass against a provider who dilutes until the interval is under the
+   margin is a bet. The label-only release (or a rounded / top-k release with a capacity bound)
+   is the only guarantee against this attacker.
 """
 
 
@@ -410,6 +449,7 @@ def _main() -> int:
         "--alphas", default="0.25,0.5", help="comma-separated shares of the vicious outputs (1: undiluted)"
     )
     parser.add_argument("--pairs", type=int, default=len(_zoo.REDTEAM_PAIRS), help="how many of zoo.REDTEAM_PAIRS")
+    parser.add_argument("--first-pair", type=int, default=0, help="index of the first pair (a parallel run's share)")
     parser.add_argument("--redecide", action="store_true", help="re-run the installed decision rule on cached reports")
     parser.add_argument("--out", default=str(RESULTS / "redteam_blend"), help="results stem (.md and .json added)")
     parser.add_argument(
@@ -417,7 +457,7 @@ def _main() -> int:
     )
     args = parser.parse_args()
     alphas = [float(a) for a in args.alphas.split(",")]
-    pairs = _folders(_zoo.REDTEAM_PAIRS[: args.pairs])
+    pairs = _folders(_zoo.REDTEAM_PAIRS[args.first_pair : args.pairs])
     if args.merge:
         runs = [json.loads(Path(path).read_text()) for path in args.merge]
         rows = {r["name"]: r for run in runs for r in run["rows"]}
