@@ -54,8 +54,9 @@ stop it, issue 17):
      stopped by the consistency test and the shape-value-flow finding.
 6. :func:`blend` (dilution, against any finite-power statistic): ``h + alpha * (v - h)`` on
    label-agreeing rows, ``alpha`` in :data:`BLEND_ALPHAS` (``blend-0.25``, ...). No switch and
-   no odd op: only the leakage audit can stop it, and only above its power. The provider
-   cannot recover ``v``: it fits a fresh post-hoc decoder on the blended outputs.
+   no odd op: only the leakage audit can stop it, and only while its excess over the twin clears
+   the margin (it does not at alpha 0.5-0.75 on held-out pairs: benchmarks/results/redteam_blend.md).
+   The provider cannot recover ``v``: it fits a fresh post-hoc decoder on the blended outputs.
 
 Server side (what the provider does with the release): :func:`recover_vicious` maps the
 edited model's outputs on clean inputs back to the vicious logits the provider's decoder
