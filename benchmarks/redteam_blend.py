@@ -75,6 +75,10 @@ def _folders(pairs: tuple[tuple[str, str], ...]) -> list[dict[str, Any]]:
     return out
 
 
+def _folder_name(pairs: list[dict[str, Any]], honest: str) -> str | None:
+    return next((p["honest_folder"].name for p in pairs if p["honest"] == honest), None)
+
+
 def _detection_twin_gain(arch: str) -> float | None:
     """detection.py's twin: mean own-decoder gain of the architecture's converged honest test models (cached ones)."""
     honest = [
@@ -106,12 +110,16 @@ def _undiluted(pair: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def _vet(classifier: str, name: str) -> dict[str, Any]:
-    """The full vet report (cached by name and model hash), detection.py vet_job's settings."""
+def _vet(classifier: str, name: str, twin: str | None = None) -> dict[str, Any]:
+    """The full vet report (cached by name and model hash), detection.py vet_job's settings.
+
+    ``twin``: an honest model supplied as the twin (``reference_models``) instead of the trained one.
+    """
     from benchmarks.detection import _probe_set, _reference_set, _sha
     from edgeguard.vetting import vet
 
-    path = CACHE / f"vet-{name}-{_sha(classifier)[:12]}.json"
+    stem = "vet" if twin is None else f"vet-supplied-{_sha(twin)[:8]}"
+    path = CACHE / f"{stem}-{name}-{_sha(classifier)[:12]}.json"
     if path.is_file():
         return json.loads(path.read_text())
     started = time.perf_counter()
@@ -122,6 +130,7 @@ def _vet(classifier: str, name: str) -> dict[str, Any]:
         augment_seed=AUGMENT_SEED,
         reference_data=_reference_set(),
         progress=lambda _m: None,
+        **({"reference_models": [twin]} if twin else {}),
     )
     record = {"seconds": time.perf_counter() - started, "report": report.to_dict()}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -169,6 +178,17 @@ def _difference(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
+def supplied_twin(rows: list[dict[str, Any]], pairs: list[dict[str, Any]], patterns: str, redecide: bool) -> None:
+    """Vet the rows matching ``patterns`` again with their honest base supplied as the twin (a diagnosis)."""
+    import fnmatch
+
+    bases = {p["honest"]: p["honest_folder"] / "classifier.onnx" for p in pairs}
+    for row in rows:
+        if row.get("classifier") and any(fnmatch.fnmatch(row["name"], p) for p in patterns.split(",")):
+            vetted = _vet(row["classifier"], row["name"], twin=str(bases[row["pair"][0]]))
+            row["vet_supplied_twin"] = _verdict(vetted, redecide)
+
+
 def measure(alphas: list[float], pairs: list[dict[str, Any]], redecide: bool, out: Path) -> list[dict[str, Any]]:
     import torch
 
@@ -198,6 +218,7 @@ def measure(alphas: list[float], pairs: list[dict[str, Any]], redecide: bool, ou
             twin = _detection_twin_gain(pair["arch"])
             row = {
                 "name": name,
+                "classifier": record["classifier"],
                 "alpha": alpha,
                 "pair": [pair["honest"], pair["vicious"]],
                 "arch": pair["arch"],
@@ -394,6 +415,23 @@ def render(summary: dict[str, Any]) -> str:
             f"| {_fmt(r['gain_over_detection_twin_db'])} | {'yes' if r['harmful'] else 'no'} | {v['verdict']} | {stat} "
             f"| {_fmt(r.get('slope_to_refuse_pass_db'), 1)} | {v['first_reason'][:140]} | {_fmt(v['vet_seconds'], 0)} |"
         )
+    checked = [r for r in rows if r.get("vet_supplied_twin")]
+    if checked:
+        lines += [
+            "",
+            "## Diagnosis: the same vet with the honest base supplied as the twin",
+            "",
+            "`reference_models=[h]` instead of the trained twin, every other setting as above (not a defence by "
+            "itself: the reviewer must trust where the supplied twin came from).",
+            "",
+            "| model | verdict (trained twin) | verdict (h supplied) | leakage statistic [95% CI] |",
+            "|---|---|---|---|",
+        ]
+        for r in checked:
+            v = r["vet_supplied_twin"]
+            ci = v["ci95"] if isinstance(v["ci95"], list) else None
+            stat = f"{v['statistic']} {_fmt(v['score'])}" + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "")
+            lines.append(f"| {r['name']} | {r['vet']['verdict']} | {v['verdict']} | {stat} |")
     if NOTES.strip():
         lines += ["", NOTES.strip()]
     return "\n".join(lines) + "\n"
@@ -403,10 +441,19 @@ def render(summary: dict[str, Any]) -> str:
 NOTES = """
 ## Reading (written after the run above, 2026-12-04)
 
+The vets ran 19:03-20:05 UTC with edgeguard/vetting at main 3aeb43d (before 71bea21, which
+changed only how the precision check draws rows); the verdicts above were re-decided by the
+installed rule at the commit named on top (`--redecide`; the installed thresholds set no
+accuracy slope, so the accuracy adjustment is 0 and no verdict changed). The WRN-10-2 and
+ResNet-10 blends are not harmful at any alpha measured (0.26-0.49 dB over the twin): their
+vicious models leak little more than their honest bases under this decoder; alpha = 1 was not
+measured on them (budget cut), and the ResNet blend at 0.75 costs more than the builder's 0.5
+accuracy points.
+
 **Dilution defeats the vet as installed.** At alpha = 0.75 the CNN and MLP blends pass as honest
 while the provider's fresh decoder gains 1.4-1.6 dB over the same decoder on the honest base;
-at alpha = 0.5 they pass with about 1.0-1.1 dB (one of them just under the 1 dB bar). The
-undiluted vicious model (alpha = 1) is still convicted, so a provider who has read the vet picks
+at alpha = 0.5 they pass with 0.99-1.14 dB (two of the three at >= 1 dB). The undiluted
+vicious model (alpha = 1) is still convicted (1.67-1.98 dB over the twin; vet excess 0.90-1.19), so a provider who has read the vet picks
 the largest alpha whose upper bound stays below the 0.6 dB margin and keeps most of its gain.
 No switch, no unusual op, no precision trick: only the leakage audit can see it.
 
@@ -417,9 +464,11 @@ steps on the 2000 reference images) reaches 0.71-0.80 probe accuracy against 0.8
 model, and an under-trained network leaks more: the twin reads 2.0-2.9 dB under the vet's
 decoders, well above what the honest base itself leaks. The excess over that twin understates
 the excess over an honest model of the model's quality by about 0.7 dB, and 0.6 dB of margin
-sits on top. Check (outside the benchmark, same settings, the honest base supplied as the twin
-with `reference_models=[h]`): blend-0.75 cnn-s2, cnn-s3 and mlp-s2 all end **vicious**, excess
-1.22 [1.08, 1.32], 1.02 [0.90, 1.13] and 0.92 [0.79, 1.01] dB.
+sits on top. The diagnosis above (same settings, the honest base supplied as the twin with
+`reference_models=[h]`): blend-0.75 cnn-s2, cnn-s3 and mlp-s2 all end **vicious**, excess
+1.22 [1.08, 1.32], 1.02 [0.90, 1.13] and 0.92 [0.79, 1.01] dB; blend-0.5 cnn-s3 (the harmful
+alpha-0.5 pass) ends inconclusive, 0.64 [0.53, 0.74] dB, straddling the margin. (A supplied twin
+is not a defence by itself: the reviewer must trust where it came from.)
 
 **What would stop it (proposals, not implemented here).**
 
@@ -430,7 +479,7 @@ with `reference_models=[h]`): blend-0.75 cnn-s2, cnn-s3 and mlp-s2 all end **vic
 2. Calibrate the accuracy adjustment of `edgeguard/verdicts/rule.py` (`accuracy_slope_db`, not
    set in the installed thresholds, so the adjustment is 0 here). The column 'slope to refuse'
    gives the slope each pass would need: 0.7-4.9 dB per unit of accuracy lead for the harmful
-   alpha-0.75 passes, 8.7 for the harmful alpha-0.5 one. Whether a slope that steep keeps
+   alpha-0.75 passes, 8.7 and 13.3 for the harmful alpha-0.5 ones. Whether a slope that steep keeps
    honest models passing must be measured on the calibration zoo.
 3. A branch audit: the blend graph holds two complete classifiers of the input joined by a
    convex mix; vet every sub-graph that maps the input to a (batch, classes) tensor on its own
@@ -449,6 +498,11 @@ def _main() -> int:
         "--alphas", default="0.25,0.5", help="comma-separated shares of the vicious outputs (1: undiluted)"
     )
     parser.add_argument("--pairs", type=int, default=len(_zoo.REDTEAM_PAIRS), help="how many of zoo.REDTEAM_PAIRS")
+    parser.add_argument(
+        "--supplied-twin",
+        metavar="PATTERNS",
+        help="with --merge: vet these rows again with the honest base supplied as the twin (reference_models)",
+    )
     parser.add_argument("--first-pair", type=int, default=0, help="index of the first pair (a parallel run's share)")
     parser.add_argument("--redecide", action="store_true", help="re-run the installed decision rule on cached reports")
     parser.add_argument("--out", default=str(RESULTS / "redteam_blend"), help="results stem (.md and .json added)")
@@ -468,6 +522,18 @@ def _main() -> int:
             cached = sorted(CACHE.glob(f"vet-{row['name']}-*.json"), key=lambda p: p.stat().st_mtime)
             row["vet"] = _verdict(json.loads(cached[-1].read_text()), args.redecide)
             row["passed"] = row["vet"]["verdict"] == "honest"
+            if not row.get("classifier") and row["alpha"] < 1.0:  # rows of runs before the field existed
+                found = [
+                    c
+                    for c in _zoo.REDTEAM_ROOT.glob(f"blend-{row['alpha']:g}-*/redteam.json")
+                    if Path(json.loads(c.read_text())["honest"]).name == _folder_name(pairs, row["pair"][0])
+                ]
+                row["classifier"] = json.loads(found[0].read_text())["classifier"] if found else None
+        if args.supplied_twin:
+            import torch
+
+            torch.set_num_threads(1)
+            supplied_twin(merged, pairs, args.supplied_twin, args.redecide)
         _write(merged, alphas, pairs, args.redecide, Path(args.out), refused)
         return 0
     measure(alphas, pairs, args.redecide, Path(args.out))
