@@ -209,6 +209,15 @@ def markdown(report: dict) -> str:
             "loaded process).",
             "",
         ]
+        tests = target.get("test_seconds") or {}
+        if target.get("twin_seconds") is not None:
+            lines += [
+                f"Where that time goes: training the honest twin {target['twin_seconds']:.0f} s (inside the leakage "
+                f"test, {tests.get('leakage', float('nan')):.0f} s in all), consistency {tests.get('consistency', '-')} s, "
+                f"continuity {tests.get('continuity', '-')} s, precision {tests.get('precision', '-')} s; peak memory "
+                f"{target['peak_rss_mib']:.0f} MiB.",
+                "",
+            ]
     else:
         lines += [
             f"Target (224x224 RGB model of ~10 ms/image, 1000-image probe, vetted in <= {TARGET_SECONDS:g} s): "
