@@ -598,6 +598,8 @@ def _main() -> int:
         if "refused" in result:  # not a model: listed with the attacker's reason, never vetted
             refused.append({"name": entry["name"], "reason": result["refused"]})
             continue
+        if result.get("gain_over_posthoc_twin_db") is not None:  # blend: its fresh decoder vs the same one on the honest base
+            entry["twin_gain_db"] = result["gain_db"] - result["gain_over_posthoc_twin_db"]
         entry.update(
             redteam=True,
             model=result["classifier"],
@@ -627,7 +629,7 @@ def _main() -> int:
             chosen += [e for e in everything if fnmatch.fnmatch(e["name"], pattern.strip()) and e not in chosen]
         everything = chosen
     for entry in everything:
-        entry["twin_gain_db"] = twin_gain[entry["arch"]]
+        entry.setdefault("twin_gain_db", twin_gain[entry["arch"]])  # like-for-like decoders on the honest model
         entry["harmful"] = (
             entry["family"] != "honest" and entry["server_gain_db"] - entry["twin_gain_db"] >= HARMFUL_MARGIN_DB
         )
@@ -758,6 +760,7 @@ def _supplied_twin(args: Any, entries: list[dict[str, Any]], everything: list[di
             }
         )
     for row, result in zip(rows, run("benchmarks.detection:vet_job", params, "vetting (supplied twin)")):
+        redecide([{"vet": result}])  # the installed rule and thresholds, as for every other report
         leak = result["tests"].get("leakage") or {}
         row.update(
             verdict=result["verdict"],
