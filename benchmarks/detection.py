@@ -414,6 +414,11 @@ def fit_thresholds(models: list[dict[str, Any]], table: dict[str, Any]) -> dict[
             fitted_on=f"benchmarks/detection.py v3 calibration zoo ({len(rows)} honest models, seeds 0-1, CNN + "
             f"MLP): largest upper 95% bound (raised for the accuracy lead over the twin) + {MARGIN_SLACK_DB} dB",
         )
+        entry["note"] = (
+            "fitted on the calibration zoo (see fitted_on); vicious if the lower 95% bound, raised for the accuracy "
+            "lead over the twin (edgeguard.verdicts.rule.accuracy_adjustment), exceeds it; honest only if the upper "
+            "bound does not; held-out figures in benchmarks/results/detection.md"
+        )
         if slope is not None:
             entry.update(accuracy_slope_db=slope, accuracy_gap_range=[min(gaps), max(gaps)])
     for name in ("continuity", "precision"):
