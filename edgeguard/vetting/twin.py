@@ -73,8 +73,10 @@ def _trained(ctx: VetContext) -> Twin:
     if s.reference_data is not None:
         labelled = load_probe(s.reference_data, ctx.info, seed=s.seed)
         inputs, labels = labelled.inputs, labelled.labels
-        where = s.reference_data if isinstance(s.reference_data, (str, Path)) else "an in-memory data set"
-        source = f"{where} ({len(labels)} labelled samples)"
+        if isinstance(s.reference_data, (str, Path)):
+            source = str(s.reference_data)
+        else:  # never the data itself in the report
+            source = f"an in-memory data set ({len(labels)} labelled samples)"
     else:
         rng = np.random.default_rng([ctx.augment_seed, 23])
         images = ctx.probe.images
