@@ -200,8 +200,10 @@ def readme_fragment(summary: dict[str, Any]) -> str:
     lines.append("")
     bar = summary["bar"]
     passed = "; ".join(f"{f}: {', '.join(n)}" for f, n in bar["harmful_passed"].items())
+    archs = sorted({m["arch"] for m in summary.get("models", []) if m.get("split") == "test"} - {"cnn", "mlp"})
+    unseen = ", ".join({"resnet": "ResNet-10", "wrn": "WRN-10-2"}.get(a, a) for a in archs) or "none vetted"
     lines.append(
-        "Held out: new seeds and an architecture the calibration never saw (WRN-10-2; ResNet-10 cut for time); the red-team families are training-free "
+        f"Held out: new seeds and architectures the calibration never saw ({unseen}); the red-team families are training-free "
         "graph edits (converters/attacks/graph_edits.py) built on held-out honest/vicious pairs, never used for "
         "calibration. A non-pass (vicious or inconclusive) means the app releases no more than the label. "
         + ("No harmful model passed. " if not passed else f"**Harmful models that passed as honest: {passed}.** ")
