@@ -113,30 +113,9 @@ class BenchContext:
         settings: BenchSettings,
         progress: bool,
     ) -> "BenchContext":
-        from edgeguard.safe_model import SafeModel
-
         s = settings
-        model_proto = load_model(model).proto  # checked like SafeModel loads it (refuses unbounded ops)
-        info = ModelInfo.from_model(model_proto)
-        if info.task_type != "multiclass":
-            raise ModelLoadError(f"expected a multiclass classifier, got task_type {info.task_type!r}")
+        model_proto, info, specs, safe_models = filtered_models(model, filters, s.threads)
         decoder_proto = load_model(decoder, allow_dynamic_ops=True, require_info=False).proto  # the server's tool
-        specs = _specs(filters, info)
-        safe_models: dict[str, Any] = {}
-        for spec in specs:
-            if spec.is_raw:
-                safe_models[spec.text] = None
-                continue
-            try:
-                safe_models[spec.text] = SafeModel(
-                    model,
-                    filters=spec.build(),
-                    providers=["CPUExecutionProvider"],
-                    session_options=session_options(s.threads),
-                    threads=s.threads,
-                )
-            except FilterError as error:
-                raise FilterError(f"filter spec {spec.text!r} does not fit this model: {error}") from None
 
         dataset = _load_data(data, info)
         if len(dataset) < s.eval_size + s.attack_size:
@@ -238,6 +217,38 @@ class BenchContext:
 
 def _part(split: Split, part: slice) -> Split:
     return Split(split.x[part], split.y[part], split.model_x[part], split.raw[part])
+
+
+def filtered_models(
+    model: str | os.PathLike, filters: str | Sequence[str | FilterSpec] | None, threads: int | None
+) -> tuple[Any, ModelInfo, list[FilterSpec], dict[str, Any]]:
+    """The model (checked as SafeModel loads it), its info, the filter specs, and one SafeModel per spec.
+
+    The one place both bench paths (images and vectors) build their releases; the raw spec maps to None.
+    """
+    from edgeguard.safe_model import SafeModel
+
+    model_proto = load_model(model).proto  # checked like SafeModel loads it (refuses unbounded ops)
+    info = ModelInfo.from_model(model_proto)
+    if info.task_type != "multiclass":
+        raise ModelLoadError(f"expected a multiclass classifier, got task_type {info.task_type!r}")
+    specs = _specs(filters, info)
+    safe_models: dict[str, Any] = {}
+    for spec in specs:
+        if spec.is_raw:
+            safe_models[spec.text] = None
+            continue
+        try:
+            safe_models[spec.text] = SafeModel(
+                model,
+                filters=spec.build(),
+                providers=["CPUExecutionProvider"],
+                session_options=session_options(threads),
+                threads=threads,
+            )
+        except FilterError as error:
+            raise FilterError(f"filter spec {spec.text!r} does not fit this model: {error}") from None
+    return model_proto, info, specs, safe_models
 
 
 def _specs(filters: str | Sequence[str | FilterSpec] | None, info: ModelInfo) -> list[FilterSpec]:

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeguard.bench.common import bar, labels_of, log, machine, run_batched, seeds, session, session_options
+from edgeguard.bench.common import bar, labels_of, log, machine, run_batched, seeds, session
 from edgeguard.bench.context import Split
 from edgeguard.bench.latency_stage import latency_of_all
 from edgeguard.bench.mapping import DecoderInputMap
@@ -37,7 +37,7 @@ from edgeguard.bench.releases import release_of
 from edgeguard.bench.settings import BenchSettings
 from edgeguard.bench.vector_attacks import VECTOR_ATTACKERS, attack_features, fit_attackers, score
 from edgeguard.bench.vector_report import VectorBenchReport, VectorBenchRow
-from edgeguard.errors import DataError, FilterError, ModelLoadError
+from edgeguard.errors import DataError, ModelLoadError
 from edgeguard.filters import FilterPipeline, OutputDomain
 from edgeguard.filters.spec import FilterSpec
 from edgeguard.model import ModelInfo, load_model
@@ -110,32 +110,12 @@ def _prepare(
 ) -> tuple[VectorContext, Any, np.ndarray, np.ndarray, list[str]]:
     """The context, the server's decoder session (or None), the standardised features (attacker, evaluation) and
     the feature names."""
-    from edgeguard.bench.context import _specs
-    from edgeguard.safe_model import SafeModel
+    from edgeguard.bench.context import filtered_models
     from edgeguard.vetting.probe import load_probe
     from edgeguard.vetting.targets import audit_target
 
     s = settings
-    model_proto = load_model(model).proto
-    info = ModelInfo.from_model(model_proto)
-    if info.task_type != "multiclass":
-        raise ModelLoadError(f"expected a multiclass classifier, got task_type {info.task_type!r}")
-    specs = _specs(filters, info)
-    safe_models: dict[str, Any] = {}
-    for spec in specs:
-        if spec.is_raw:
-            safe_models[spec.text] = None
-            continue
-        try:
-            safe_models[spec.text] = SafeModel(
-                model,
-                filters=spec.build(),
-                providers=["CPUExecutionProvider"],
-                session_options=session_options(s.threads),
-                threads=s.threads,
-            )
-        except FilterError as error:
-            raise FilterError(f"filter spec {spec.text!r} does not fit this model: {error}") from None
+    model_proto, info, specs, safe_models = filtered_models(model, filters, s.threads)
     if not isinstance(data, VectorSet):  # read once here (for the feature names), checked by the vet's loader
         data = load_vectors(data, label_column=label_column, class_names=info.class_names)
     probe = load_probe(data, info, label_column=label_column)
