@@ -192,8 +192,10 @@ def _thresholds_path() -> Path:
 def redecide(models: list[dict[str, Any]]) -> None:
     """Re-run the installed decision rule (edgeguard.verdicts) on each model's cached report, in place."""
     from edgeguard.verdicts.rule import decide_record
+    from edgeguard.verdicts.thresholds import thresholds_sha256
 
     table = json.loads(_thresholds_path().read_text())
+    digest = thresholds_sha256(table)  # as the vet records it in a report (canonical JSON), read once
     for m in models:
         vet = m.get("vet")
         if not vet:
@@ -206,7 +208,7 @@ def redecide(models: list[dict[str, Any]]) -> None:
         }
         decision = decide_record(record, table)
         vet.update(verdict=decision.verdict, reasons=list(decision.reasons)[:6], likelihood=decision.likelihood)
-        vet["thresholds_sha256"] = hashlib.sha256(_thresholds_path().read_bytes()).hexdigest()
+        vet["thresholds_sha256"] = digest
 
 
 @functools.cache
