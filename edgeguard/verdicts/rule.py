@@ -101,7 +101,10 @@ def accuracy_adjustment(entry: Mapping[str, Any], details: Mapping[str, Any]) ->
     zoo the excess over the twin falls by ``-accuracy_slope_db`` dB per unit of accuracy), and the
     trained twin, limited to the reference data, is often less accurate than a converged model.
     So a model more accurate than its twin by ``accuracy_gap`` = model - twin accuracy is compared
-    with what an honest model of its accuracy would leak: the excess is raised by
+    with what an honest model of its accuracy would leak. The vet measures both accuracies as
+    *recoverable* accuracy (``edgeguard.vetting.accuracy``: the best of top-1 and cross-validated
+    label probes on the outputs), so a per-class bias that hides accuracy from top-1 at no cost to
+    the server does not shrink the gap. The excess is raised by
     ``-slope * gap``. Conservative both ways: no credit for a model *less* accurate than its twin
     (gap < 0 counts as 0), and a gap beyond the calibrated range (``accuracy_gap_range``) may
     extrapolate to refuse a pass but never to convict. (0, 0) when the entry or the report lacks it.

@@ -26,6 +26,7 @@ from edgeguard.model import ModelInfo
 from edgeguard.model.signature import looks_like_probabilities
 from edgeguard.verdicts.thresholds import load_thresholds
 from edgeguard.vetting import checks, leakage_stage
+from edgeguard.vetting.accuracy import top1_accuracy
 from edgeguard.vetting.augment import draw_seed
 from edgeguard.vetting.context import VetContext
 from edgeguard.vetting.probe import apply_overrides, coverage_problems, load_probe
@@ -154,7 +155,7 @@ def _vet_file(
         report.model = info.to_dict()
     report.findings += _output_findings(outputs, info)
     report.capacity_bits = _capacity(info)
-    accuracy = _accuracy(outputs, probe.labels, info.task_type)
+    accuracy = top1_accuracy(outputs, probe.labels, info.task_type)
     report.probe["accuracy"] = accuracy
     report.probe["coverage_problems"] = coverage_problems(probe, info.task_type, settings.min_per_class)
     report.checked = {"runtime": "onnxruntime", "providers": ["CPUExecutionProvider"], "batch_sizes": []}
@@ -227,9 +228,3 @@ def _capacity(info: Any) -> float | str:
     bits = pipeline_capacity_bits([], info.num_classes)
     return "unbounded" if math.isinf(bits) else float(bits)
 
-
-def _accuracy(outputs: np.ndarray, labels: np.ndarray, task_type: str) -> float:
-    if task_type == "multilabel":
-        threshold = 0.5 if outputs.min() >= 0 and outputs.max() <= 1 else 0.0
-        return float(((outputs > threshold) == (labels > 0.5)).mean())
-    return float((outputs.argmax(axis=1) == labels).mean())

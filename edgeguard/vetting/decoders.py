@@ -28,6 +28,7 @@ import numpy as np
 
 __all__ = [
     "is_simplex",
+    "centred_logs",
     "feature_sets",
     "normalise_global",
     "standardise_columns",
@@ -52,7 +53,8 @@ def is_simplex(outputs: np.ndarray, tolerance: float = 1e-3) -> bool:
     return bool(outputs.size and outputs.min() >= -1e-6 and np.max(np.abs(outputs.sum(axis=1) - 1.0)) <= tolerance)
 
 
-def _centred_logs(outputs: np.ndarray, task_type: str) -> np.ndarray:
+def centred_logs(outputs: np.ndarray, task_type: str) -> np.ndarray:
+    """Row-centred log-probabilities (probability rows, decided from the values) or logits; multilabel: log-odds."""
     if task_type == "multilabel":
         if outputs.min() >= 0.0 and outputs.max() <= 1.0:  # probabilities, from the values
             p = np.clip(outputs, _FLOOR, 1.0 - 1e-7)
@@ -98,7 +100,7 @@ def low_bit_entropy(outputs: np.ndarray) -> float:
 def feature_sets(outputs: np.ndarray, task_type: str = "multiclass", residues: bool = True) -> dict[str, np.ndarray]:
     """Every feature set of the audit for ``outputs`` (N, K), by name (float64 arrays (N, d))."""
     outputs = np.asarray(outputs, dtype=np.float64)
-    logs = _centred_logs(outputs, task_type)
+    logs = centred_logs(outputs, task_type)
     sets = {"log": logs, "logr": logs}  # "logr": each class standardised on its own (robustly) by the audit
     if task_type != "multilabel" and logs.shape[1] > 2:
         sets["rest"] = _without_top(logs)

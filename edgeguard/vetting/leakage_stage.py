@@ -10,6 +10,7 @@ import numpy as np
 
 from edgeguard.errors import EdgeguardError, InferenceError
 from edgeguard.verdicts.rule import accuracy_adjustment
+from edgeguard.vetting.accuracy import recoverable_accuracy
 from edgeguard.vetting.audit import audit_model, make_views, summarise
 from edgeguard.vetting.checks import scored
 from edgeguard.vetting.context import VetContext
@@ -20,6 +21,11 @@ __all__ = ["run_leakage", "run_release", "ABSOLUTE_ENTRY", "TWIN_ENTRY", "SUPPLI
 
 #: Thresholds entries: the maximum gain without a twin (decides "vicious" only), and the excess over a twin.
 ABSOLUTE_ENTRY, TWIN_ENTRY, SUPPLIED_ENTRY = "leakage_gain_max", "leakage_excess_twin", "leakage_excess"
+#: How ``details.accuracy_gap`` is measured (model minus twin), said in every report.
+ACCURACY_MEASURE = (
+    "recoverable accuracy: the best of top-1 and cross-validated linear and kNN label probes on the outputs "
+    "(a per-class bias or other invertible relabelling cannot lower it; edgeguard.vetting.accuracy)"
+)
 #: Older thresholds tables name these entries differently: the first one present is used.
 _FALLBACKS = {
     ABSOLUTE_ENTRY: (ABSOLUTE_ENTRY, "leakage"),
@@ -54,7 +60,8 @@ def run_leakage(ctx: VetContext, model_accuracy: float) -> TestResult:
                            seed=ctx.settings.seed, clean_outputs=ctx.outputs)
     except (InferenceError, EdgeguardError) as error:
         return TestResult("leakage", "failed", reason=str(error), seconds=time.perf_counter() - started)
-    twins, records, missing = build_twins(ctx, model_accuracy)
+    recoverable = recoverable_accuracy(ctx.outputs, probe.labels, task_type=ctx.info.task_type, seed=ctx.settings.seed)
+    twins, records, missing = build_twins(ctx, recoverable["accuracy"])
     twin_audits, usable = [], []
     for twin in twins:
         ctx.say(f"leakage audit of the {twin.kind} twin")
@@ -82,9 +89,15 @@ def run_leakage(ctx: VetContext, model_accuracy: float) -> TestResult:
         twin = twins[chosen]
         ctx.twin_module = twin.module
         details.update(statistic="excess_gain_db", twin=twin.record, model_accuracy=model_accuracy)
-        if isinstance(twin.record.get("accuracy"), float):  # the decision adjusts for it (verdicts.rule)
-            details["twin_accuracy"] = twin.record["accuracy"]
-            details["accuracy_gap"] = float(model_accuracy) - twin.record["accuracy"]
+        if isinstance(twin.record.get("recoverable_accuracy"), float):  # the decision adjusts for it (verdicts.rule)
+            details.update(
+                twin_accuracy=twin.record["accuracy"],
+                model_recoverable_accuracy=recoverable["accuracy"],
+                twin_recoverable_accuracy=twin.record["recoverable_accuracy"],
+                model_accuracy_probes=recoverable,
+                accuracy_gap=recoverable["accuracy"] - twin.record["recoverable_accuracy"],
+                accuracy_measure=ACCURACY_MEASURE,
+            )
         entry_name = SUPPLIED_ENTRY if twin.kind == "supplied" else TWIN_ENTRY
         score, ci = summary["excess_gain_db"], summary["excess_ci95_db"]
     else:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgeguard.errors import EdgeguardError, ModelLoadError
+from edgeguard.vetting.accuracy import recoverable_accuracy
 from edgeguard.vetting.context import VetContext
 from edgeguard.vetting.probe import load_probe, model_info_with_overrides
 from edgeguard.vetting.reference import train_reference
@@ -44,11 +45,10 @@ class Twin:
     module: Any = None  # the trained twin's torch module (None for a supplied one)
 
 
-def _accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
-    if labels.ndim == 2:
-        threshold = 0.5 if outputs.min() >= 0 and outputs.max() <= 1 else 0.0
-        return float(((outputs > threshold) == (labels > 0.5)).mean())
-    return float((outputs.argmax(axis=1) == labels).mean())
+def _accuracies(ctx: VetContext, outputs: np.ndarray) -> dict[str, Any]:
+    """The twin's top-1 accuracy on the probe and its recoverable accuracy (as the model's is measured)."""
+    recoverable = recoverable_accuracy(outputs, ctx.probe.labels, task_type=ctx.info.task_type, seed=ctx.settings.seed)
+    return {"accuracy": recoverable["top1"], "recoverable_accuracy": recoverable["accuracy"], "accuracy_probes": recoverable}
 
 
 def _supplied(ctx: VetContext, reference: str) -> Twin:
@@ -63,8 +63,7 @@ def _supplied(ctx: VetContext, reference: str) -> Twin:
         raise ModelLoadError(f"expected a usable reference model at {reference}, got an error: {error}") from None
     scale = scaler(ref_info)
     outputs = run(scale(ctx.probe.images))
-    record = {"kind": "supplied", "path": str(reference), "sha256": ref_loaded.sha256,
-              "accuracy": _accuracy(outputs, ctx.probe.labels)}
+    record = {"kind": "supplied", "path": str(reference), "sha256": ref_loaded.sha256, **_accuracies(ctx, outputs)}
     return Twin("supplied", lambda x, r=run, c=scale: r(c(x)), record)
 
 
@@ -91,7 +90,7 @@ def _trained(ctx: VetContext) -> Twin:
     )
     scale = scaler(ctx.info)
     record["source"] = source
-    record["accuracy"] = _accuracy(run(ctx.probe.inputs), ctx.probe.labels)
+    record.update(_accuracies(ctx, run(ctx.probe.inputs)))
     record["accuracy_note"] = "on the probe images" + (" (trained on them)" if s.reference_data is None else "")
     twin = Twin("trained", lambda x: run(scale(x)), record)
     twin.module = getattr(run, "module", None)
@@ -99,7 +98,11 @@ def _trained(ctx: VetContext) -> Twin:
 
 
 def build_twins(ctx: VetContext, model_accuracy: float) -> tuple[list[Twin], list[dict[str, Any]], str]:
-    """The usable twins, the records of every attempt, and why there is none ("" when there is one)."""
+    """The usable twins, the records of every attempt, and why there is none ("" when there is one).
+
+    ``model_accuracy`` is the model's recoverable accuracy (:mod:`edgeguard.vetting.accuracy`),
+    compared with the twin's recoverable accuracy.
+    """
     twins: list[Twin] = []
     records: list[dict[str, Any]] = []
     for reference in ctx.settings.reference_models:
@@ -118,13 +121,13 @@ def build_twins(ctx: VetContext, model_accuracy: float) -> tuple[list[Twin], lis
             records.append({"kind": "trained", "error": text, "seconds": time.perf_counter() - started})
             reasons.append(f"the vetted graph could not be re-trained as an honest twin: {text}")
         else:
-            shortfall = model_accuracy - twin.record["accuracy"]
-            twin.record["model_accuracy"] = model_accuracy
+            shortfall = model_accuracy - twin.record["recoverable_accuracy"]
+            twin.record["model_recoverable_accuracy"] = model_accuracy
             records.append(twin.record)
             if shortfall > MAX_ACCURACY_SHORTFALL:
                 twin.record["used"] = False
                 reasons.append(
-                    f"the trained twin reached {twin.record['accuracy']:.3f} accuracy against the model's "
+                    f"the trained twin reached {twin.record['recoverable_accuracy']:.3f} recoverable accuracy against the model's "
                     f"{model_accuracy:.3f}: not comparable (more than {MAX_ACCURACY_SHORTFALL} short); pass "
                     "--reference-data with more labelled data or --reference-model"
                 )
