@@ -2,7 +2,7 @@
 
 The decision raises the excess over the twin for the model's accuracy lead, so a provider would
 like its model to *look* less accurate at no real cost: one Add on a class logit lowers top-1
-accuracy while its server subtracts the constant again (benchmarks/redteam_bias_shift.py). These
+accuracy while its server subtracts the constant again (benchmarks/redteam_hide_accuracy.py). These
 tests check that the recoverable accuracy is not moved by such edits (bias, temperature), that it
 never falls below top-1, and that the vet measures model and twin with it.
 """
@@ -84,3 +84,65 @@ def test_the_vet_measures_model_and_twin_by_recoverable_accuracy(tmp_path):
         assert d["accuracy_gap"] == pytest.approx(d["model_recoverable_accuracy"] - d["twin_recoverable_accuracy"])
         assert d["twin"]["recoverable_accuracy"] >= d["twin"]["accuracy"]
         assert "recoverable" in d["accuracy_measure"]
+
+
+def _random_feature_mlp(features: np.ndarray, labels: np.ndarray, hidden: int = 128, seed: int = 0):
+    """input -> Gemm(random W1) -> Relu -> Gemm(W2 fitted by ridge on the hidden values) -> logits."""
+    import onnx
+
+    rng = np.random.default_rng(seed)
+    w1 = rng.normal(0.0, 1.0 / np.sqrt(features.shape[1]), size=(features.shape[1], hidden)).astype(np.float32)
+    h = np.maximum(features @ w1, 0.0)
+    targets = np.eye(labels.max() + 1)[labels] * 2.0 - 1.0
+    w2 = np.linalg.solve(h.T @ h + 1.0 * np.eye(hidden), h.T @ targets).astype(np.float32) * 4.0
+    nodes = [helper.make_node("Gemm", ["input", "W1"], ["hidden_pre"]), helper.make_node("Relu", ["hidden_pre"], ["hidden"]),
+             helper.make_node("Gemm", ["hidden", "W2"], ["output"])]
+    graph = helper.make_graph(
+        nodes, "mlp", [helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["N", features.shape[1]])],
+        [helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, ["N", w2.shape[1]])],
+        [numpy_helper.from_array(w1, "W1"), numpy_helper.from_array(w2, "W2")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_probed_layers_read_hidden_layers_never_the_raw_input():
+    from edgeguard.vetting.accuracy import probed_layers
+
+    assert probed_layers(linear_classifier()) == []  # its only dense layer reads the (flattened) pixels
+    rng = np.random.default_rng(0)
+    mlp = _random_feature_mlp(rng.normal(size=(40, 8)).astype(np.float32), np.arange(40) % 4)
+    assert probed_layers(mlp) == ["hidden"]
+    # a weight passed through an Identity (or any constant-only computation) is still a weight
+    mlp.graph.node.insert(0, helper.make_node("Identity", ["W2"], ["W2_moved"]))
+    mlp.graph.node[-1].input[1] = "W2_moved"
+    assert probed_layers(mlp) == ["hidden"]
+
+
+def test_an_edit_on_top_of_the_logits_cannot_hide_accuracy_from_the_layer_probe():
+    """swap_unsure (the red team of the output probes): top-1 falls by points, the recoverable accuracy does not."""
+    from sklearn.datasets import load_digits
+
+    from converters.attacks.accuracy_edits import hide_accuracy, swap_unsure
+    from edgeguard.vetting.accuracy import probed_layers
+    from edgeguard.vetting.running import run_values, session
+
+    digits = load_digits()
+    x, y = (digits.data / 16.0).astype(np.float32), digits.target
+    fit, probe = slice(0, 800), slice(800, 1800)
+    model = _random_feature_mlp(x[fit], y[fit])
+
+    def measured(m):
+        outputs = session(m.SerializeToString()).run(None, {"input": x[probe]})[0]
+        return recoverable_accuracy(outputs, y[probe], layers=run_values(m, x[probe], probed_layers(m)))
+
+    plain = measured(model)
+    hidden = hide_accuracy("swap-unsure", np.asarray(session(model.SerializeToString()).run(None, {"input": x[probe]})[0]),
+                           y[probe], plain["top1"] - 0.15)
+    assert hidden["reached"]
+    swapped = measured(swap_unsure(model, margin=hidden["margin"]))
+    assert swapped["top1"] <= plain["top1"] - 0.15  # the edit hides accuracy from top-1 ...
+    assert max(swapped["linear"], swapped["knn"]) < plain["top1"] - 0.02  # ... and from the output probes ...
+    assert swapped["accuracy"] >= plain["accuracy"] - 0.03  # ... but not from the layer probe
+    assert list(swapped["layers"]) and plain["layers"]

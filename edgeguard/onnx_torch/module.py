@@ -116,6 +116,16 @@ class OnnxModule(torch.nn.Module):
         self._nodes = [node for node in self._nodes if node.op != "Constant"]
 
     def forward(self, *inputs: torch.Tensor):
+        env = self._evaluate(inputs)
+        results = tuple(env[name] for name in self.output_names)
+        return results[0] if len(results) == 1 else results
+
+    def values(self, *inputs: torch.Tensor, names: list[str] | tuple[str, ...]) -> dict[str, torch.Tensor]:
+        """The graph's intermediate values ``names`` (those it computes) for ``inputs``: a name -> tensor dict."""
+        env = self._evaluate(inputs)
+        return {name: env[name] for name in names if name in env}
+
+    def _evaluate(self, inputs: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         if len(inputs) != len(self.input_names):
             raise InvalidInputError(
                 f"expected {len(self.input_names)} input tensor(s) {self.input_names}, got {len(inputs)}; "
@@ -135,8 +145,7 @@ class OnnxModule(torch.nn.Module):
                 raise
             outs = out if isinstance(out, tuple) else (out,)
             env.update((name, t) for name, t in zip(node.outputs, outs) if name)
-        results = tuple(env[name] for name in self.output_names)
-        return results[0] if len(results) == 1 else results
+        return env
 
     def extra_repr(self) -> str:
         return f"inputs={self.input_names}, outputs={self.output_names}, nodes={len(self._nodes)}"

@@ -10,11 +10,12 @@ import numpy as np
 
 from edgeguard.errors import EdgeguardError, InferenceError
 from edgeguard.verdicts.rule import accuracy_adjustment
-from edgeguard.vetting.accuracy import recoverable_accuracy
+from edgeguard.vetting.accuracy import probed_layers, recoverable_accuracy
 from edgeguard.vetting.audit import audit_model, make_views, summarise
 from edgeguard.vetting.checks import scored
 from edgeguard.vetting.context import VetContext
 from edgeguard.vetting.report import Finding, TestResult
+from edgeguard.vetting.running import run_values
 from edgeguard.vetting.twin import build_twins
 
 __all__ = ["run_leakage", "run_release", "ABSOLUTE_ENTRY", "TWIN_ENTRY", "SUPPLIED_ENTRY"]
@@ -23,8 +24,9 @@ __all__ = ["run_leakage", "run_release", "ABSOLUTE_ENTRY", "TWIN_ENTRY", "SUPPLI
 ABSOLUTE_ENTRY, TWIN_ENTRY, SUPPLIED_ENTRY = "leakage_gain_max", "leakage_excess_twin", "leakage_excess"
 #: How ``details.accuracy_gap`` is measured (model minus twin), said in every report.
 ACCURACY_MEASURE = (
-    "recoverable accuracy: the best of top-1 and cross-validated linear and kNN label probes on the outputs "
-    "(a per-class bias or other invertible relabelling cannot lower it; edgeguard.vetting.accuracy)"
+    "recoverable accuracy: the best of top-1, cross-validated linear and kNN label probes on the outputs, and "
+    "linear probes on the inputs of the graph's dense layers (edits on top of the logits cannot lower it; "
+    "edgeguard.vetting.accuracy)"
 )
 #: Older thresholds tables name these entries differently: the first one present is used.
 _FALLBACKS = {
@@ -60,7 +62,10 @@ def run_leakage(ctx: VetContext, model_accuracy: float) -> TestResult:
                            seed=ctx.settings.seed, clean_outputs=ctx.outputs)
     except (InferenceError, EdgeguardError) as error:
         return TestResult("leakage", "failed", reason=str(error), seconds=time.perf_counter() - started)
-    recoverable = recoverable_accuracy(ctx.outputs, probe.labels, task_type=ctx.info.task_type, seed=ctx.settings.seed)
+    layers = run_values(ctx.loaded.proto, probe.inputs, probed_layers(ctx.loaded.proto))
+    recoverable = recoverable_accuracy(
+        ctx.outputs, probe.labels, task_type=ctx.info.task_type, seed=ctx.settings.seed, layers=layers
+    )
     twins, records, missing = build_twins(ctx, recoverable["accuracy"])
     twin_audits, usable = [], []
     for twin in twins:

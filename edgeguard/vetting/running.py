@@ -20,7 +20,7 @@ from edgeguard.model.signature import fixed_batches, stitch
 from edgeguard.safe_model.session import scrub_inference_error
 from edgeguard.vetting.probe import model_inputs
 
-__all__ = ["load_for_vet", "session", "runner", "scaler", "CHUNK"]
+__all__ = ["load_for_vet", "session", "runner", "scaler", "run_values", "CHUNK"]
 
 #: Rows per onnxruntime call when the vet runs the model on many images...
 CHUNK = 512
@@ -90,3 +90,36 @@ def runner(session: Any, info: Any, chunk: int = CHUNK) -> Callable[[np.ndarray]
 def scaler(info: Any) -> Callable[[np.ndarray], np.ndarray]:
     """Probe items (images in [0, 1], or features) -> model inputs (range, layout, dtype)."""
     return lambda items: model_inputs(info, items)
+
+
+def run_values(proto: Any, inputs: np.ndarray, names: list[str], chunk: int = 256) -> dict[str, np.ndarray]:
+    """Intermediate values ``names`` of the graph ``proto`` on model ``inputs``, each flattened to (N, d).
+
+    The graph is run in onnxruntime with the names added as outputs. A value whose first axis
+    is not the batch (a graph with a fixed batch size, a shape tensor) is left out.
+    """
+    import onnx
+
+    if not names:
+        return {}
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    present = {o.name for o in copy.graph.output}
+    copy.graph.output.extend(onnx.ValueInfoProto(name=name) for name in names if name not in present)
+    sess = session(copy.SerializeToString())
+    wanted = [o.name for o in sess.get_outputs() if o.name in names]
+    feed = sess.get_inputs()[0].name
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in wanted}
+    for start in range(0, len(inputs), chunk):
+        rows = inputs[start : start + chunk]
+        try:
+            values = sess.run(wanted, {feed: rows})
+        except Exception:  # noqa: BLE001 - e.g. a fixed batch size: no layer values, said by the caller
+            return {}
+        for name, value in zip(wanted, values):
+            value = np.asarray(value)
+            if value.ndim == 0 or value.shape[0] != len(rows):
+                parts.pop(name, None)
+            elif name in parts:
+                parts[name].append(value.reshape(len(rows), -1).astype(np.float32))
+    return {name: np.concatenate(chunks) for name, chunks in parts.items() if chunks}

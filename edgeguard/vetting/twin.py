@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 
 from edgeguard.errors import EdgeguardError, ModelLoadError
-from edgeguard.vetting.accuracy import recoverable_accuracy
+from edgeguard.vetting.accuracy import probed_layers, recoverable_accuracy
 from edgeguard.vetting.context import VetContext
 from edgeguard.vetting.probe import load_probe, model_info_with_overrides
 from edgeguard.vetting.reference import train_reference
-from edgeguard.vetting.running import load_for_vet, runner, scaler, session
+from edgeguard.vetting.running import load_for_vet, run_values, runner, scaler, session
 from edgeguard.vetting.targets import audit_target
 
 __all__ = ["Twin", "build_twins", "TWIN_COPIES", "MAX_ACCURACY_SHORTFALL"]
@@ -45,9 +45,11 @@ class Twin:
     module: Any = None  # the trained twin's torch module (None for a supplied one)
 
 
-def _accuracies(ctx: VetContext, outputs: np.ndarray) -> dict[str, Any]:
+def _accuracies(ctx: VetContext, outputs: np.ndarray, layers: dict[str, np.ndarray]) -> dict[str, Any]:
     """The twin's top-1 accuracy on the probe and its recoverable accuracy (as the model's is measured)."""
-    recoverable = recoverable_accuracy(outputs, ctx.probe.labels, task_type=ctx.info.task_type, seed=ctx.settings.seed)
+    recoverable = recoverable_accuracy(
+        outputs, ctx.probe.labels, task_type=ctx.info.task_type, seed=ctx.settings.seed, layers=layers
+    )
     return {"accuracy": recoverable["top1"], "recoverable_accuracy": recoverable["accuracy"], "accuracy_probes": recoverable}
 
 
@@ -62,8 +64,10 @@ def _supplied(ctx: VetContext, reference: str) -> Twin:
     except EdgeguardError as error:
         raise ModelLoadError(f"expected a usable reference model at {reference}, got an error: {error}") from None
     scale = scaler(ref_info)
-    outputs = run(scale(ctx.probe.images))
-    record = {"kind": "supplied", "path": str(reference), "sha256": ref_loaded.sha256, **_accuracies(ctx, outputs)}
+    inputs = scale(ctx.probe.images)
+    layers = run_values(ref_loaded.proto, inputs, probed_layers(ref_loaded.proto))
+    record = {"kind": "supplied", "path": str(reference), "sha256": ref_loaded.sha256,
+              **_accuracies(ctx, run(inputs), layers)}
     return Twin("supplied", lambda x, r=run, c=scale: r(c(x)), record)
 
 
@@ -90,11 +94,30 @@ def _trained(ctx: VetContext) -> Twin:
     )
     scale = scaler(ctx.info)
     record["source"] = source
-    record.update(_accuracies(ctx, run(ctx.probe.inputs)))
+    record.update(_accuracies(ctx, run(ctx.probe.inputs), _module_layers(run, ctx)))
     record["accuracy_note"] = "on the probe images" + (" (trained on them)" if s.reference_data is None else "")
     twin = Twin("trained", lambda x: run(scale(x)), record)
     twin.module = getattr(run, "module", None)
     return twin
+
+
+def _module_layers(run: Any, ctx: VetContext) -> dict[str, np.ndarray]:
+    """The trained twin's values at the probed layers of the vetted graph, on the probe (name -> (N, d))."""
+    module, names = getattr(run, "module", None), probed_layers(ctx.loaded.proto)
+    if module is None or not names or not hasattr(module, "values"):
+        return {}
+    import torch
+
+    inputs = np.asarray(ctx.probe.inputs, dtype=np.float32)
+    parts: dict[str, list[np.ndarray]] = {}
+    with torch.no_grad():
+        for start in range(0, len(inputs), 256):
+            rows = torch.as_tensor(inputs[start : start + 256])
+            for name, value in module.values(rows, names=names).items():
+                if value.dim() and value.shape[0] == len(rows):
+                    parts.setdefault(name, []).append(value.reshape(len(rows), -1).float().numpy())
+    joined = {name: np.concatenate(chunks) for name, chunks in parts.items()}
+    return {name: values for name, values in joined.items() if len(values) == len(inputs)}
 
 
 def build_twins(ctx: VetContext, model_accuracy: float) -> tuple[list[Twin], list[dict[str, Any]], str]:
