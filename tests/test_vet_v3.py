@@ -393,3 +393,16 @@ def test_a_check_without_a_thresholds_entry_cannot_pass_on_its_own_say_so(flagge
     assert decision.verdict == "inconclusive" and decision.outcomes["made_up_check"] == "undecided"
     reason = " ".join(decision.reasons)
     assert "made_up_check" in reason and "thresholds entry" in reason
+
+
+def test_the_finetune_test_evaluates_on_what_a_short_probe_leaves(tmp_path, probe):
+    """A probe short of train + eval samples: evaluated on the rest when >= 500 are left, else skipped, saying why."""
+    pytest.importorskip("torch")
+    path = save(linear_classifier(), tmp_path / "m.onnx")
+    knobs = dict(FAST, finetune_train_samples=64, finetune_eval_samples=1000, finetune_batch_size=32)
+    tests = ("consistency", "finetune")
+    ran = vet(path, probe, thresholds=table(), tests=tests, **knobs).tests["finetune"]  # 600 images: 536 left
+    assert ran.status == "ran" and ran.details["eval_samples"] == 600 - 64
+    short = vet(path, write_probe(tmp_path / "short.npz", 520), thresholds=table(), tests=tests, **knobs)
+    test = short.tests["finetune"]
+    assert test.status == "skipped" and "at least 500 held out, got 520" in test.reason

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -24,6 +25,8 @@ __all__ = ["run_consistency", "run_precision", "run_continuity", "run_finetune",
 #: Largest max-abs difference (relative to the output scale) allowed between the
 #: fine-tune interpreter and onnxruntime before the fine-tune test is distrusted.
 _PARITY_TOLERANCE = 1e-3
+#: Fewest held-out probe samples the fine-tune test compares outputs on (when the probe is short of the setting).
+MIN_FINETUNE_EVAL = 500
 
 
 def entry(table: dict[str, Any], name: str) -> dict[str, Any]:
@@ -146,11 +149,14 @@ def run_continuity(ctx: VetContext) -> TestResult:
 def run_finetune(ctx: VetContext) -> TestResult:
     settings, probe, info, table = ctx.settings.finetune, ctx.probe, ctx.info, ctx.table
     needed = settings.train_samples + settings.eval_samples
-    if len(probe) < needed:
+    if len(probe) < needed and len(probe) - settings.train_samples >= MIN_FINETUNE_EVAL:
+        # a 1000-image probe: evaluate on what is left after the fine-tuning samples (said in the details)
+        settings = dataclasses.replace(settings, eval_samples=len(probe) - settings.train_samples)
+    elif len(probe) < needed:
         return TestResult(
             "finetune", "skipped", higher_is_vicious=bool(table["tests"]["finetune"]["higher_is_vicious"]),
-            reason=f"probe set too small: the fine-tune test needs {needed} samples "
-            f"({settings.train_samples} + {settings.eval_samples}), got {len(probe)}",
+            reason=f"probe set too small: the fine-tune test needs {settings.train_samples} samples to fine-tune on "
+            f"and at least {MIN_FINETUNE_EVAL} held out, got {len(probe)}",
         )
     try:
         import torch
@@ -191,7 +197,7 @@ def run_finetune(ctx: VetContext) -> TestResult:
     finally:
         torch.set_num_threads(threads)
     details["interpreter_max_abs_diff"] = diff
-    _against_twin(ctx, details)
+    _against_twin(ctx, details, settings)
     calibrated = table["tests"]["finetune"].get("statistic", "cosine")
     if settings.statistic != calibrated:
         return TestResult(
@@ -206,7 +212,7 @@ def run_finetune(ctx: VetContext) -> TestResult:
 TWIN_STATISTICS = ("loss_decrease_per_shift", "shift_per_gradient_norm", "output_shift", "cosine")
 
 
-def _against_twin(ctx: VetContext, details: dict[str, Any]) -> None:
+def _against_twin(ctx: VetContext, details: dict[str, Any], settings: Any) -> None:
     """The same fine-tune on the trained twin: each statistic's ratio model / twin (informational).
 
     Across architectures ``loss_decrease_per_shift`` differs by 10x, so it only means
@@ -218,7 +224,7 @@ def _against_twin(ctx: VetContext, details: dict[str, Any]) -> None:
     try:
         twin = finetune_test(
             ctx.twin_module, ctx.probe.inputs, ctx.probe.labels, output_kind=ctx.info.output_kind,
-            task_type=ctx.info.task_type, settings=ctx.settings.finetune, seed=ctx.settings.seed,
+            task_type=ctx.info.task_type, settings=settings, seed=ctx.settings.seed,
         )
     except (EdgeguardError, RuntimeError) as error:
         details["twin"] = f"the fine-tune of the twin failed: {_short(error)}"
