@@ -295,6 +295,12 @@ Several models: the worst code of any model, in the order 2 > 1 > 3 > 0
     help="Labelled data on which the vetted graph is re-initialised and trained honestly as a reference.",
 )
 @click.option("--reference-steps", type=click.IntRange(min=1), help="Training steps of the --reference-data reference.")
+@click.option(
+    "--reference-max-gmac",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Largest estimated training cost (GMAC, from the graph: MACs per sample x steps x batch x 3) of the "
+    "trained honest twin; costlier graphs get none (pass --reference-model instead).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
 @click.pass_context
 def vet_command(
@@ -341,6 +347,7 @@ def vet_command(
     reference_models: tuple[str, ...],
     reference_data: str | None,
     reference_steps: int | None,
+    reference_max_gmac: float | None,
     quiet: bool,
 ) -> int:
     from edgeguard.vetting.api import DEFAULT_TESTS
@@ -385,6 +392,7 @@ def vet_command(
         reference_models=list(reference_models),
         reference_data=reference_data,
         reference_steps=reference_steps,
+        reference_max_gmac=reference_max_gmac,
     )
     code = run_vet_command(
         models,

@@ -6,6 +6,12 @@ model's leakage with that of honest models of the same architecture, audited on 
 same queried images (a paired comparison): either models the user supplies
 (``reference_models``), or the vetted graph itself, re-initialised and trained honestly
 for a few hundred steps on labelled ``reference_data`` through :mod:`edgeguard.onnx_torch`.
+
+Training reads its mini-batches either from arrays (``reference_data``) or from a
+:class:`BatchSource` that builds each mini-batch on demand (the default twin augments just
+that batch's probe images), so memory does not grow with copies x probe x input size.
+Whether a twin is trained at all is decided beforehand from a static cost estimate
+(:mod:`edgeguard.vetting.cost`) against ``max_gmac``.
 """
 
 from __future__ import annotations
@@ -20,25 +26,51 @@ import numpy as np
 
 from edgeguard.errors import ConfigError, DataError
 
-__all__ = ["ReferenceSettings", "train_reference", "reinitialise"]
+__all__ = ["ReferenceSettings", "BatchSource", "train_reference", "reinitialise", "DEFAULT_MAX_GMAC"]
 
 _WEIGHT_OPS = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}
+#: Largest estimated twin training cost (GMAC: MACs per sample x steps x batch x 3, see
+#: edgeguard.vetting.cost) trained by default. The detection zoo at 28x28 with the default
+#: 300 steps of 64: CNN 58, MLP 31, ResNet-10 (WRN-10-1) 538, WideResNet-10-2 1949 GMAC
+#: (2.6x margin); the 224x224 RGB CNN of benchmarks/vet_scaling.py (~300 MMAC, ~10 ms per
+#: image) 17272 GMAC is refused (its twin took 1572 s on the shared 2-core machine).
+DEFAULT_MAX_GMAC = 5000.0
+_RUN_CHUNK_VALUES = 1 << 22
 
 
 @dataclass(frozen=True)
 class ReferenceSettings:
-    """Honest re-training of the vetted graph: Adam, ``steps`` mini-batches of ``batch_size``."""
+    """Honest re-training of the vetted graph: Adam, ``steps`` mini-batches of ``batch_size``.
+
+    ``max_gmac``: the largest estimated training cost (in GMAC, see
+    :mod:`edgeguard.vetting.cost`) of a twin trained here; a costlier graph gets no trained
+    twin (the vet then ends inconclusive unless a ``reference_model`` is supplied). A static
+    estimate, never a time limit: the verdict does not depend on the machine's load.
+    """
 
     steps: int = 300
     batch_size: int = 64
     learning_rate: float = 1e-3
+    max_gmac: float = DEFAULT_MAX_GMAC
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1 or not self.learning_rate > 0:
+        if self.steps < 1 or self.batch_size < 1 or not self.learning_rate > 0 or not self.max_gmac > 0:
             raise ConfigError(
-                f"expected steps >= 1, batch_size >= 1 and a positive learning rate, got "
-                f"{self.steps}, {self.batch_size}, {self.learning_rate}"
+                f"expected steps >= 1, batch_size >= 1, a positive learning rate and a positive max_gmac, got "
+                f"{self.steps}, {self.batch_size}, {self.learning_rate}, {self.max_gmac}"
             )
+
+
+@dataclass(frozen=True)
+class BatchSource:
+    """Mini-batches built on demand: indices are drawn from ``range(size)``, ``take`` turns them into a batch.
+
+    ``take(indices)`` returns (model inputs, labels) for those pool indices; nothing of the
+    pool needs to exist beforehand (the default twin augments each batch's images as it goes).
+    """
+
+    size: int
+    take: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 def _fan_in(op: str, dims: list[int], attributes: dict[str, Any]) -> int:
@@ -97,8 +129,8 @@ def reinitialise(module: Any, model: Any, seed: int = 0) -> int:
 
 def train_reference(
     model: Any,
-    inputs: np.ndarray,
-    labels: np.ndarray,
+    inputs: np.ndarray | BatchSource,
+    labels: np.ndarray | None = None,
     *,
     output_kind: str = "logits",
     task_type: str = "multiclass",
@@ -108,7 +140,8 @@ def train_reference(
     """Train the graph of ``model`` (an onnx.ModelProto) honestly from a fresh initialisation.
 
     ``inputs`` are model inputs (in the model's pixel range), ``labels`` int64 (N,) or
-    0/1 float (N, K). Returns a function running the trained reference on model inputs
+    0/1 float (N, K); or ``inputs`` is a :class:`BatchSource` (``labels`` unused) that builds
+    each mini-batch from its pool indices. Returns a function running the trained reference on model inputs
     (batched, no gradient) and a record of the training (steps, seconds, final loss).
     Raises UnsupportedOpError when the interpreter does not cover the graph.
     """
@@ -118,9 +151,14 @@ def train_reference(
     from edgeguard.onnx_torch import to_torch
 
     settings = settings or ReferenceSettings()
-    if len(inputs) < settings.batch_size:
+    if isinstance(inputs, BatchSource):
+        source = inputs
+    else:
+        x_all, y_all = np.asarray(inputs, dtype=np.float32), np.asarray(labels)
+        source = BatchSource(len(x_all), lambda index: (x_all[index], y_all[index]))
+    if source.size < settings.batch_size:
         raise DataError(
-            f"expected at least {settings.batch_size} labelled reference samples, got {len(inputs)}; "
+            f"expected at least {settings.batch_size} labelled reference samples, got {source.size}; "
             "pass more --reference-data"
         )
     started = time.perf_counter()
@@ -128,14 +166,12 @@ def train_reference(
     reset = reinitialise(module, model, seed)
     module.eval()  # normalisation layers in inference mode (the exported graph has them folded anyway)
     optimiser = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=settings.learning_rate)
-    x_all = torch.as_tensor(np.asarray(inputs, dtype=np.float32))
-    y_all = torch.as_tensor(labels)
     generator = np.random.default_rng(seed)
     loss = torch.tensor(float("nan"))
     for _ in range(settings.steps):
-        index = torch.as_tensor(generator.choice(len(x_all), settings.batch_size, replace=False))
-        out = module(x_all[index])
-        target = y_all[index]
+        x_batch, y_batch = source.take(generator.choice(source.size, settings.batch_size, replace=False))
+        out = module(torch.as_tensor(np.asarray(x_batch, dtype=np.float32)))
+        target = torch.as_tensor(np.asarray(y_batch))
         if task_type == "multilabel":
             loss = (
                 F.binary_cross_entropy(out.clamp(1e-7, 1 - 1e-7), target.float())
@@ -153,7 +189,9 @@ def train_reference(
     def run(batch: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             tensor = torch.as_tensor(np.asarray(batch, dtype=np.float32))
-            return torch.cat([module(tensor[i : i + 512]) for i in range(0, len(tensor), 512)]).double().numpy()
+            # chunks of at most 512 rows and ~4M input values (512 rows up to 8192 values per sample)
+            chunk = max(1, min(512, _RUN_CHUNK_VALUES // max(1, int(np.prod(tensor.shape[1:])))))
+            return torch.cat([module(tensor[i : i + chunk]) for i in range(0, len(tensor), chunk)]).double().numpy()
 
     run.module = module  # the trained twin itself (the fine-tune test compares its statistics with the model's)
     record = {
@@ -163,7 +201,7 @@ def train_reference(
         "learning_rate": settings.learning_rate,
         "tensors_reset": reset,
         "final_loss": float(loss.detach()),
-        "samples": int(len(inputs)),
+        "samples": int(source.size),
         "seconds": time.perf_counter() - started,
     }
     return run, record

@@ -7,6 +7,17 @@ trained here: the vetted graph re-initialised and trained honestly (the claimed 
 through :mod:`edgeguard.onnx_torch`, on ``reference_data`` when given, else on augmented
 copies of the labelled probe images. Its accuracy is reported next to the model's. When no
 twin can be built the reason is recorded, and the verdict cannot be honest.
+
+The default twin's training pool is the probe images and ``TWIN_COPIES`` augmented copies
+of each (pool index ``i``: copy ``i // N`` of image ``i % N``, copy 0 the image itself), but
+the copies are never materialised: each mini-batch draws its pool indices, and only that
+batch's images are augmented (on the fly, fresh random draws per batch; the mixup partner is
+another image of the same batch) and scaled. Memory stays at one batch, whatever the probe
+and input size.
+
+Before training, the twin's cost is estimated statically from the graph
+(:mod:`edgeguard.vetting.cost`); above ``ReferenceSettings.max_gmac`` no twin is trained and
+the record says the estimate, the budget and the fix.
 """
 
 from __future__ import annotations
@@ -22,14 +33,16 @@ import numpy as np
 from edgeguard.errors import EdgeguardError, ModelLoadError
 from edgeguard.vetting.accuracy import probed_layers, recoverable_accuracy
 from edgeguard.vetting.context import VetContext
+from edgeguard.vetting.cost import TwinCost, twin_cost
 from edgeguard.vetting.probe import load_probe, model_info_with_overrides
-from edgeguard.vetting.reference import train_reference
+from edgeguard.vetting.reference import BatchSource, train_reference
 from edgeguard.vetting.running import load_for_vet, run_values, runner, scaler, session
 from edgeguard.vetting.targets import audit_target
 
-__all__ = ["Twin", "build_twins", "TWIN_COPIES", "MAX_ACCURACY_SHORTFALL"]
+__all__ = ["Twin", "build_twins", "estimate", "TWIN_COPIES", "MAX_ACCURACY_SHORTFALL"]
 
-#: Augmented copies of each probe image the default twin is trained on (plus the image itself).
+#: Augmented copies of each probe image in the default twin's training pool (plus the image
+#: itself); each batch's copies are augmented on the fly, never the whole pool at once.
 TWIN_COPIES = 3
 #: A twin whose accuracy falls short of the model's by more than this is not comparable.
 MAX_ACCURACY_SHORTFALL = 0.15
@@ -71,25 +84,46 @@ def _supplied(ctx: VetContext, reference: str) -> Twin:
     return Twin("supplied", lambda x, r=run, c=scale: r(c(x)), record)
 
 
+def _augmented_batches(ctx: VetContext) -> BatchSource:
+    """The probe and TWIN_COPIES augmented copies of each, as a pool whose batches are augmented when drawn."""
+    images, labels = ctx.probe.images, ctx.probe.labels
+    n = len(images)
+    target = audit_target(images)
+    scale = scaler(ctx.info)
+    rng = np.random.default_rng([ctx.augment_seed, 23])
+
+    def take(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        index = np.asarray(index)
+        copy, item = index // n, index % n
+        batch = np.array(images[item], dtype=np.float32)
+        moved = copy > 0
+        if moved.any():
+            batch[moved] = target.augment(batch[moved], 1, rng)[0]
+        return scale(batch), labels[item]
+
+    return BatchSource((TWIN_COPIES + 1) * n, take)
+
+
+def estimate(ctx: VetContext) -> TwinCost:
+    """The static training cost estimate of this vet's twin (:mod:`edgeguard.vetting.cost`)."""
+    r = ctx.settings.reference
+    return twin_cost(ctx.loaded.proto, tuple(ctx.info.input_shape), r.steps, r.batch_size)
+
+
 def _trained(ctx: VetContext) -> Twin:
     s = ctx.settings
     if s.reference_data is not None:
         labelled = load_probe(s.reference_data, ctx.info, seed=s.seed)
-        inputs, labels = labelled.inputs, labelled.labels
+        data, labels = labelled.inputs, labelled.labels
         if isinstance(s.reference_data, (str, Path)):
             source = str(s.reference_data)
         else:  # never the data itself in the report
             source = f"an in-memory data set ({len(labels)} labelled samples)"
     else:
-        rng = np.random.default_rng([ctx.augment_seed, 23])
-        images = ctx.probe.images
-        moved = audit_target(images).augment(images, TWIN_COPIES, rng)
-        copies = np.concatenate([images[None], moved]).reshape((-1,) + images.shape[1:])
-        inputs = scaler(ctx.info)(copies)
-        labels = np.concatenate([ctx.probe.labels] * (TWIN_COPIES + 1))
-        source = f"the probe images and {TWIN_COPIES} augmented copies of each"
+        data, labels = _augmented_batches(ctx), None
+        source = f"the probe images and {TWIN_COPIES} augmented copies of each (augmented per mini-batch)"
     run, record = train_reference(
-        ctx.loaded.proto, inputs, labels, output_kind=ctx.info.output_kind, task_type=ctx.info.task_type,
+        ctx.loaded.proto, data, labels, output_kind=ctx.info.output_kind, task_type=ctx.info.task_type,
         settings=s.reference, seed=s.seed,
     )
     scale = scaler(ctx.info)
@@ -134,8 +168,23 @@ def build_twins(ctx: VetContext, model_accuracy: float) -> tuple[list[Twin], lis
         twins.append(twin)
         records.append(twin.record)
     reasons = []
-    if ctx.settings.twin and not twins:  # supplied references take the place of the trained twin
-        ctx.say("training the honest twin (this architecture, re-initialised, the claimed loss only)")
+    cost = estimate(ctx) if ctx.settings.twin and not twins else None
+    budget = ctx.settings.reference.max_gmac
+    if cost is not None and (cost.gmac is None or cost.gmac > budget):
+        said = (
+            f"estimated at {cost.gmac:.0f} GMAC" if cost.gmac is not None
+            else f"of unknown cost (no shapes for {', '.join(cost.unresolved[:3])})"
+        )
+        text = (
+            f"the honest twin was not trained: its training is {said}, over the budget of {budget:g} GMAC; "
+            "pass --reference-model <an honest model of this architecture>, or raise --reference-max-gmac"
+        )
+        records.append({"kind": "trained", "refused": "cost", "cost": cost.to_dict(), "max_gmac": budget,
+                        "error": text})
+        reasons.append(text)
+    elif cost is not None:  # supplied references take the place of the trained twin
+        ctx.say(f"training the honest twin (this architecture, re-initialised, the claimed loss only; "
+                f"estimated {cost.gmac:.1f} GMAC)")
         started = time.perf_counter()
         try:
             twin = _trained(ctx)
@@ -144,6 +193,8 @@ def build_twins(ctx: VetContext, model_accuracy: float) -> tuple[list[Twin], lis
             records.append({"kind": "trained", "error": text, "seconds": time.perf_counter() - started})
             reasons.append(f"the vetted graph could not be re-trained as an honest twin: {text}")
         else:
+            twin.record["cost"] = cost.to_dict()
+            twin.record["max_gmac"] = budget
             shortfall = model_accuracy - twin.record["recoverable_accuracy"]
             twin.record["model_recoverable_accuracy"] = model_accuracy
             records.append(twin.record)
