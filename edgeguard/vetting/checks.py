@@ -11,13 +11,13 @@ import numpy as np
 from edgeguard.errors import EdgeguardError, InferenceError, ModelLoadError, UnsupportedOpError
 from edgeguard.verdicts.rule import DEFAULT_ENTRIES
 from edgeguard.verdicts.thresholds import likelihood, margin
-from edgeguard.vetting.consistency import ConsistencySettings, consistency_test
+from edgeguard.vetting.consistency import DEFAULT_BATCH_SIZES, ConsistencySettings, batch_sizes_for, consistency_test
 from edgeguard.vetting.context import VetContext
 from edgeguard.vetting.continuity import continuity_test
 from edgeguard.vetting.finetune import STATISTICS, finetune_test
 from edgeguard.vetting.precision import precision_check, rows_per_view
 from edgeguard.vetting.report import Finding, TestResult
-from edgeguard.vetting.running import runner, scaler
+from edgeguard.vetting.running import chunk_rows, runner, scaler
 from edgeguard.vetting.targets import audit_target
 
 __all__ = ["run_consistency", "run_precision", "run_continuity", "run_finetune", "scored", "entry"]
@@ -57,8 +57,11 @@ def run_consistency(ctx: VetContext) -> TestResult:
     exact = runner(ctx.session, ctx.info, chunk=1 << 30)
     started = time.perf_counter()
     report = ctx.report
+    shape = tuple(ctx.info.input_shape)
+    sizes, batch_cap = batch_sizes_for(DEFAULT_BATCH_SIZES, chunk_rows(shape), int(np.prod(shape)))
     try:
-        result = consistency_test(ctx.probe.inputs, exact, settings=ConsistencySettings(), seed=ctx.settings.seed)
+        result = consistency_test(ctx.probe.inputs, exact, settings=ConsistencySettings(batch_sizes=sizes),
+                                  seed=ctx.settings.seed)
     except InferenceError as error:
         report.findings.append(
             Finding(
@@ -67,6 +70,7 @@ def run_consistency(ctx: VetContext) -> TestResult:
             )
         )
         return TestResult("consistency", "failed", reason=str(error), seconds=time.perf_counter() - started)
+    result.batch_cap = batch_cap
     if result.consistent:
         report.checked["batch_sizes"] = list(result.batch_sizes)
         report.checked["max_batch"] = max(result.batch_sizes)

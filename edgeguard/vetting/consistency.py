@@ -7,6 +7,12 @@ time (batch 1, the app's way), then in batches of several sizes, shuffled, and w
 rows repeated, and compares each row's outputs. Any difference beyond float noise is a
 high finding and a vicious verdict. The batch sizes checked are recorded in the report;
 SafeModel refuses batches larger than the largest one checked.
+
+On large inputs the batch sizes are capped (:func:`batch_sizes_for`) at the rows the vet
+itself runs per call (:func:`edgeguard.vetting.running.chunk_rows`: 512, fewer when a
+batch would pass 2^24 input values), never under :data:`MIN_LARGEST_BATCH`: larger batches
+are never run by the vet, and SafeModel refuses them. The cap is stated in the result
+(``batch_cap``); 28x28 and 64x64 images and feature vectors are never capped.
 """
 
 from __future__ import annotations
@@ -20,10 +26,28 @@ import numpy as np
 
 from edgeguard.errors import ConfigError
 
-__all__ = ["ConsistencySettings", "ConsistencyResult", "consistency_test", "DEFAULT_BATCH_SIZES"]
+__all__ = ["ConsistencySettings", "ConsistencyResult", "consistency_test", "batch_sizes_for", "DEFAULT_BATCH_SIZES",
+           "MIN_LARGEST_BATCH"]
 
 #: Batch sizes the test runs (the leakage audit's chunk size is the largest).
 DEFAULT_BATCH_SIZES = (1, 2, 3, 8, 33, 128, 512)
+#: A cap on the batch sizes never goes below this largest batch.
+MIN_LARGEST_BATCH = 33
+
+
+def batch_sizes_for(sizes: Sequence[int], chunk: int, values_per_row: int) -> tuple[tuple[int, ...], str]:
+    """The batch sizes checked for inputs the vet runs ``chunk`` rows at a time, and why capped ('' when not).
+
+    Sizes above ``max(chunk, MIN_LARGEST_BATCH)`` are dropped and that cap itself is checked.
+    """
+    cap = max(MIN_LARGEST_BATCH, int(chunk))
+    if max(sizes) <= cap:
+        return tuple(sizes), ""
+    kept = tuple(sorted({s for s in sizes if s <= cap} | {cap}))
+    return kept, (
+        f"batch sizes capped at {cap} (asked up to {max(sizes)}): inputs of {values_per_row} values, which the vet "
+        f"runs at most {chunk} rows per call (never under {MIN_LARGEST_BATCH}); SafeModel refuses larger batches"
+    )
 
 
 @dataclass(frozen=True)
@@ -53,6 +77,7 @@ class ConsistencyResult:
     rows: int
     seconds: float = 0.0
     cases: dict[str, float] = field(default_factory=dict)
+    batch_cap: str = ""  # why fewer batch sizes than the settings' were checked ('' = not capped)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +88,7 @@ class ConsistencyResult:
             "max_batch_checked": max(self.batch_sizes),
             "rows": self.rows,
             "cases": dict(self.cases),
+            "batch_cap": self.batch_cap,
             "seconds": self.seconds,
         }
 

@@ -13,6 +13,11 @@ dither and under the re-quantisation, divided by the mean change under the brigh
 change. An honest network, Lipschitz at the scale of a grey level, gives a ratio around or
 below one; a graph that switches on the pixel grid moves by a whole output under a change
 a hundred times smaller than the brightness step.
+
+On large inputs the rows are capped (:func:`rows_for`: at most :data:`ROW_VALUE_BUDGET`
+input values per view, never fewer than :data:`MIN_ROWS` rows; 28x28 and 64x64 images with
+the default 256 rows are never capped): a switch on the pixel grid acts on every image, so a
+few dozen rows show it. The cap is stated in the details (``row_cap``).
 """
 
 from __future__ import annotations
@@ -26,7 +31,23 @@ import numpy as np
 from edgeguard.vetting.augment import augment
 from edgeguard.vetting.decoders import feature_sets
 
-__all__ = ["continuity_test"]
+__all__ = ["continuity_test", "rows_for", "ROW_VALUE_BUDGET", "MIN_ROWS"]
+
+#: At most this many input values per view (256 rows of 3x64x64)...
+ROW_VALUE_BUDGET = 256 * 3 * 64 * 64
+#: ... but never fewer rows than this.
+MIN_ROWS = 64
+
+
+def rows_for(rows: int, values_per_row: int) -> tuple[int, str]:
+    """(rows compared, why fewer than ``rows`` were: '' when not capped)."""
+    cap = max(MIN_ROWS, ROW_VALUE_BUDGET // max(1, int(values_per_row)))
+    if rows <= cap:
+        return rows, ""
+    return cap, (
+        f"capped at {cap} rows (asked {rows}): inputs of {values_per_row} values, at most {ROW_VALUE_BUDGET} "
+        f"values per view (never under {MIN_ROWS} rows)"
+    )
 
 
 def _change(a: np.ndarray, b: np.ndarray, task_type: str) -> np.ndarray:
@@ -46,6 +67,7 @@ def continuity_test(
     """Output changes under a dither, an 8-bit re-quantisation and a 1% brightness change; the jump ratio."""
     started = time.perf_counter()
     rng = np.random.default_rng([seed, 5])
+    rows, row_cap = rows_for(rows, int(np.prod(np.shape(images)[1:])))
     pick = rng.choice(len(images), min(rows, len(images)), replace=False)
     x = np.asarray(images[pick], dtype=np.float32)
     if x.ndim == 4:  # images in [0, 1]: the quantum is one grey level
@@ -84,5 +106,6 @@ def continuity_test(
             "brightness_1pct": float((base.argmax(1) != bright.argmax(1)).mean()),
         },
         "rows": n,
+        "row_cap": row_cap,
         "seconds": time.perf_counter() - started,
     }

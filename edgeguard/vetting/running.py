@@ -20,7 +20,7 @@ from edgeguard.model.signature import fixed_batches, stitch
 from edgeguard.safe_model.session import scrub_inference_error
 from edgeguard.vetting.probe import model_inputs
 
-__all__ = ["load_for_vet", "session", "runner", "scaler", "run_values", "CHUNK"]
+__all__ = ["load_for_vet", "session", "runner", "scaler", "chunk_rows", "run_values", "CHUNK"]
 
 #: Rows per onnxruntime call when the vet runs the model on many images...
 CHUNK = 512
@@ -57,13 +57,18 @@ def session(serialized: bytes) -> Any:
         raise InferenceError(f"expected onnxruntime to load the model, got an error: {error}") from None
 
 
+def chunk_rows(sample_shape: tuple[int, ...]) -> int:
+    """Rows per onnxruntime call for inputs of this shape: :data:`CHUNK`, fewer for large inputs."""
+    return max(1, min(CHUNK, CHUNK_VALUES // max(1, math.prod(sample_shape))))
+
+
 def runner(session: Any, info: Any, chunk: int = CHUNK) -> Callable[[np.ndarray], np.ndarray]:
     """Model inputs -> (N, K) float64 outputs, in chunks of ``chunk`` rows (of the graph's fixed
     batch size, the last one padded, when it has one)."""
     name = session.get_inputs()[0].name
     fixed = getattr(info, "fixed_batch", None)
     if chunk == CHUNK:  # large inputs: fewer rows per call, so activations stay small (an explicit chunk is kept)
-        chunk = max(1, min(chunk, CHUNK_VALUES // max(1, math.prod(info.input_shape))))
+        chunk = chunk_rows(tuple(info.input_shape))
 
     def run(inputs: np.ndarray) -> np.ndarray:
         failure = None
