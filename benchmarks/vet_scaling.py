@@ -13,8 +13,14 @@ inputs (:func:`edgeguard.vetting.precision.rows_per_view`; the cap is in the tab
 regresses a fixed-size target (:mod:`edgeguard.vetting.targets`): the pixels up to 4096 values,
 a 32x32 thumbnail beyond (64x64 RGB and 224x224 RGB), standardised features for vectors.
 
+The honest twin is trained only within its static cost budget (``--reference-max-gmac``,
+:mod:`edgeguard.vetting.cost`): the table gives each run's estimate and whether the twin was
+trained or refused by the budget (a refused twin leaves the verdict inconclusive).
+
 Run: ``OMP_NUM_THREADS=1 python benchmarks/vet_scaling.py`` (writes
-``benchmarks/results/vet_scaling.{md,json}``; ``--quick`` for a reduced grid).
+``benchmarks/results/vet_scaling.{md,json}``; ``--quick`` for a reduced grid; ``--only
+224x224:1000,30:500`` re-runs only those runs (input name prefix, optionally ``:probe size``)
+and keeps the others from the last results; ``--out`` writes elsewhere).
 """
 
 from __future__ import annotations
@@ -149,6 +155,15 @@ def one(config: dict) -> dict:
     records = [details["twin"]] if isinstance(details.get("twin"), dict) else list(details.get("twins") or [])
     twin = next((r for r in records if isinstance(r, dict) and r.get("kind") == "trained"), {})
     precision = report.tests.get("precision")
+    cost = twin.get("cost") or {}
+    if twin.get("refused") == "cost":
+        twin_status = "refused by the budget"
+    elif twin.get("used") is True:
+        twin_status = "trained"
+    elif twin.get("error") or twin.get("used") is False:
+        twin_status = "trained, not usable" if twin.get("used") is False else "failed"
+    else:
+        twin_status = "none"
     return {
         **config,
         "vet_seconds": round(seconds, 2),
@@ -159,8 +174,15 @@ def one(config: dict) -> dict:
         # where the time goes: every test's own seconds, and the honest twin's training inside the leakage test
         "test_seconds": {name: round(test.seconds, 2) for name, test in report.tests.items() if test is not None},
         "twin_seconds": round(float(twin["seconds"]), 2) if isinstance(twin.get("seconds"), int | float) else None,
+        "twin_status": twin_status,
+        "twin_gmac": round(float(cost["training_gmac"]), 1) if cost.get("training_gmac") is not None else None,
+        "twin_max_gmac": twin.get("max_gmac"),
         "precision_rows": (precision.details or {}).get("rows") if precision is not None else None,
         "precision_row_cap": (precision.details or {}).get("row_cap") if precision is not None else None,
+        "continuity_row_cap": (report.tests["continuity"].details or {}).get("row_cap")
+        if report.tests.get("continuity") is not None else None,
+        "consistency_batch_cap": (report.tests["consistency"].details or {}).get("batch_cap")
+        if report.tests.get("consistency") is not None else None,
         "verdict": report.verdict,
         "model_ms_per_image_1_thread": round(ms, 3),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -178,6 +200,26 @@ def grid(quick: bool) -> list[dict]:
     if not quick:
         configs += [{"input": "224x224 RGB", "shape": list(INPUTS["224x224 RGB"]), "probe": 2000}]
     return configs
+
+
+def selected(only: str, configs: list[dict]) -> list[dict]:
+    """The runs named by ``--only`` ('224x224:1000,30 features'): input name prefix, optional ':probe size'.
+
+    A name with a probe size not in the grid is still run (that input at that size).
+    """
+    chosen: list[dict] = []
+    for item in filter(None, (part.strip() for part in only.split(","))):
+        name, _, size = item.partition(":")
+        inputs = [n for n in INPUTS if n.startswith(name.strip())]
+        if len(inputs) != 1:
+            raise SystemExit(f"expected --only items naming one of {list(INPUTS)} (a prefix), got {item!r}")
+        if size:
+            config = {"input": inputs[0], "shape": list(INPUTS[inputs[0]]), "probe": int(size)}
+            found = [config]
+        else:
+            found = [c for c in configs if c["input"] == inputs[0]]
+        chosen += [c for c in found if c not in chosen]
+    return chosen
 
 
 def markdown(report: dict) -> str:
@@ -206,11 +248,23 @@ def markdown(report: dict) -> str:
             f"**{'met' if met else 'NOT met'}** in wall time: {target['vet_seconds']:.1f} s "
             f"({target.get('vet_cpu_seconds', '?')} s of CPU time) with a "
             f"{target['model_ms_per_image_1_thread']:.1f} ms/image model (one thread, batch 32, measured in the same "
-            "loaded process).",
+            "loaded process)"
+            + (" - without an honest twin (refused by its cost budget), so not a pass." if target.get("twin_status")
+               == "refused by the budget" else "."),
             "",
         ]
         tests = target.get("test_seconds") or {}
-        if target.get("twin_seconds") is not None:
+        if target.get("twin_status") == "refused by the budget":
+            lines += [
+                f"The honest twin was not trained: its training is estimated at {target.get('twin_gmac')} GMAC, over "
+                f"the budget of {target.get('twin_max_gmac')} GMAC (verdict {target['verdict']}: pass "
+                "--reference-model, or raise --reference-max-gmac). Where the time goes: leakage "
+                f"{tests.get('leakage', '-')} s, consistency {tests.get('consistency', '-')} s, continuity "
+                f"{tests.get('continuity', '-')} s, precision {tests.get('precision', '-')} s; peak memory "
+                f"{target['peak_rss_mib']:.0f} MiB.",
+                "",
+            ]
+        elif target.get("twin_seconds") is not None:
             lines += [
                 f"Where that time goes: training the honest twin {target['twin_seconds']:.0f} s (inside the leakage "
                 f"test, {tests.get('leakage', float('nan')):.0f} s in all), consistency {tests.get('consistency', '-')} s, "
@@ -218,17 +272,19 @@ def markdown(report: dict) -> str:
                 f"{target['peak_rss_mib']:.0f} MiB.",
                 "",
             ]
-    else:
+    elif "224x224 RGB / 1000" in report.get("planned", ["224x224 RGB / 1000"]):
         lines += [
             f"Target (224x224 RGB model of ~10 ms/image, 1000-image probe, vetted in <= {TARGET_SECONDS:g} s): "
             "**NOT met**: that run did not finish (see the failed runs below).",
             "",
         ]
+    else:
+        lines += ["Target run (224x224 RGB, 1000-image probe): not part of this selection.", ""]
     lines += [
         "| input | probe | leakage target | model ms/image | vet wall (s) | vet CPU (s) | of which leakage, wall (s) "
-        "| of which twin training (s) | precision (s) | continuity (s) | consistency (s) | peak memory (MiB) | "
-        "load before | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| twin cost estimate (GMAC) | twin | of which twin training (s) | precision (s) | continuity (s) "
+        "| consistency (s) | peak memory (MiB) | load before | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def cell(value: object) -> str:
@@ -239,13 +295,21 @@ def markdown(report: dict) -> str:
         lines.append(
             f"| {r['input']} | {r['probe']} | {r['leakage_target']} | {r['model_ms_per_image_1_thread']:.2f} | "
             f"{r['vet_seconds']:.1f} | {r.get('vet_cpu_seconds', '-')} | {cell(r['leakage_seconds'])} | "
-            f"{cell(r.get('twin_seconds'))} | {cell(tests.get('precision'))} | {cell(tests.get('continuity'))} | "
+            f"{cell(r.get('twin_gmac'))} | {cell(r.get('twin_status'))} | {cell(r.get('twin_seconds'))} | {cell(tests.get('precision'))} | {cell(tests.get('continuity'))} | "
             f"{cell(tests.get('consistency'))} | {r['peak_rss_mib']:.0f} | {cell(r.get('load_before'))} | "
             f"{r['verdict']} |"
         )
+    budgets = sorted({r["twin_max_gmac"] for r in rows if r.get("twin_max_gmac") is not None})
+    if budgets:
+        lines += ["", "Twin cost budget (`--reference-max-gmac`): " + ", ".join(f"{b:g}" for b in budgets) + " GMAC; "
+                  "the estimate is MACs per sample x steps x batch x 3, from the graph (edgeguard.vetting.cost)."]
     caps = sorted({f"{r['input']}: {r['precision_row_cap']}" for r in rows if r.get("precision_row_cap")})
     if caps:
         lines += ["", "Precision check row caps (stated in each report's details): " + "; ".join(caps) + "."]
+    for key, what in (("continuity_row_cap", "Continuity row caps"), ("consistency_batch_cap", "Consistency batch caps")):
+        caps = sorted({f"{r['input']}: {r[key]}" for r in rows if r.get(key)})
+        if caps:
+            lines += ["", f"{what} (stated in each report's details): " + "; ".join(caps) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -253,7 +317,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="a reduced grid")
-    parser.add_argument("--only", help="re-run only the runs of this input (e.g. '224x224 RGB'), keeping the others")
+    parser.add_argument(
+        "--only",
+        help="re-run only these runs, keeping the others from the last results: comma-separated input name prefixes, "
+        "each optionally with ':<probe size>' (e.g. '224x224:1000' or '28x28:500,30 features:500')",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "vet_scaling")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per run before it is recorded as timed out")
     args = parser.parse_args()
@@ -272,11 +340,17 @@ def main() -> None:
     }
     configs = grid(args.quick)
     report["planned"] = [f"{c['input']} / {c['probe']}" for c in configs]
-    if args.only:  # keep the other inputs' runs from the last results
-        previous = json.loads(args.out.with_suffix(".json").read_text())
-        report["runs"] = [r for r in previous["runs"] if r["input"] != args.only]
+    if args.only:  # keep the other runs from the last results (when there are any)
+        chosen = selected(args.only, configs)
+        last = args.out.with_suffix(".json")
+        previous = json.loads(last.read_text()) if last.exists() else {"runs": [], "grid": "none"}
+        keys = {(c["input"], c["probe"]) for c in chosen}
+        report["runs"] = [r for r in previous["runs"] if (r["input"], r["probe"]) not in keys]
         report["grid"] = previous.get("grid", report["grid"]) + f"; '{args.only}' re-run"
-        configs = [c for c in configs if c["input"] == args.only]
+        report["planned"] = [f"{c['input']} / {c['probe']}" for c in chosen] + [
+            f"{r['input']} / {r['probe']}" for r in report["runs"]
+        ]
+        configs = chosen
     for config in configs:
         print(f"vet {config['input']} with {config['probe']} samples", file=sys.stderr, flush=True)
         load_before = [round(v, 2) for v in os.getloadavg()]
