@@ -73,3 +73,10 @@ def test_a_lead_beyond_the_calibrated_range_refuses_a_pass_but_does_not_convict(
     assert decision.verdict == "inconclusive", decision.reasons
     assert "straddles" in " ".join(decision.reasons)
     assert decide_record(_record((-0.9, -0.6), 0.04), _table(0.4)).verdict == "honest"  # inside: +0.68 -> 0.08
+
+
+def test_an_untrusted_accuracy_measure_is_assumed_to_hide_the_largest_lead_for_a_pass():
+    complete = accuracy_adjustment(_entry(), {"accuracy_gap": 0.01, "accuracy_measure_trusted": True})
+    partial = accuracy_adjustment(_entry(), {"accuracy_gap": 0.01, "accuracy_measure_trusted": False})
+    assert complete == pytest.approx((0.17, 0.17))
+    assert partial == pytest.approx((0.17, 17.0 * 0.05))  # a pass assumes the range's top; conviction does not

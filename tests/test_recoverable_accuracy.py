@@ -107,42 +107,51 @@ def _random_feature_mlp(features: np.ndarray, labels: np.ndarray, hidden: int = 
     return model
 
 
-def test_probed_layers_read_hidden_layers_never_the_raw_input():
-    from edgeguard.vetting.accuracy import probed_layers
+def test_the_head_is_the_last_dense_layer_reached_through_affine_and_normalising_ops_only():
+    from converters.attacks.accuracy_edits import bias_shift, head_without_gemm, swap_unsure
+    from edgeguard.vetting.accuracy import output_head
 
-    assert probed_layers(linear_classifier()) == []  # its only dense layer reads the (flattened) pixels
+    linear = output_head(linear_classifier())
+    assert linear.trusted and linear.value is None  # a linear model on the pixels: nothing learned to probe
+    assert output_head(linear_classifier(output_kind="probabilities")).trusted  # Softmax is a normalisation
     rng = np.random.default_rng(0)
     mlp = _random_feature_mlp(rng.normal(size=(40, 8)).astype(np.float32), np.arange(40) % 4)
-    assert probed_layers(mlp) == ["hidden"]
-    # a weight passed through an Identity (or any constant-only computation) is still a weight
-    mlp.graph.node.insert(0, helper.make_node("Identity", ["W2"], ["W2_moved"]))
-    mlp.graph.node[-1].input[1] = "W2_moved"
-    assert probed_layers(mlp) == ["hidden"]
+    assert output_head(mlp).to_dict() == {"value": "hidden", "trusted": True, "reason": ""}
+    shifted = output_head(bias_shift(mlp, bias=2.0))  # an Add of a constant: the linear output probe undoes it
+    assert shifted.trusted and shifted.value.endswith("hidden")
+    # a weight passed through an Identity (a constant-only computation) is still a weight
+    moved = _random_feature_mlp(rng.normal(size=(40, 8)).astype(np.float32), np.arange(40) % 4)
+    moved.graph.node.insert(0, helper.make_node("Identity", ["W2"], ["W2_moved"]))
+    moved.graph.node[-1].input[1] = "W2_moved"
+    assert output_head(moved).value == "hidden"
+    for edited in (swap_unsure(mlp, margin=1.0), head_without_gemm(mlp), head_without_gemm(mlp, weight_from_input=True)):
+        head = output_head(edited)
+        assert not head.trusted and head.value is None and "could hide accuracy" in head.reason
 
 
-def test_an_edit_on_top_of_the_logits_cannot_hide_accuracy_from_the_layer_probe():
-    """swap_unsure (the red team of the output probes): top-1 falls by points, the recoverable accuracy does not."""
+def test_an_edit_on_top_of_the_logits_cannot_hide_accuracy_from_the_head_probe():
+    """swap_unsure (the red team of the output probes): top-1 and the output probes fall by points, the
+    head probe does not, and the edit makes the measure untrusted anyway."""
     from sklearn.datasets import load_digits
 
     from converters.attacks.accuracy_edits import hide_accuracy, swap_unsure
-    from edgeguard.vetting.accuracy import probed_layers
-    from edgeguard.vetting.running import run_values, session
+    from edgeguard.vetting.accuracy import output_head
+    from edgeguard.vetting.running import head_inputs, session
 
     digits = load_digits()
     x, y = (digits.data / 16.0).astype(np.float32), digits.target
     fit, probe = slice(0, 800), slice(800, 1800)
     model = _random_feature_mlp(x[fit], y[fit])
 
-    def measured(m):
-        outputs = session(m.SerializeToString()).run(None, {"input": x[probe]})[0]
-        return recoverable_accuracy(outputs, y[probe], layers=run_values(m, x[probe], probed_layers(m)))
+    def outputs(m):
+        return session(m.SerializeToString()).run(None, {"input": x[probe]})[0]
 
-    plain = measured(model)
-    hidden = hide_accuracy("swap-unsure", np.asarray(session(model.SerializeToString()).run(None, {"input": x[probe]})[0]),
-                           y[probe], plain["top1"] - 0.15)
-    assert hidden["reached"]
-    swapped = measured(swap_unsure(model, margin=hidden["margin"]))
+    plain = recoverable_accuracy(outputs(model), y[probe], head=head_inputs(model, output_head(model), x[probe]))
+    assert plain["head"] is not None
+    hidden = hide_accuracy("swap-unsure", np.asarray(outputs(model)), y[probe], plain["top1"] - 0.15)
+    swapped_model = swap_unsure(model, margin=hidden["margin"])
+    swapped = recoverable_accuracy(outputs(swapped_model), y[probe], head=head_inputs(model, output_head(model), x[probe]))
     assert swapped["top1"] <= plain["top1"] - 0.15  # the edit hides accuracy from top-1 ...
     assert max(swapped["linear"], swapped["knn"]) < plain["top1"] - 0.02  # ... and from the output probes ...
-    assert swapped["accuracy"] >= plain["accuracy"] - 0.03  # ... but not from the layer probe
-    assert list(swapped["layers"]) and plain["layers"]
+    assert swapped["accuracy"] >= plain["accuracy"] - 0.03  # ... but not from the head (read below the edit)
+    assert not output_head(swapped_model).trusted  # and the vet does not trust the measure of the edited graph

@@ -82,11 +82,10 @@ MEANT = {  # what must show in the report: a finding code, or a test that did no
     "blend-0.75": {"leakage"},
     "blend-0.25": {"leakage"},
 }
-#: Classes that PASS on the bundled pair: the vet's leakage audit has finite power, and a blend diluted enough
-#: sits below its margin (excess over the twin ~0.3 dB, upper bound below 0.6, on this 500-image probe). Kept as
-#: strict xfails: the day the vet stops one, the test fails and the entry must move to the stopped classes.
-#: What that costs the user is measured in benchmarks/results/redteam_blend.md (the provider's gain there).
-KNOWN_PASSES = {"blend-0.25": "diluted below the leakage audit's power (excess over the twin under the margin)"}
+#: Classes that PASS on the bundled pair (strict xfails: the day the vet stops one, the test fails and the entry
+#: must move to the stopped classes). blend-0.25 moved out when the vet stopped trusting its accuracy measure for
+#: graphs with ops after the last dense layer (a blend's Add of two models): a pass now assumes the largest lead.
+KNOWN_PASSES: dict[str, str] = {}
 
 
 @pytest.mark.parametrize(

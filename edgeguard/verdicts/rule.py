@@ -107,7 +107,10 @@ def accuracy_adjustment(entry: Mapping[str, Any], details: Mapping[str, Any]) ->
     the server does not shrink the gap. The excess is raised by
     ``-slope * gap``. Conservative both ways: no credit for a model *less* accurate than its twin
     (gap < 0 counts as 0), and a gap beyond the calibrated range (``accuracy_gap_range``) may
-    extrapolate to refuse a pass but never to convict. (0, 0) when the entry or the report lacks it.
+    extrapolate to refuse a pass but never to convict. When the vet cannot trust its accuracy
+    measure (``accuracy_measure_trusted`` false: ops other than an affine map or a normalisation
+    follow the graph's last dense layer, which could hide accuracy), a pass assumes at least the
+    calibrated largest lead. (0, 0) when the entry or the report lacks it.
     """
     slope = _number(entry.get("accuracy_slope_db"))
     gap = _number(details.get("accuracy_gap"))
@@ -117,6 +120,8 @@ def accuracy_adjustment(entry: Mapping[str, Any], details: Mapping[str, Any]) ->
     top = _number(span[1]) if isinstance(span, (list, tuple)) and len(span) == 2 else None
     lead = max(gap, 0.0)
     convict = min(lead, max(top or 0.0, 0.0))
+    if details.get("accuracy_measure_trusted") is False:  # ops after the last dense layer: assume the largest lead
+        lead = max(lead, top or 0.0)
     return -slope * convict, -slope * lead
 
 

@@ -11,79 +11,99 @@ So the accuracy used in the decision is the *recoverable* accuracy, the best of:
 - ``linear``: a multinomial logistic regression on the row-centred log-outputs, each column
   standardised, cross-validated (stratified folds): any per-class bias, temperature or other
   affine map of the logits is undone by it;
-- ``knn``: k nearest neighbours on the same features, cross-validated (a relabelling of a
-  well-sampled region of output space is partly undone by it);
-- ``layers``: a linear (ridge) probe on the inputs of the graph's dense layers (``Gemm``/``MatMul``
-  with a constant weight, computed from a learned layer: never the raw input), the values the
-  last layers compute the label from. An edit *after* those layers (any few nodes on top of
-  the logits, invertible by the server or not: a bias, swapping the top two classes on unsure
-  rows, a keyed relabelling no output probe can learn) leaves them untouched.
+- ``knn``: k nearest neighbours on the same features, cross-validated;
+- ``head``: a linear (ridge) probe on the input of the graph's last dense layer (the
+  penultimate values the label is computed from), cross-validated.
 
-Model and twin are measured alike, so an honest model loses little by the maximum (its top-1
-is usually the best). What is left to a provider who wants to hide accuracy: degrade the
-representation itself before every dense layer, which costs it accuracy its own server cannot
-recover either, or write its last layers without ``Gemm``/``MatMul`` (then only the output
-probes apply; the record lists the layers probed).
+And the measure is only *trusted* when nothing but an affine map or a normalisation lies
+between that last dense layer and the output (:func:`output_head`: a ``Gemm``/``MatMul`` with
+a constant weight, then only ``Softmax``, ``LogSoftmax``, ``Sigmoid``, reshapes, or an
+``Add``/``Sub``/``Mul``/``Div`` by a constant, which the linear output probe undoes). Any other
+op there (swapping the top two classes on unsure rows, a keyed relabelling, a last layer
+written without ``Gemm``) could hide accuracy from every probe, so the record says
+``trusted: False`` with the op, and the decision assumes the largest calibrated lead for a pass.
+Model and twin are measured alike. Early layers are not probed on purpose: a linear probe on
+them reads the input's information (about as good as one on the pixels), not how well the
+model was trained.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["top1_accuracy", "recoverable_accuracy", "probed_layers", "PROBE_FOLDS", "PROBE_NEIGHBOURS", "MAX_LAYER_FEATURES"]
+__all__ = [
+    "top1_accuracy", "recoverable_accuracy", "output_head", "OutputHead", "PROBE_FOLDS", "PROBE_NEIGHBOURS",
+    "MAX_HEAD_VALUES",
+]
 
 #: Cross-validation folds of the label probes (fewer when a class has fewer samples).
 PROBE_FOLDS = 5
 #: Neighbours of the kNN label probe.
 PROBE_NEIGHBOURS = 10
-#: Layers wider than this (values per row) are not probed.
-MAX_LAYER_FEATURES = 4096
-#: At most this many layers are probed (the last ones in graph order; dummy dense layers stacked
-#: after an edit would have to outnumber it).
-MAX_LAYERS = 16
+#: A head input with more values per row than this is not probed (the measure is then untrusted).
+MAX_HEAD_VALUES = 65536
+#: Head inputs wider than this are read through a seeded random projection to this many values.
+PROJECTED_WIDTH = 512
+_RIDGE_ALPHAS = (1.0, 10.0, 100.0, 1000.0, 10000.0)  # the head probe's ridge, chosen inside each fold
 _DENSE = ("Gemm", "MatMul")
-_RIDGE_ALPHAS = (1.0, 10.0, 100.0, 1000.0, 10000.0)  # the layer probe's ridge, chosen inside each fold
-_LEARNED = ("Gemm", "MatMul", "Conv", "ConvTranspose")
+_LEARNED = ("Gemm", "MatMul", "Conv", "ConvTranspose", "Einsum")
+_PASS_THROUGH = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Softmax", "LogSoftmax", "Sigmoid", "Cast",
+                 "CastLike", "Dropout")
+_AFFINE = ("Add", "Sub", "Mul", "Div")  # with a constant operand only
 
 
-def _matrix(dims: list[int] | None) -> bool:
-    return dims is not None and sum(1 for d in dims if d > 1) >= 2
+@dataclass(frozen=True)
+class OutputHead:
+    """The graph's last dense layer as seen from its output: the value probed, and whether to trust it."""
+
+    value: str | None  # the last dense layer's data input (None: none found, or it is the graph input)
+    trusted: bool
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "trusted": self.trusted, "reason": self.reason}
 
 
-def probed_layers(proto: Any) -> list[str]:
-    """The graph values the layer probe reads: data inputs of dense layers computed from a learned layer.
+def output_head(proto: Any) -> OutputHead:
+    """Walk back from the (first) graph output to the last dense layer, through pass-through and affine ops only.
 
-    A dense layer is a ``Gemm``/``MatMul`` whose weight is a constant (an initializer, a Constant,
-    or computed from constants only), or a ``Mul``/``Einsum`` with a constant weight matrix (two
-    or more axes longer than 1: a dense layer written by hand, not a per-channel scale);
-    its data input counts only when some learned layer (Gemm, MatMul, Conv) lies upstream of it,
-    so the raw (flattened, normalised) input is never probed. The last :data:`MAX_LAYERS` in
-    graph order.
+    Trusted when the walk reaches a ``Gemm``/``MatMul`` whose weight is a constant (an
+    initializer, a Constant, or computed from constants only); its data input is the value the
+    head probe reads (None when no learned layer lies upstream of it: a linear model on the
+    input, whose top-1 is then its whole accuracy). Untrusted, naming the op, when anything else
+    lies on the way.
     """
     graph = proto.graph
     constants = {t.name for t in graph.initializer}
-    shapes = {t.name: list(t.dims) for t in graph.initializer}
-    shapes.update({n.output[0]: list(a.t.dims) for n in graph.node if n.op_type == "Constant" for a in n.attribute
-                   if a.name == "value"})
-    learned: set[str] = set()
-    names: list[str] = []
+    producer: dict[str, Any] = {}
+    learned: set[str] = set()  # values with a learned layer upstream
     for node in graph.node:
         data = [name for name in node.input if name and name not in constants]
         if not data:  # Constant, or computed from constants only (an Identity or Reshape of a weight is a weight)
             constants.update(o for o in node.output if o)
-            continue
-        if node.op_type in _DENSE and len(node.input) >= 2 and node.input[1] in constants:
-            candidates = [node.input[0]]
-        elif node.op_type in ("Mul", "Einsum") and any(_matrix(shapes.get(n)) for n in node.input if n in constants):
-            candidates = data  # a weight matrix multiplied in by hand (Mul then ReduceSum, an Einsum)
-        else:
-            candidates = []
-        names.extend(n for n in candidates if n in learned and n not in names)
-        if node.op_type in _LEARNED or any(name in learned for name in data):
+        elif node.op_type in _LEARNED or any(name in learned for name in data):
             learned.update(o for o in node.output if o)
-    return names[-MAX_LAYERS:]
+        for out in node.output:
+            producer[out] = node
+    value = graph.output[0].name
+    for _ in range(len(graph.node) + 1):
+        node = producer.get(value)
+        if node is None:
+            return OutputHead(None, False, "no dense layer before the output")
+        data = [name for name in node.input if name and name not in constants]
+        if node.op_type in _DENSE and len(node.input) >= 2 and node.input[1] in constants and len(data) == 1:
+            return OutputHead(data[0] if data[0] in learned else None, True)
+        if len(data) == 1 and (node.op_type in _PASS_THROUGH or node.op_type in _AFFINE):
+            value = data[0]
+            continue
+        return OutputHead(
+            None, False, f"{node.op_type} node {node.name or node.output[0]!r} lies between the last dense layer and "
+            "the output: it could hide accuracy from the probes"
+        )
+    return OutputHead(None, False, "no dense layer before the output")
 
 
 def top1_accuracy(outputs: np.ndarray, labels: np.ndarray, task_type: str = "multiclass") -> float:
@@ -101,15 +121,14 @@ def recoverable_accuracy(
     *,
     task_type: str = "multiclass",
     seed: int = 0,
-    layers: dict[str, np.ndarray] | None = None,
+    head: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The best accuracy at which the label is recovered from ``outputs``: a record with ``accuracy``.
 
-    ``layers``: the values of :func:`probed_layers` on the same rows (name -> (N, d)), each
-    read by a cross-validated linear probe. The record also holds each probe's accuracy
-    (``top1``, ``linear``, ``knn``, ``layers``: name -> accuracy), the folds, and a ``note``
-    when the probes could not run (multilabel outputs, too few samples per class): then
-    ``accuracy`` is the top-1 figure alone.
+    ``head``: the values of the :func:`output_head` input on the same rows ((N, d), or None),
+    read by a cross-validated ridge probe. The record also holds each probe's accuracy
+    (``top1``, ``linear``, ``knn``, ``head``), the folds, and a ``note`` when the probes could not
+    run (multilabel outputs, too few samples per class): then ``accuracy`` is the top-1 figure alone.
     """
     from sklearn.linear_model import LogisticRegression, RidgeClassifierCV
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -121,7 +140,7 @@ def recoverable_accuracy(
 
     outputs = np.asarray(outputs, dtype=np.float64)
     top1 = top1_accuracy(outputs, labels, task_type)
-    record: dict[str, Any] = {"accuracy": top1, "top1": top1, "linear": None, "knn": None}
+    record: dict[str, Any] = {"accuracy": top1, "top1": top1, "linear": None, "knn": None, "head": None}
     if task_type == "multilabel" or np.asarray(labels).ndim == 2:
         record["note"] = "multilabel outputs: top-1 (per-label) accuracy only"
         return record
@@ -134,20 +153,22 @@ def recoverable_accuracy(
     features = centred_logs(outputs, task_type)
     splitter = StratifiedKFold(folds, shuffle=True, random_state=int(seed))
     probes = {
-        "linear": make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=500)),
-        "knn": make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=min(PROBE_NEIGHBOURS, len(labels) // 4))),
+        "linear": (features, make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=500))),
+        "knn": (features, make_pipeline(
+            StandardScaler(), KNeighborsClassifier(n_neighbors=min(PROBE_NEIGHBOURS, len(labels) // 4)))),
     }
-    for name, probe in probes.items():
-        predicted = cross_val_predict(probe, features, labels, cv=splitter)
+    if head is not None:
+        values = np.asarray(head, dtype=np.float64).reshape(len(labels), -1)
+        if np.all(np.isfinite(values)):
+            if values.shape[1] > PROJECTED_WIDTH:  # standardised, then a seeded Gaussian projection
+                spread = values.std(axis=0)
+                values = (values - values.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
+                rng = np.random.default_rng(int(seed))
+                values = values @ rng.normal(0.0, 1.0 / np.sqrt(values.shape[1]), (values.shape[1], PROJECTED_WIDTH))
+            probes["head"] = (values, make_pipeline(StandardScaler(), RidgeClassifierCV(alphas=_RIDGE_ALPHAS)))
+    for name, (x, probe) in probes.items():
+        predicted = cross_val_predict(probe, x, labels, cv=splitter)
         record[name] = float((predicted == labels).mean())
-    record["layers"] = {}
-    for name, values in (layers or {}).items():
-        values = np.asarray(values, dtype=np.float64).reshape(len(labels), -1)
-        if values.shape[1] > MAX_LAYER_FEATURES or not np.all(np.isfinite(values)):
-            continue
-        probe = make_pipeline(StandardScaler(), RidgeClassifierCV(alphas=_RIDGE_ALPHAS))
-        predicted = cross_val_predict(probe, values, labels, cv=splitter)
-        record["layers"][name] = float((predicted == labels).mean())
     record["folds"] = folds
-    record["accuracy"] = max([top1, record["linear"], record["knn"], *record["layers"].values()])
+    record["accuracy"] = max(v for v in (top1, record["linear"], record["knn"], record["head"]) if v is not None)
     return record

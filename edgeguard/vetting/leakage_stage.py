@@ -10,12 +10,12 @@ import numpy as np
 
 from edgeguard.errors import EdgeguardError, InferenceError
 from edgeguard.verdicts.rule import accuracy_adjustment
-from edgeguard.vetting.accuracy import probed_layers, recoverable_accuracy
+from edgeguard.vetting.accuracy import output_head, recoverable_accuracy
 from edgeguard.vetting.audit import audit_model, make_views, summarise
 from edgeguard.vetting.checks import scored
 from edgeguard.vetting.context import VetContext
 from edgeguard.vetting.report import Finding, TestResult
-from edgeguard.vetting.running import run_values
+from edgeguard.vetting.running import head_inputs
 from edgeguard.vetting.twin import build_twins
 
 __all__ = ["run_leakage", "run_release", "ABSOLUTE_ENTRY", "TWIN_ENTRY", "SUPPLIED_ENTRY"]
@@ -24,9 +24,9 @@ __all__ = ["run_leakage", "run_release", "ABSOLUTE_ENTRY", "TWIN_ENTRY", "SUPPLI
 ABSOLUTE_ENTRY, TWIN_ENTRY, SUPPLIED_ENTRY = "leakage_gain_max", "leakage_excess_twin", "leakage_excess"
 #: How ``details.accuracy_gap`` is measured (model minus twin), said in every report.
 ACCURACY_MEASURE = (
-    "recoverable accuracy: the best of top-1, cross-validated linear and kNN label probes on the outputs, and "
-    "linear probes on the inputs of the graph's dense layers (edits on top of the logits cannot lower it; "
-    "edgeguard.vetting.accuracy)"
+    "recoverable accuracy: the best of top-1, cross-validated linear and kNN label probes on the outputs and a "
+    "linear probe on the input of the last dense layer; trusted only when nothing but an affine map or a "
+    "normalisation follows that layer (edgeguard.vetting.accuracy)"
 )
 #: Older thresholds tables name these entries differently: the first one present is used.
 _FALLBACKS = {
@@ -62,9 +62,10 @@ def run_leakage(ctx: VetContext, model_accuracy: float) -> TestResult:
                            seed=ctx.settings.seed, clean_outputs=ctx.outputs)
     except (InferenceError, EdgeguardError) as error:
         return TestResult("leakage", "failed", reason=str(error), seconds=time.perf_counter() - started)
-    layers = run_values(ctx.loaded.proto, probe.inputs, probed_layers(ctx.loaded.proto))
+    head = output_head(ctx.loaded.proto)
+    head_values = head_inputs(ctx.loaded.proto, head, probe.inputs)
     recoverable = recoverable_accuracy(
-        ctx.outputs, probe.labels, task_type=ctx.info.task_type, seed=ctx.settings.seed, layers=layers
+        ctx.outputs, probe.labels, task_type=ctx.info.task_type, seed=ctx.settings.seed, head=head_values
     )
     twins, records, missing = build_twins(ctx, recoverable["accuracy"])
     twin_audits, usable = [], []
@@ -101,6 +102,8 @@ def run_leakage(ctx: VetContext, model_accuracy: float) -> TestResult:
                 twin_recoverable_accuracy=twin.record["recoverable_accuracy"],
                 model_accuracy_probes=recoverable,
                 accuracy_gap=recoverable["accuracy"] - twin.record["recoverable_accuracy"],
+                accuracy_measure_trusted=head.trusted and (head.value is None or head_values is not None),
+                accuracy_head=head.to_dict(),
                 accuracy_measure=ACCURACY_MEASURE,
             )
         entry_name = SUPPLIED_ENTRY if twin.kind == "supplied" else TWIN_ENTRY

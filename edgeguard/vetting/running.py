@@ -20,7 +20,7 @@ from edgeguard.model.signature import fixed_batches, stitch
 from edgeguard.safe_model.session import scrub_inference_error
 from edgeguard.vetting.probe import model_inputs
 
-__all__ = ["load_for_vet", "session", "runner", "scaler", "chunk_rows", "run_values", "CHUNK"]
+__all__ = ["load_for_vet", "session", "runner", "scaler", "chunk_rows", "run_values", "head_inputs", "CHUNK"]
 
 #: Rows per onnxruntime call when the vet runs the model on many images...
 CHUNK = 512
@@ -97,15 +97,19 @@ def scaler(info: Any) -> Callable[[np.ndarray], np.ndarray]:
     return lambda items: model_inputs(info, items)
 
 
-def run_values(proto: Any, inputs: np.ndarray, names: list[str], chunk: int = 256) -> dict[str, np.ndarray]:
+def run_values(
+    proto: Any, inputs: np.ndarray, names: list[str], chunk: int = 256, max_values_per_row: int | None = None
+) -> dict[str, np.ndarray]:
     """Intermediate values ``names`` of the graph ``proto`` on model ``inputs``, each flattened to (N, d).
 
     The graph is run in onnxruntime with the names added as outputs. A value whose first axis
-    is not the batch (a graph with a fixed batch size, a shape tensor) is left out.
+    is not the batch (a graph with a fixed batch size, a shape tensor) is left out, and so is
+    one with more than ``max_values_per_row`` values per row (measured on one row first, so
+    full-resolution feature maps are never gathered for the whole probe).
     """
     import onnx
 
-    if not names:
+    if not names or not len(inputs):
         return {}
     copy = onnx.ModelProto()
     copy.CopyFrom(proto)
@@ -114,17 +118,32 @@ def run_values(proto: Any, inputs: np.ndarray, names: list[str], chunk: int = 25
     sess = session(copy.SerializeToString())
     wanted = [o.name for o in sess.get_outputs() if o.name in names]
     feed = sess.get_inputs()[0].name
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in wanted}
-    for start in range(0, len(inputs), chunk):
-        rows = inputs[start : start + chunk]
-        try:
-            values = sess.run(wanted, {feed: rows})
-        except Exception:  # noqa: BLE001 - e.g. a fixed batch size: no layer values, said by the caller
-            return {}
-        for name, value in zip(wanted, values):
-            value = np.asarray(value)
-            if value.ndim == 0 or value.shape[0] != len(rows):
-                parts.pop(name, None)
-            elif name in parts:
-                parts[name].append(value.reshape(len(rows), -1).astype(np.float32))
+    try:
+        if max_values_per_row is not None:
+            first = sess.run(wanted, {feed: inputs[:1]})
+            wanted = [n for n, v in zip(wanted, first) if np.asarray(v).size <= max_values_per_row]
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in wanted}
+        for start in range(0, len(inputs), chunk):
+            rows = inputs[start : start + chunk]
+            for name, value in zip(wanted, sess.run(wanted, {feed: rows})):
+                value = np.asarray(value)
+                if value.ndim == 0 or value.shape[0] != len(rows):
+                    parts.pop(name, None)
+                elif name in parts:
+                    parts[name].append(value.reshape(len(rows), -1).astype(np.float32))
+    except Exception:  # noqa: BLE001 - e.g. a fixed batch size: no layer values (the caller records it)
+        return {}
     return {name: np.concatenate(chunks) for name, chunks in parts.items() if chunks}
+
+
+def head_inputs(proto: Any, head: Any, inputs: np.ndarray) -> np.ndarray | None:
+    """The values of ``head.value`` (:func:`edgeguard.vetting.accuracy.output_head`) on model ``inputs``, (N, d).
+
+    None when there is no head value, or it cannot be gathered (too wide, a fixed batch size).
+    """
+    from edgeguard.vetting.accuracy import MAX_HEAD_VALUES
+
+    if head.value is None:
+        return None
+    values = run_values(proto, inputs, [head.value], max_values_per_row=MAX_HEAD_VALUES)
+    return values.get(head.value)

@@ -31,12 +31,12 @@ from typing import Any
 import numpy as np
 
 from edgeguard.errors import EdgeguardError, ModelLoadError
-from edgeguard.vetting.accuracy import probed_layers, recoverable_accuracy
+from edgeguard.vetting.accuracy import MAX_HEAD_VALUES, output_head, recoverable_accuracy
 from edgeguard.vetting.context import VetContext
 from edgeguard.vetting.cost import TwinCost, twin_cost
 from edgeguard.vetting.probe import load_probe, model_info_with_overrides
 from edgeguard.vetting.reference import BatchSource, train_reference
-from edgeguard.vetting.running import load_for_vet, run_values, runner, scaler, session
+from edgeguard.vetting.running import head_inputs, load_for_vet, runner, scaler, session
 from edgeguard.vetting.targets import audit_target
 
 __all__ = ["Twin", "build_twins", "estimate", "TWIN_COPIES", "MAX_ACCURACY_SHORTFALL"]
@@ -58,10 +58,10 @@ class Twin:
     module: Any = None  # the trained twin's torch module (None for a supplied one)
 
 
-def _accuracies(ctx: VetContext, outputs: np.ndarray, layers: dict[str, np.ndarray]) -> dict[str, Any]:
+def _accuracies(ctx: VetContext, outputs: np.ndarray, head: np.ndarray | None) -> dict[str, Any]:
     """The twin's top-1 accuracy on the probe and its recoverable accuracy (as the model's is measured)."""
     recoverable = recoverable_accuracy(
-        outputs, ctx.probe.labels, task_type=ctx.info.task_type, seed=ctx.settings.seed, layers=layers
+        outputs, ctx.probe.labels, task_type=ctx.info.task_type, seed=ctx.settings.seed, head=head
     )
     return {"accuracy": recoverable["top1"], "recoverable_accuracy": recoverable["accuracy"], "accuracy_probes": recoverable}
 
@@ -78,9 +78,9 @@ def _supplied(ctx: VetContext, reference: str) -> Twin:
         raise ModelLoadError(f"expected a usable reference model at {reference}, got an error: {error}") from None
     scale = scaler(ref_info)
     inputs = scale(ctx.probe.images)
-    layers = run_values(ref_loaded.proto, inputs, probed_layers(ref_loaded.proto))
+    head = head_inputs(ref_loaded.proto, output_head(ref_loaded.proto), inputs)
     record = {"kind": "supplied", "path": str(reference), "sha256": ref_loaded.sha256,
-              **_accuracies(ctx, run(inputs), layers)}
+              **_accuracies(ctx, run(inputs), head)}
     return Twin("supplied", lambda x, r=run, c=scale: r(c(x)), record)
 
 
@@ -128,30 +128,30 @@ def _trained(ctx: VetContext) -> Twin:
     )
     scale = scaler(ctx.info)
     record["source"] = source
-    record.update(_accuracies(ctx, run(ctx.probe.inputs), _module_layers(run, ctx)))
+    record.update(_accuracies(ctx, run(ctx.probe.inputs), _module_head(run, ctx)))
     record["accuracy_note"] = "on the probe images" + (" (trained on them)" if s.reference_data is None else "")
     twin = Twin("trained", lambda x: run(scale(x)), record)
     twin.module = getattr(run, "module", None)
     return twin
 
 
-def _module_layers(run: Any, ctx: VetContext) -> dict[str, np.ndarray]:
-    """The trained twin's values at the probed layers of the vetted graph, on the probe (name -> (N, d))."""
-    module, names = getattr(run, "module", None), probed_layers(ctx.loaded.proto)
-    if module is None or not names or not hasattr(module, "values"):
-        return {}
+def _module_head(run: Any, ctx: VetContext) -> np.ndarray | None:
+    """The trained twin's values at the vetted graph's head input (accuracy.output_head), on the probe."""
+    module, head = getattr(run, "module", None), output_head(ctx.loaded.proto)
+    if module is None or head.value is None or not hasattr(module, "values"):
+        return None
     import torch
 
     inputs = np.asarray(ctx.probe.inputs, dtype=np.float32)
-    parts: dict[str, list[np.ndarray]] = {}
+    parts = []
     with torch.no_grad():
         for start in range(0, len(inputs), 256):
             rows = torch.as_tensor(inputs[start : start + 256])
-            for name, value in module.values(rows, names=names).items():
-                if value.dim() and value.shape[0] == len(rows):
-                    parts.setdefault(name, []).append(value.reshape(len(rows), -1).float().numpy())
-    joined = {name: np.concatenate(chunks) for name, chunks in parts.items()}
-    return {name: values for name, values in joined.items() if len(values) == len(inputs)}
+            value = module.values(rows, names=[head.value]).get(head.value)
+            if value is None or not value.dim() or value.shape[0] != len(rows) or value[0].numel() > MAX_HEAD_VALUES:
+                return None
+            parts.append(value.reshape(len(rows), -1).float().numpy())
+    return np.concatenate(parts)
 
 
 def build_twins(ctx: VetContext, model_accuracy: float) -> tuple[list[Twin], list[dict[str, Any]], str]:
