@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from edgeguard.errors import ConfigError, DataError
+from edgeguard.vetting import large_inputs
 from edgeguard.vetting.decoders import (
     DECODER_NAMES,
     feature_sets,
@@ -86,6 +87,8 @@ class Views:
     Copies are regenerated on demand from ``(augment_seed, copy)`` (the model and its twin
     see the very same items) and never held all at once: only their audit targets
     (:mod:`edgeguard.vetting.targets`: pixels, a thumbnail, or standardised features) are kept.
+    Large images (:mod:`edgeguard.vetting.large_inputs`, ``large``) are augmented, queried and
+    encoded chunk by chunk; their targets are filled by the first :meth:`outputs` (or :meth:`encode`).
     """
 
     items: np.ndarray
@@ -95,8 +98,12 @@ class Views:
     scored: dict[str, int]
     fitting: list[int]
     targets: np.ndarray = field(default=None, repr=False)  # (copies, N, values) in [0, 1]
+    large: bool = False
+    encoded: bool = True  # large inputs: whether ``targets`` are filled yet
 
     def copy(self, index: int) -> np.ndarray:
+        if self.large:
+            return np.concatenate([self._chunk(index, rows) for rows in self._chunks()])
         kind = self.kinds[index]
         if kind == "clean":
             return self.items
@@ -106,19 +113,58 @@ class Views:
             moved = (np.round(moved * 255.0) / 255.0).astype(np.float32)
         return moved
 
+    def _chunks(self) -> list[slice]:
+        n, step = len(self.items), large_inputs.CHUNK_ROWS
+        return [slice(i, min(i + step, n)) for i in range(0, n, step)]
+
+    def _chunk(self, index: int, rows: slice) -> np.ndarray:
+        kind = self.kinds[index]
+        if kind == "clean":
+            return self.items[rows]
+        rng = np.random.default_rng([self.augment_seed, index, rows.start])
+        return large_inputs.augment_chunk(self.items, rows, rng, on_grid=kind == "on-grid")
+
+    def encode(self) -> None:
+        """Large inputs: fill the targets without querying a model (nothing to do once filled)."""
+        if not self.encoded:
+            self._large_outputs(None, None)
+
+    def _large_outputs(self, run: Callable[[np.ndarray], np.ndarray] | None, clean: np.ndarray | None) -> np.ndarray:
+        chunks = []
+        for index, kind in enumerate(self.kinds):
+            reuse = kind == "clean" and clean is not None
+            if reuse:
+                chunks.append(np.asarray(clean, dtype=np.float64))
+            if self.encoded and (reuse or run is None):
+                continue
+            for rows in self._chunks():  # augment, query and encode one chunk, then drop it
+                part = self._chunk(index, rows)
+                if not self.encoded:
+                    self.targets[index, rows] = self.target.encode(part)
+                if run is not None and not reuse:
+                    chunks.append(_checked(run(part), rows.stop - rows.start))
+        self.encoded = True
+        return np.concatenate(chunks) if run is not None else np.zeros((0, 0))
+
     def outputs(self, run: Callable[[np.ndarray], np.ndarray], clean: np.ndarray | None = None) -> np.ndarray:
         """The model's outputs on every copy, (copies * N, K) float64, one copy at a time (``clean``: those
         of the clean items, already computed: one model pass fewer)."""
+        if self.large:
+            return self._large_outputs(run, clean)
         chunks = []
         for index in range(len(self.kinds)):
             if self.kinds[index] == "clean" and clean is not None:
                 chunks.append(np.asarray(clean, dtype=np.float64))
                 continue
-            chunk = np.asarray(run(self.copy(index)), dtype=np.float64)
-            if chunk.ndim != 2 or len(chunk) != len(self.items):
-                raise DataError(f"expected outputs of shape ({len(self.items)}, K), got {chunk.shape}")
-            chunks.append(chunk)
+            chunks.append(_checked(run(self.copy(index)), len(self.items)))
         return np.concatenate(chunks)
+
+
+def _checked(chunk: np.ndarray, n: int) -> np.ndarray:
+    chunk = np.asarray(chunk, dtype=np.float64)
+    if chunk.ndim != 2 or len(chunk) != n:
+        raise DataError(f"expected outputs of shape ({n}, K), got {chunk.shape}")
+    return chunk
 
 
 def make_views(items: np.ndarray, augment_seed: int, augmentations: int, target: AuditTarget | None = None) -> Views:
@@ -133,6 +179,10 @@ def make_views(items: np.ndarray, augment_seed: int, augmentations: int, target:
         scored["on-grid"] = 1 + a
         fitting += list(range(2 + a, 1 + 2 * a))
     views = Views(items, target, augment_seed, kinds, scored, fitting)
+    if large_inputs.is_large(items):  # targets filled with the first model's outputs, chunk by chunk
+        views.large, views.encoded = True, False
+        views.targets = np.zeros((len(kinds), len(items), target.values))
+        return views
     views.targets = np.stack([target.encode(views.copy(i)) for i in range(len(kinds))])
     return views
 
@@ -185,11 +235,12 @@ def audit_model(
     items, already computed) and score every decoder, cross-fitted."""
     started = time.perf_counter()
     settings = settings or AuditSettings()
-    copies, n = views.targets.shape[:2]
+    copies, n = len(views.kinds), len(views.items)
     if n < settings.min_samples:
         raise DataError(f"expected at least {settings.min_samples} probe images for the leakage audit, got {n}")
     if outputs is None:
         outputs = views.outputs(run, clean_outputs)
+    views.encode()
     if outputs.ndim != 2 or len(outputs) != copies * n:
         raise DataError(f"expected outputs of shape ({copies * n}, K), got {outputs.shape}")
     if not np.all(np.isfinite(outputs)):
@@ -229,7 +280,7 @@ def audit_model(
             if per_feature:
                 sse[("baseline", view)] = sse.get(("baseline", view), 0.0) + ((base[rows] - truth[rows]) ** 2).sum(axis=0)
                 truths[view].append(truth[rows])
-        basis = principal_basis(fit_images)
+        basis = large_inputs.gram_basis(fit_images) if views.large else principal_basis(fit_images)
         for name, decoder in configs:
             fit_x, query_x = sets[name][fc, fi], sets[name][query_c, query_i]
             if name in ("logr", "rest") or name.startswith("residue") or name == "lowbits":

@@ -14,6 +14,7 @@ from edgeguard.vetting.accuracy import output_head, recoverable_accuracy
 from edgeguard.vetting.audit import audit_model, make_views, summarise
 from edgeguard.vetting.checks import scored
 from edgeguard.vetting.context import VetContext
+from edgeguard.vetting.large_inputs import describe
 from edgeguard.vetting.report import Finding, TestResult
 from edgeguard.vetting.running import head_inputs
 from edgeguard.vetting.twin import build_twins
@@ -90,6 +91,8 @@ def run_leakage(ctx: VetContext, model_accuracy: float) -> TestResult:
     details["augment_seed"] = ctx.augment_seed
     details["samples"] = len(probe)
     details["target"] = details_target["name"]
+    if views.large:  # the cheaper path for large images, said in the report
+        details["large_input"] = describe(probe.images)
     _kind_findings(ctx, mine.simplex)
     if chosen is not None:
         twin = twins[chosen]
