@@ -51,7 +51,7 @@ def test_small_inputs_keep_the_exact_path(shape, monkeypatch):
     # the small path never reaches the large-input helpers: the basis is the covariance's, as before
     if shape[0] == 3:  # the audit itself is pinned on 28x28 (the 3072-wide covariance is slow to test)
         return
-    for name in ("gram_basis", "augment_chunk"):
+    for name in ("gram_basis", "augment_rows"):
         monkeypatch.setattr(large_inputs, name, lambda *a, **k: pytest.fail(f"{name} called on a small input"))
     w = np.random.default_rng(1).normal(size=(int(np.prod(shape)), 10))
     audit = audit_model(lambda x: x.reshape(len(x), -1) @ w, views, labels, settings=SETTINGS)
@@ -67,7 +67,7 @@ def test_the_boundary_is_three_by_sixty_four_squared():
 def test_large_views_are_deterministic_chunked_and_in_domain():
     items, _ = smooth_images(150, (3, 96, 96))
     views = make_views(items, 7, 1)
-    assert views.large and not views.encoded
+    assert views.large and not views.encoded.any()
     views.encode()
     again = make_views(items, 7, 1)
     again.encode()
@@ -82,8 +82,31 @@ def test_large_views_are_deterministic_chunked_and_in_domain():
             np.testing.assert_allclose(copy * 255.0, np.round(copy * 255.0), atol=1e-3)
         elif kind == "off-grid":
             assert np.abs(copy * 255.0 - np.round(copy * 255.0)).max() > 0.1
-            assert not np.array_equal(copy[:64], copy[64:128])  # each chunk has its own draws
+            assert not np.array_equal(copy[:64], copy[64:128])  # each image has its own draws
+            rows = np.array([3, 70, 149])  # any subset of rows is exactly what the whole copy holds there
+            np.testing.assert_array_equal(views._chunk(index, rows), copy[rows])
     assert views.kinds.count("clean") == 1 and np.array_equal(views.copy(0), items)
+
+
+def test_only_the_rows_the_audit_reads_are_queried_and_nothing_changes():
+    items, labels = smooth_images(240, (3, 96, 96), seed=1, cells=2)
+    w = np.random.default_rng(2).normal(size=(int(np.prod(items.shape[1:])), 10))
+    queried = []
+
+    def run(x):
+        queried.append(len(x))
+        return x.reshape(len(x), -1) @ w
+
+    settings = AuditSettings(decoders=("knn", "krr"), bootstrap=5, max_fit=200, augmentations=1, residues=False)
+    views = make_views(items, 4, 1)
+    lazy = audit_model(run, views, labels, settings=settings)
+    copies = len(views.kinds)
+    assert 3 * len(items) <= sum(queried) < copies * len(items)  # every scored row, a draw of the fitting ones
+    full = make_views(items, 4, 1)
+    every = audit_model(None, full, labels, settings=settings, outputs=full.outputs(run))  # every row queried
+    assert lazy.errors.keys() == every.errors.keys()
+    for key in lazy.errors:
+        np.testing.assert_allclose(lazy.errors[key], every.errors[key], rtol=1e-9, atol=1e-12)
 
 
 def test_gram_basis_spans_the_covariance_components():

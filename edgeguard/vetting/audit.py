@@ -99,11 +99,11 @@ class Views:
     fitting: list[int]
     targets: np.ndarray = field(default=None, repr=False)  # (copies, N, values) in [0, 1]
     large: bool = False
-    encoded: bool = True  # large inputs: whether ``targets`` are filled yet
+    encoded: np.ndarray = field(default=None, repr=False)  # large inputs: (copies, N) rows whose targets are filled
 
     def copy(self, index: int) -> np.ndarray:
         if self.large:
-            return np.concatenate([self._chunk(index, rows) for rows in self._chunks()])
+            return self._chunk(index, np.arange(len(self.items)))
         kind = self.kinds[index]
         if kind == "clean":
             return self.items
@@ -113,44 +113,57 @@ class Views:
             moved = (np.round(moved * 255.0) / 255.0).astype(np.float32)
         return moved
 
-    def _chunks(self) -> list[slice]:
-        n, step = len(self.items), large_inputs.CHUNK_ROWS
-        return [slice(i, min(i + step, n)) for i in range(0, n, step)]
-
-    def _chunk(self, index: int, rows: slice) -> np.ndarray:
+    def _chunk(self, index: int, rows: np.ndarray) -> np.ndarray:
         kind = self.kinds[index]
         if kind == "clean":
             return self.items[rows]
-        rng = np.random.default_rng([self.augment_seed, index, rows.start])
-        return large_inputs.augment_chunk(self.items, rows, rng, on_grid=kind == "on-grid")
+        return large_inputs.augment_rows(self.items, rows, (self.augment_seed, index), on_grid=kind == "on-grid")
 
-    def encode(self) -> None:
-        """Large inputs: fill the targets without querying a model (nothing to do once filled)."""
-        if not self.encoded:
-            self._large_outputs(None, None)
+    def encode(self, needed: np.ndarray | None = None) -> None:
+        """Large inputs: fill the targets of the ``needed`` (copies, N) rows (all by default) without a model."""
+        if self.large:
+            self._large_outputs(None, None, needed)
 
-    def _large_outputs(self, run: Callable[[np.ndarray], np.ndarray] | None, clean: np.ndarray | None) -> np.ndarray:
-        chunks = []
+    def _large_outputs(
+        self, run: Callable[[np.ndarray], np.ndarray] | None, clean: np.ndarray | None, needed: np.ndarray | None
+    ) -> np.ndarray:
+        """Outputs (copies * N, K) of the ``needed`` rows (NaN elsewhere), augmenting, querying and encoding one
+        chunk of each copy at a time; targets are encoded once, by the first pass that reaches them."""
+        n = len(self.items)
+        needed = np.ones((len(self.kinds), n), bool) if needed is None else needed
+        per_copy: list[np.ndarray | None] = []
         for index, kind in enumerate(self.kinds):
             reuse = kind == "clean" and clean is not None
-            if reuse:
-                chunks.append(np.asarray(clean, dtype=np.float64))
-            if self.encoded and (reuse or run is None):
-                continue
-            for rows in self._chunks():  # augment, query and encode one chunk, then drop it
+            result = np.asarray(clean, dtype=np.float64) if reuse else None
+            todo = np.flatnonzero(needed[index])
+            for start in range(0, len(todo), large_inputs.CHUNK_ROWS):
+                rows = todo[start : start + large_inputs.CHUNK_ROWS]
+                fresh = not self.encoded[index, rows].all()
+                if not fresh and (reuse or run is None):
+                    continue
                 part = self._chunk(index, rows)
-                if not self.encoded:
+                if fresh:
                     self.targets[index, rows] = self.target.encode(part)
+                    self.encoded[index, rows] = True
                 if run is not None and not reuse:
-                    chunks.append(_checked(run(part), rows.stop - rows.start))
-        self.encoded = True
-        return np.concatenate(chunks) if run is not None else np.zeros((0, 0))
+                    got = _checked(run(part), len(rows))
+                    if result is None:
+                        result = np.full((n, got.shape[1]), np.nan)
+                    result[rows] = got
+            per_copy.append(result)
+        if run is None:
+            return np.zeros((0, 0))
+        k = next(r.shape[1] for r in per_copy if r is not None)
+        return np.concatenate([np.full((n, k), np.nan) if r is None else r for r in per_copy])
 
-    def outputs(self, run: Callable[[np.ndarray], np.ndarray], clean: np.ndarray | None = None) -> np.ndarray:
+    def outputs(
+        self, run: Callable[[np.ndarray], np.ndarray], clean: np.ndarray | None = None, needed: np.ndarray | None = None
+    ) -> np.ndarray:
         """The model's outputs on every copy, (copies * N, K) float64, one copy at a time (``clean``: those
-        of the clean items, already computed: one model pass fewer)."""
+        of the clean items, already computed: one model pass fewer; ``needed``: large inputs only, the (copies, N)
+        rows to query, NaN elsewhere)."""
         if self.large:
-            return self._large_outputs(run, clean)
+            return self._large_outputs(run, clean, needed)
         chunks = []
         for index in range(len(self.kinds)):
             if self.kinds[index] == "clean" and clean is not None:
@@ -180,7 +193,7 @@ def make_views(items: np.ndarray, augment_seed: int, augmentations: int, target:
         fitting += list(range(2 + a, 1 + 2 * a))
     views = Views(items, target, augment_seed, kinds, scored, fitting)
     if large_inputs.is_large(items):  # targets filled with the first model's outputs, chunk by chunk
-        views.large, views.encoded = True, False
+        views.large, views.encoded = True, np.zeros((len(kinds), len(items)), bool)
         views.targets = np.zeros((len(kinds), len(items), target.values))
         return views
     views.targets = np.stack([target.encode(views.copy(i)) for i in range(len(kinds))])
@@ -238,17 +251,31 @@ def audit_model(
     copies, n = len(views.kinds), len(views.items)
     if n < settings.min_samples:
         raise DataError(f"expected at least {settings.min_samples} probe images for the leakage audit, got {n}")
+    folds = np.array_split(np.random.default_rng(seed).permutation(n), settings.folds)
+    plan = [_fold_rows(views, folds, fold, settings.max_fit, seed) for fold in range(len(folds))]
+    needed = None
+    if views.large:  # only the rows read below are queried (the same draws: the statistics do not change)
+        needed = np.zeros((copies, n), bool)
+        for scored, fc, fi in plan:
+            needed[fc, fi] = True
+            for c in views.scored.values():
+                needed[c, scored] = True
     if outputs is None:
-        outputs = views.outputs(run, clean_outputs)
-    views.encode()
+        outputs = views.outputs(run, clean_outputs, needed)
+    views.encode(needed)
     if outputs.ndim != 2 or len(outputs) != copies * n:
         raise DataError(f"expected outputs of shape ({copies * n}, K), got {outputs.shape}")
-    if not np.all(np.isfinite(outputs)):
+    used = outputs if needed is None else outputs[needed.reshape(-1)]
+    if not np.all(np.isfinite(used)):
         raise DataError("expected finite model outputs, got NaN or inf; the model is broken for these inputs")
-    sets = {name: f.reshape(copies, n, -1) for name, f in feature_sets(outputs, task_type, settings.residues).items()}
+    sets = {}
+    for name, f in feature_sets(used, task_type, settings.residues).items():
+        if needed is not None:  # the rows never read stay zero
+            f, part = np.zeros((copies * n, f.shape[1])), f
+            f[needed.reshape(-1)] = part
+        sets[name] = f.reshape(copies, n, -1)
     labels = np.asarray(labels)
     groups = np.unique(labels > 0.5, axis=0, return_inverse=True)[1].reshape(-1) if labels.ndim == 2 else labels
-    folds = np.array_split(np.random.default_rng(seed).permutation(n), settings.folds)
     errors: dict[tuple[str, str, str], np.ndarray] = {}
     baseline = {view: np.zeros(n) for view in views.scored}
     gammas: list[float] = []
@@ -256,14 +283,7 @@ def audit_model(
     per_feature = views.target.is_vector
     sse: dict[Any, np.ndarray] = {}
     truths: dict[str, list[np.ndarray]] = {view: [] for view in views.scored}
-    for fold, scored in enumerate(folds):
-        rest = np.concatenate([f for j, f in enumerate(folds) if j != fold])
-        rows = [(c, i) for c in views.fitting for i in rest]
-        if len(rows) > settings.max_fit:
-            keep = np.random.default_rng([seed, fold]).choice(len(rows), settings.max_fit, replace=False)
-            rows = [rows[i] for i in np.sort(keep)]
-        fc = np.array([r[0] for r in rows])
-        fi = np.array([r[1] for r in rows])
+    for fold, (scored, fc, fi) in enumerate(plan):
         fit_images = views.targets[fc, fi]
         fit_groups = groups[fi]
         query_c = np.concatenate([np.full(len(scored), views.scored[v]) for v in views.scored])
@@ -311,9 +331,21 @@ def audit_model(
             stacked = np.concatenate(parts)
             sst[view] = ((stacked - stacked.mean(axis=0)) ** 2).sum(axis=0)
     return ModelAudit(
-        errors, baseline, is_simplex(outputs), low_bit_entropy(outputs), gammas, time.perf_counter() - started,
+        errors, baseline, is_simplex(used), low_bit_entropy(used), gammas, time.perf_counter() - started,
         sse, sst,
     )
+
+
+def _fold_rows(
+    views: Views, folds: list[np.ndarray], fold: int, max_fit: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A fold's scored images and its fitting rows (copy, image): the other folds' fitting copies, at most ``max_fit``."""
+    rest = np.concatenate([f for j, f in enumerate(folds) if j != fold])
+    rows = [(c, i) for c in views.fitting for i in rest]
+    if len(rows) > max_fit:
+        keep = np.random.default_rng([seed, fold]).choice(len(rows), max_fit, replace=False)
+        rows = [rows[i] for i in np.sort(keep)]
+    return folds[fold], np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
 
 
 def _bootstrap_gains(audit: ModelAudit, index: np.ndarray) -> dict[tuple[str, str, str], np.ndarray]:

@@ -7,8 +7,11 @@ vector) keep the exact audit of :mod:`edgeguard.vetting.audit`, value for value.
 - each augmented view is built in chunks of :data:`CHUNK_ROWS` images, and each chunk is
   augmented, queried and encoded to its (fixed-size) thumbnail target at once, then dropped:
   the full-size copies are augmented once per audited model and never held all together;
-- each chunk is augmented by :func:`augment_chunk` with its own generator, seeded by
-  ``(augment_seed, copy, chunk)``: the same shifts, brightness, mixup and noise *strengths* as
+- only the rows the audit reads are queried: every scored row, and of the fitting copies the
+  rows its seeded ``max_fit`` draw keeps (the others were drawn and never read before either):
+  the statistics are the ones a query of every row would give;
+- each image is augmented by :func:`augment_rows` with its own generator, seeded by
+  ``(augment_seed, copy, image)``: the same shifts, brightness, mixup and noise *strengths* as
   :class:`~edgeguard.vetting.augment.AugmentSettings`, the noise drawn from 8-bit uniform
   integers (uniform, zero mean, the same per-image standard deviation as the Gaussian of the
   small path) instead of Gaussian draws (several times cheaper per value);
@@ -22,11 +25,13 @@ Everything is seeded and deterministic; no time-based cutoff.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from edgeguard.vetting.augment import AugmentSettings
 
-__all__ = ["LARGE_INPUT_VALUES", "CHUNK_ROWS", "is_large", "augment_chunk", "gram_basis", "describe"]
+__all__ = ["LARGE_INPUT_VALUES", "CHUNK_ROWS", "is_large", "augment_rows", "gram_basis", "describe"]
 
 #: Inputs with more values per item than this (3x64x64) take the large-input path.
 LARGE_INPUT_VALUES = 3 * 64 * 64
@@ -42,37 +47,34 @@ def is_large(items: np.ndarray) -> bool:
     return items.ndim == 4 and int(np.prod(items.shape[1:])) > LARGE_INPUT_VALUES
 
 
-def augment_chunk(
-    items: np.ndarray, rows: slice, rng: np.random.Generator, on_grid: bool, settings: AugmentSettings | None = None
+def augment_rows(
+    items: np.ndarray, index: np.ndarray, seed: Sequence[int], on_grid: bool, settings: AugmentSettings | None = None
 ) -> np.ndarray:
-    """One augmented copy of ``items[rows]`` (N, C, H, W) float32 in [0, 1] (on the 8-bit grid when ``on_grid``):
-    a random shift (crop of the zero-padded image), a brightness factor, mixup with a random probe image
+    """One augmented copy of ``items[index]`` (N, C, H, W) float32 in [0, 1] (on the 8-bit grid when ``on_grid``),
+    each image from its own generator seeded by ``(*seed, image index)`` (so any subset of rows is exactly what the
+    whole copy holds there): a random shift (zeros shifted in), a brightness factor, mixup with a random probe image
     (of the whole probe), uniform noise of a random standard deviation up to ``settings.noise``, clipped."""
     settings = settings or AugmentSettings()
-    chunk = items[rows]
-    n, height, width = len(chunk), chunk.shape[2], chunk.shape[3]
+    height, width = items.shape[2], items.shape[3]
     s = settings.max_shift
-    out = np.zeros_like(chunk, dtype=np.float32)
-    dy = rng.integers(-s, s + 1, size=n) if s else np.zeros(n, dtype=int)
-    dx = rng.integers(-s, s + 1, size=n) if s else np.zeros(n, dtype=int)
-    for i in range(n):  # the image moved by (dy, dx), zeros shifted in: slices, no padded copy
-        a, b = int(dy[i]), int(dx[i])
-        out[i, :, max(0, -a) : height - max(0, a), max(0, -b) : width - max(0, b)] = chunk[
+    out = np.zeros((len(index),) + items.shape[1:], dtype=np.float32)
+    for row, i in enumerate(np.asarray(index, dtype=np.int64)):
+        rng = np.random.default_rng([*seed, int(i)])
+        a, b = (int(v) for v in rng.integers(-s, s + 1, size=2)) if s else (0, 0)
+        factor, weight, sigma = rng.uniform(
+            [settings.scale[0], 0.0, 0.0], [settings.scale[1], settings.mixup, settings.noise]
+        ).astype(np.float32)
+        partner = int(rng.integers(0, len(items)))
+        image = out[row]  # the image moved by (a, b), zeros shifted in: slices, no padded copy
+        image[:, max(0, -a) : height - max(0, a), max(0, -b) : width - max(0, b)] = items[
             i, :, max(0, a) : height - max(0, -a), max(0, b) : width - max(0, -b)
         ]
-    factor = rng.uniform(*settings.scale, size=(n, 1, 1, 1)).astype(np.float32)
-    weight = rng.uniform(0.0, settings.mixup, size=(n, 1, 1, 1)).astype(np.float32)
-    out *= (1.0 - weight) * factor
-    partner = items[rng.integers(0, len(items), size=n)].astype(np.float32)
-    partner *= weight
-    out += partner
-    del partner
-    sigma = rng.uniform(0.0, settings.noise, size=(n, 1, 1, 1)).astype(np.float32)
-    noise = rng.integers(0, 256, size=chunk.shape, dtype=np.uint8).astype(np.float32)
-    noise -= 127.5
-    noise *= sigma / _UNIFORM_STD
-    out += noise
-    del noise
+        image *= (1.0 - weight) * factor
+        image += weight * items[partner].astype(np.float32)
+        noise = rng.integers(0, 256, size=image.shape, dtype=np.uint8).astype(np.float32)
+        noise -= 127.5
+        noise *= sigma / _UNIFORM_STD
+        image += noise
     np.clip(out, 0.0, 1.0, out=out)
     if on_grid:
         out *= 255.0
@@ -101,7 +103,7 @@ def describe(items: np.ndarray) -> str:
     shape = "x".join(map(str, np.asarray(items).shape[1:]))
     return (
         f"large input ({shape}: more than {LARGE_INPUT_VALUES} values): views augmented, queried and encoded in "
-        f"chunks of {CHUNK_ROWS} images (seeded per copy and chunk), uniform 8-bit integer noise of the same standard "
+        f"chunks of {CHUNK_ROWS} images (seeded per copy and image; only the rows the audit reads), uniform 8-bit integer noise of the same standard "
         "deviation as the Gaussian, decoders' principal basis from the fitting rows' Gram matrix "
         "(edgeguard.vetting.large_inputs)"
     )
