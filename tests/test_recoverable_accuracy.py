@@ -124,9 +124,40 @@ def test_the_head_is_the_last_dense_layer_reached_through_affine_and_normalising
     moved.graph.node.insert(0, helper.make_node("Identity", ["W2"], ["W2_moved"]))
     moved.graph.node[-1].input[1] = "W2_moved"
     assert output_head(moved).value == "hidden"
-    for edited in (swap_unsure(mlp, margin=1.0), head_without_gemm(mlp), head_without_gemm(mlp, weight_from_input=True)):
+    for edited in (swap_unsure(mlp, margin=1.0), head_without_gemm(mlp), head_without_gemm(mlp, weight_from_input=True),
+                   _dummy_dense_after(swap_unsure(mlp, margin=1.0))):
         head = output_head(edited)
         assert not head.trusted and head.value is None and "could hide accuracy" in head.reason
+
+
+def _dummy_dense_after(model):
+    """``model`` with an identity Gemm appended (so a dense layer, not the edit, comes last)."""
+    out = model.graph.output[0].name
+    for node in model.graph.node:
+        node.output[:] = [f"{out}_pre" if o == out else o for o in node.output]
+    classes = model.graph.output[0].type.tensor_type.shape.dim[-1].dim_value
+    model.graph.initializer.append(numpy_helper.from_array(np.eye(classes, dtype=np.float32), "dummy_identity"))
+    model.graph.node.append(helper.make_node("Gemm", [f"{out}_pre", "dummy_identity"], [out]))
+    return model
+
+
+def test_residual_and_silu_layers_keep_the_measure_trusted():
+    """A residual Add and x * Sigmoid(x) between two learned layers are layer ops, not edits."""
+    import onnx
+
+    from edgeguard.vetting.accuracy import output_head
+
+    rng = np.random.default_rng(1)
+    w = {n: numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), n)
+         for n, shape in (("W1", (8, 8)), ("W2", (8, 8)), ("W3", (8, 3)))}
+    nodes = [helper.make_node("MatMul", ["input", "W1"], ["a"]), helper.make_node("Sigmoid", ["a"], ["gate"]),
+             helper.make_node("Mul", ["a", "gate"], ["silu"]), helper.make_node("MatMul", ["silu", "W2"], ["b"]),
+             helper.make_node("Add", ["b", "silu"], ["residual"]), helper.make_node("Relu", ["residual"], ["r"]),
+             helper.make_node("MatMul", ["r", "W3"], ["output"])]
+    graph = helper.make_graph(nodes, "res", [helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["N", 8])],
+                              [helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, ["N", 3])], list(w.values()))
+    head = output_head(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert head.trusted and head.value == "r"
 
 
 def test_an_edit_on_top_of_the_logits_cannot_hide_accuracy_from_the_head_probe():

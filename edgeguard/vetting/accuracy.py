@@ -18,10 +18,13 @@ So the accuracy used in the decision is the *recoverable* accuracy, the best of:
 And the measure is only *trusted* when nothing but an affine map or a normalisation lies
 between that last dense layer and the output (:func:`output_head`: a ``Gemm``/``MatMul`` with
 a constant weight, then only ``Softmax``, ``LogSoftmax``, ``Sigmoid``, reshapes, or an
-``Add``/``Sub``/``Mul``/``Div`` by a constant, which the linear output probe undoes). Any other
-op there (swapping the top two classes on unsure rows, a keyed relabelling, a last layer
-written without ``Gemm``) could hide accuracy from every probe, so the record says
-``trusted: False`` with the op, and the decision assumes the largest calibrated lead for a pass.
+``Add``/``Sub``/``Mul``/``Div`` by a constant, which the linear output probe undoes), and only
+layer ops (activations, normalisations, pooling, residual ``Add``) lie between it and the
+learned layers before it (so a dummy dense layer appended after an edit does not hide the
+edit). Any other op there (swapping the top two classes on unsure rows, a keyed relabelling,
+a last layer written without ``Gemm``) could hide accuracy from every probe, so the record
+says ``trusted: False`` with the op, and the decision assumes the largest calibrated lead for
+a pass.
 Model and twin are measured alike. Early layers are not probed on purpose: a linear probe on
 them reads the input's information (about as good as one on the pixels), not how well the
 model was trained.
@@ -53,6 +56,15 @@ _LEARNED = ("Gemm", "MatMul", "Conv", "ConvTranspose", "Einsum")
 _PASS_THROUGH = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Softmax", "LogSoftmax", "Sigmoid", "Cast",
                  "CastLike", "Dropout")
 _AFFINE = ("Add", "Sub", "Mul", "Div")  # with a constant operand only
+#: Ops a network's layers are made of (with one data input; an affine op with a constant operand).
+_LAYER_OPS = frozenset({
+    "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Softplus",
+    "Softsign", "Gelu", "Mish", "Erf", "Clip", "BatchNormalization", "InstanceNormalization", "LayerNormalization",
+    "GroupNormalization", "LRN", "LpNormalization", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
+    "ReduceMean", "ReduceMax", "Dropout", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Identity", "Pad",
+    "Cast", "CastLike", *_AFFINE,
+})
+_GATES = ("Sigmoid", "HardSigmoid")
 
 
 @dataclass(frozen=True)
@@ -95,7 +107,13 @@ def output_head(proto: Any) -> OutputHead:
             return OutputHead(None, False, "no dense layer before the output")
         data = [name for name in node.input if name and name not in constants]
         if node.op_type in _DENSE and len(node.input) >= 2 and node.input[1] in constants and len(data) == 1:
-            return OutputHead(data[0] if data[0] in learned else None, True)
+            if data[0] not in learned:
+                return OutputHead(None, True)
+            culprit = _first_foreign_op(data[0], producer, constants)
+            if culprit is not None:
+                return OutputHead(None, False, f"{culprit.op_type} node {culprit.name or culprit.output[0]!r} lies "
+                                  "between the last two learned layers: it could hide accuracy from the probes")
+            return OutputHead(data[0], True)
         if len(data) == 1 and (node.op_type in _PASS_THROUGH or node.op_type in _AFFINE):
             value = data[0]
             continue
@@ -104,6 +122,43 @@ def output_head(proto: Any) -> OutputHead:
             "the output: it could hide accuracy from the probes"
         )
     return OutputHead(None, False, "no dense layer before the output")
+
+
+def _first_foreign_op(value: str, producer: dict[str, Any], constants: set[str]) -> Any:
+    """The first node, walking back from ``value`` to the learned layers that feed it, that is not a layer op.
+
+    Layer ops: activations, normalisations, pooling, reshapes, an affine map by a constant, a
+    residual ``Add`` of two branches (each walked), ``x * Sigmoid(x)`` (SiLU). None when every
+    path reaches a learned layer (or the graph input) through layer ops only.
+    """
+    seen: set[str] = set()
+    stack = [value]
+    while stack:
+        current = stack.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        node = producer.get(current)
+        if node is None or node.op_type in _LEARNED:
+            continue
+        data = [name for name in node.input if name and name not in constants]
+        if node.op_type in _LAYER_OPS and len(data) == 1:
+            stack.append(data[0])
+        elif node.op_type in ("Add", "Sum") and len(data) >= 2:  # a residual connection: walk every branch
+            stack.extend(data)
+        elif node.op_type == "Mul" and len(data) == 2 and _is_silu(data, producer):
+            stack.append(next(d for d in data if producer.get(d) is None or producer[d].op_type not in _GATES))
+        else:
+            return node
+    return None
+
+
+def _is_silu(data: list[str], producer: dict[str, Any]) -> bool:
+    for gate, other in ((data[0], data[1]), (data[1], data[0])):
+        node = producer.get(gate)
+        if node is not None and node.op_type in _GATES and node.input[0] == other:
+            return True
+    return False
 
 
 def top1_accuracy(outputs: np.ndarray, labels: np.ndarray, task_type: str = "multiclass") -> float:
