@@ -96,6 +96,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="finish-ce-cnn-s2")
     parser.add_argument("--target-accuracy", type=float, default=0.80)
+    parser.add_argument(
+        "--supplied-twin", default="honest-cnn-conv-s3",
+        help="also vet each edit with this held-out honest zoo model as a supplied twin (--reference-model; '' for none): "
+        "the edits the default twin cannot be trained through are then judged on their leakage",
+    )
     args = parser.parse_args()
     import onnx
 
@@ -109,23 +114,29 @@ def main() -> int:
     labels = np.asarray(probe.y)
     built = build_edits(source, images.astype(np.float32), labels, args.target_accuracy)
     params = {"probe_size": 1000, "augment_seed": 12345, "reference_data": True}
+    twins: list[tuple[str, dict[str, Any]]] = [("trained", {})]
+    if args.supplied_twin:
+        twin = _zoo.folder_for(entries[args.supplied_twin]["spec"]) / "classifier.onnx"
+        twins.append((f"supplied: {args.supplied_twin}", {"reference_models": [str(twin)]}))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for item in built:
             path = Path(tmp) / f"{item['edit']}.onnx"
             onnx.save(item["model"], str(path))
-            print(f"vetting {item['edit']}", file=sys.stderr)
-            record = detection.vet_job(dict(params, model=str(path)), Path(tmp))
-            detection.redecide([{"vet": record}])
-            leak = record["tests"]["leakage"]["details"]
-            rows.append({
-                "edit": item["edit"], "params": item["params"], "top1": item["top1"],
-                "undo_max_abs_error": item["undo_max_abs_error"], "verdict": record["verdict"],
-                "reason": (record["reasons"] or ["-"])[0], "excess_ci95_db": leak.get("ci95"),
-                "model_recoverable_accuracy": leak.get("model_recoverable_accuracy"),
-                "twin_recoverable_accuracy": leak.get("twin_recoverable_accuracy"),
-                "accuracy_gap": leak.get("accuracy_gap"), "seconds": record["seconds"],
-            })
+            for twin_name, knobs in twins:
+                print(f"vetting {item['edit']} ({twin_name} twin)", file=sys.stderr)
+                record = detection.vet_job(dict(params, model=str(path), **knobs), Path(tmp))
+                detection.redecide([{"vet": record}])
+                leak = record["tests"]["leakage"]["details"]
+                rows.append({
+                    "edit": item["edit"], "twin": twin_name, "params": item["params"], "top1": item["top1"],
+                    "undo_max_abs_error": item["undo_max_abs_error"], "verdict": record["verdict"],
+                    "reason": (record["reasons"] or ["-"])[0], "excess_ci95_db": leak.get("ci95"),
+                    "model_recoverable_accuracy": leak.get("model_recoverable_accuracy"),
+                    "twin_recoverable_accuracy": leak.get("twin_recoverable_accuracy"),
+                    "accuracy_gap": leak.get("accuracy_gap"), "trusted": leak.get("accuracy_measure_trusted"),
+                    "seconds": record["seconds"],
+                })
     result = {
         "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "model": args.model, "target_accuracy": args.target_accuracy, "vets": rows,
@@ -156,21 +167,24 @@ def render(result: dict[str, Any]) -> str:
         "gain (detection.md). Vetted as benchmarks/detection.py vets, with the installed rule and thresholds. "
         "Accuracy lead = model minus twin *recoverable* accuracy (edgeguard/vetting/accuracy.py).",
         "",
-        "| edit | parameter | top-1 | recoverable (model / twin) | lead | excess over twin, 95% CI (dB, raw) "
-        "| server undo error | verdict | first reason |",
-        "|---|---|---:|---|---:|---|---:|---|---|",
+        "| edit | twin | parameter | top-1 | recoverable (model / twin) | lead | measure trusted | excess over twin, "
+        "95% CI (dB, raw) | server undo error | verdict | first reason |",
+        "|---|---|---|---:|---|---:|---|---|---:|---|---|",
     ]
     for row in rows:
         ci = row["excess_ci95_db"] or [None, None]
         params = ", ".join(f"{k} {v:g}" for k, v in row["params"].items()) or "-"
+        trusted = {True: "yes", False: "no", None: "-"}[row.get("trusted")]
         lines.append(
-            f"| {row['edit']} | {params} | {row['top1']:.3f} | {_fmt(row['model_recoverable_accuracy'], '.3f')} / "
-            f"{_fmt(row['twin_recoverable_accuracy'], '.3f')} | {_fmt(row['accuracy_gap'], '+.3f')} | "
+            f"| {row['edit']} | {row.get('twin', 'trained')} | {params} | {row['top1']:.3f} | "
+            f"{_fmt(row['model_recoverable_accuracy'], '.3f')} / "
+            f"{_fmt(row['twin_recoverable_accuracy'], '.3f')} | {_fmt(row['accuracy_gap'], '+.3f')} | {trusted} | "
             f"[{_fmt(ci[0], '.2f')}, {_fmt(ci[1], '.2f')}] | {_fmt(row['undo_max_abs_error'], '.1e')} | "
             f"{row['verdict']} | {row['reason'][:150]} |"
         )
-    passed = [r["edit"] for r in rows[1:] if r["verdict"] == "honest"]
-    stopped = rows[0]["verdict"] != "honest"
+    passed = [f"{r['edit']} ({r.get('twin', 'trained')} twin)" for r in rows if r["edit"] != "original"
+              and r["verdict"] == "honest"]
+    stopped = all(r["verdict"] != "honest" for r in rows if r["edit"] == "original")
     lines += ["", (f"**Passed as honest: {', '.join(passed)}**" + (" (the original is stopped)." if stopped else ".")
                    if passed else "No edit passes as honest.")]
     return "\n".join(lines) + "\n"
