@@ -18,7 +18,11 @@ error against the base model's outputs: the server then keeps the base model's g
 detection.md). Each model is vetted as ``benchmarks/detection.py`` vets (its settings, the
 installed rule and thresholds). Writes ``benchmarks/results/redteam_hide_accuracy.{json,md}``.
 
-Usage: ``python benchmarks/redteam_hide_accuracy.py [--model finish-ce-cnn-s2] [--target-accuracy 0.80]``
+The bias shift is also swept to lower top-1 targets (``--sweep``): a larger bias hides no more
+of the recoverable accuracy, but it moves the leakage statistic itself.
+
+Usage: ``python benchmarks/redteam_hide_accuracy.py [--model finish-ce-cnn-s2] [--target-accuracy 0.80]
+[--sweep 0.75,0.70] [--supplied-twin honest-cnn-conv-s3]``
 (the zoo model is trained, or reused from benchmarks/.cache/zoo, by benchmarks/detection.py).
 """
 
@@ -52,8 +56,13 @@ def _run(model: Any, images: np.ndarray) -> np.ndarray:
     return session.run(None, {session.get_inputs()[0].name: images})[0]
 
 
-def build_edits(source: Path, images: np.ndarray, labels: np.ndarray, target: float) -> list[dict[str, Any]]:
-    """The edited models (ModelProto) with their parameters, top-1 accuracy and the server's undo error."""
+def build_edits(
+    source: Path, images: np.ndarray, labels: np.ndarray, target: float, sweep: tuple[float, ...] = ()
+) -> list[dict[str, Any]]:
+    """The edited models (ModelProto) with their parameters, top-1 accuracy and the server's undo error.
+
+    ``sweep``: further top-1 targets for the bias shift alone (a larger bias hides more accuracy).
+    """
     import onnx
 
     from converters.attacks.accuracy_edits import (
@@ -81,6 +90,10 @@ def build_edits(source: Path, images: np.ndarray, labels: np.ndarray, target: fl
         ("swap-unsure+live-head", swap_unsure(head_without_gemm(base, weight_from_input=True), margin=margin),
          lambda o: undo_swap_unsure(o, margin=margin), {"margin": margin}),
     ]
+    for extra in sweep:
+        b = hide_accuracy("bias-shift", logits, labels, extra)["bias"]
+        edits.append((f"bias-shift@{extra:g}", bias_shift(base, bias=b), lambda o, b=b: undo_bias_shift(o, bias=b),
+                      {"bias": b}))
     built = []
     for name, model, undo, params in edits:
         outputs = _run(model, images)
@@ -97,6 +110,10 @@ def main() -> int:
     parser.add_argument("--model", default="finish-ce-cnn-s2")
     parser.add_argument("--target-accuracy", type=float, default=0.80)
     parser.add_argument(
+        "--sweep", default="0.75,0.70",
+        help="further top-1 targets for the bias shift alone, vetted with the trained twin ('' for none)",
+    )
+    parser.add_argument(
         "--supplied-twin", default="honest-cnn-conv-s3",
         help="also vet each edit with this held-out honest zoo model as a supplied twin (--reference-model; '' for none): "
         "the edits the default twin cannot be trained through are then judged on their leakage",
@@ -112,7 +129,8 @@ def main() -> int:
     probe = detection._probe_set(1000)
     images = (probe.x.reshape(-1, 1, 28, 28).astype(np.float32) / 255.0) if probe.x.max() > 1 else probe.x
     labels = np.asarray(probe.y)
-    built = build_edits(source, images.astype(np.float32), labels, args.target_accuracy)
+    sweep = tuple(float(v) for v in args.sweep.split(",") if v.strip())
+    built = build_edits(source, images.astype(np.float32), labels, args.target_accuracy, sweep)
     params = {"probe_size": 1000, "augment_seed": 12345, "reference_data": True}
     twins: list[tuple[str, dict[str, Any]]] = [("trained", {})]
     if args.supplied_twin:
@@ -123,7 +141,7 @@ def main() -> int:
         for item in built:
             path = Path(tmp) / f"{item['edit']}.onnx"
             onnx.save(item["model"], str(path))
-            for twin_name, knobs in twins:
+            for twin_name, knobs in twins[:1] if "@" in item["edit"] else twins:
                 print(f"vetting {item['edit']} ({twin_name} twin)", file=sys.stderr)
                 record = detection.vet_job(dict(params, model=str(path), **knobs), Path(tmp))
                 detection.redecide([{"vet": record}])
