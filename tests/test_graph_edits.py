@@ -241,8 +241,11 @@ def test_redteam_zoo_is_held_out_only_and_covers_every_class():
     assert all(h in names and v in names for h, v in REDTEAM_PAIRS)  # every pair is in the detection zoo
     red = redteam_zoo(entries)
     assert {e["split"] for e in red} == {"test"}
-    assert {e["family"] for e in red} == set(ge.GRAPH_EDITS)
-    assert len(red) == len(REDTEAM_PAIRS) * len(ge.GRAPH_EDITS)
+    from converters.attacks.accuracy_edits import ACCURACY_GRAPH_EDITS
+
+    families = set(ge.GRAPH_EDITS) | set(ACCURACY_GRAPH_EDITS)
+    assert {e["family"] for e in red} == families
+    assert len(red) == len(REDTEAM_PAIRS) * len(families)
     assert {e["arch"] for e in red} >= {"cnn", "mlp", "wrn", "resnet"}
 
 
@@ -302,3 +305,17 @@ def test_lattice_relu_uses_only_classifier_ops_and_recovers_most_codes(pair):
     h = ge.run_model(honest, images).astype(np.float64)
     shifted = np.clip(h - h.max(1, keepdims=True), -code.span, 0.0)  # released: logits minus their row max
     assert np.abs(code.lattice(ge.run_model(model, images)) - shifted).max() <= code.step
+
+
+@pytest.mark.parametrize("family", ["bias-shift", "swap-unsure"])
+def test_accuracy_hiding_families_cost_top1_and_nothing_to_the_server(tiny_threats, tmp_path, family):
+    """The zoo's accuracy-hiding families (converters.attacks.accuracy_edits): points of top-1 given up, and
+    the server, undoing the edit exactly, keeps the vicious model's whole gain."""
+    from benchmarks.zoo import build_graph_edit
+
+    honest, vicious = tiny_threats["honest"], tiny_threats["vicious"]
+    record = build_graph_edit(family, honest["dir"], vicious["dir"], root=tmp_path, train_limit=4000, test_limit=500)
+    report = vicious["report"]
+    assert record["gain_db"] > report["psnr"] - report["baseline"]["psnr"] - 0.5
+    assert record["label"]["edited_accuracy"] < record["label"]["honest_accuracy"] - 0.02
+    assert set(record["label"]["hidden_by"]) == {"bias" if family == "bias-shift" else "margin"}

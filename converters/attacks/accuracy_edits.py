@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from converters.attacks.graph_edits import _Graph, _load
+from converters.attacks.graph_edits import GraphEdit, _Graph, _load, run_model
 from edgeguard.errors import InvalidInputError
 
 __all__ = [
@@ -44,7 +44,13 @@ __all__ = [
     "undo_swap_unsure",
     "hide_accuracy",
     "head_without_gemm",
+    "ACCURACY_GRAPH_EDITS",
+    "HIDDEN_POINTS",
+    "recover",
 ]
+
+#: How much top-1 accuracy the zoo's accuracy-hiding families give up (the provider's server loses none of it).
+HIDDEN_POINTS = 0.05
 
 _ONE_HOT = 1.0e4  # slope of the Relu one-hots: 1 on the top entry, 0 on any entry 1e-4 below it
 _MASK = 1.0e4  # what the top entry is lowered by to find the second one
@@ -179,3 +185,38 @@ def hide_accuracy(
         after = float((edited.argmax(1) == labels).mean())
     return {"edit": edit, name: value, "accuracy_before": before, "accuracy_after": after,
             "reached": after <= target_accuracy}
+
+
+def _hiding(edit: str) -> Any:
+    def build(honest: Any, vicious: Any, *, images: np.ndarray, labels: np.ndarray,
+              points: float = HIDDEN_POINTS) -> tuple[onnx.ModelProto, dict[str, float]]:
+        base = _load(vicious)
+        logits = run_model(base, images)
+        target = float((logits.argmax(1) == labels).mean()) - points
+        found = hide_accuracy(edit, logits, labels, target)
+        builder, _, name = ACCURACY_EDITS[edit]
+        return builder(base, **{name: found[name]}), {name: found[name]}
+
+    build.__name__ = edit.replace("-", "_")
+    return build
+
+
+def recover(edit: str, outputs: np.ndarray, params: dict[str, float]) -> np.ndarray:
+    """The provider's view: the vicious logits back from an accuracy-hiding edit's outputs (its exact undo)."""
+    _, undo, _ = ACCURACY_EDITS[edit]
+    return undo(outputs, **params)
+
+
+#: The zoo's accuracy-hiding red-team families (benchmarks/zoo.py): built on the vicious model of a pair, each
+#: gives up HIDDEN_POINTS of top-1 on the builder's labelled images; ``build(honest, vicious, images=, labels=)``
+#: returns (model, parameters) and :func:`recover` undoes it for the server.
+ACCURACY_GRAPH_EDITS: dict[str, GraphEdit] = {
+    "bias-shift": GraphEdit(
+        "bias-shift", _hiding("bias-shift"),
+        "recoverable accuracy (the linear output probe refits the bias), then the leakage audit",
+    ),
+    "swap-unsure": GraphEdit(
+        "swap-unsure", _hiding("swap-unsure"),
+        "accuracy measure not trusted (ops after the last dense layer: a pass assumes the largest lead); leakage audit",
+    ),
+}
