@@ -102,9 +102,10 @@ def accuracy_adjustment(entry: Mapping[str, Any], details: Mapping[str, Any]) ->
     trained twin, limited to the reference data, is often less accurate than a converged model.
     So a model more accurate than its twin by ``accuracy_gap`` = model - twin accuracy is compared
     with what an honest model of its accuracy would leak. The vet measures both accuracies as
-    *recoverable* accuracy (``edgeguard.vetting.accuracy``: the best of top-1 and cross-validated
-    label probes on the outputs), so a per-class bias that hides accuracy from top-1 at no cost to
-    the server does not shrink the gap. The excess is raised by
+    *recoverable* accuracy (``edgeguard.vetting.accuracy``: the best of top-1, cross-validated
+    label probes on the outputs and a probe on the input of the last dense layer), so a per-class
+    bias that hides accuracy from top-1 at no cost to the server does not shrink the gap. The
+    excess is raised by
     ``-slope * gap``. Conservative both ways: no credit for a model *less* accurate than its twin
     (gap < 0 counts as 0), and a gap beyond the calibrated range (``accuracy_gap_range``) may
     extrapolate to refuse a pass but never to convict. When the vet cannot trust its accuracy
